@@ -1,0 +1,138 @@
+"""Classical and metric multidimensional scaling (pure NumPy/SciPy/torch)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+__all__ = ["classical_mds", "metric_mds", "stress", "interpolate"]
+
+
+def _fix_signs(Y: np.ndarray) -> np.ndarray:
+    """Make each axis' largest-magnitude coordinate positive (deterministic output)."""
+    j = np.argmax(np.abs(Y), axis=0)
+    s = np.sign(Y[j, np.arange(Y.shape[1])])
+    s[s == 0] = 1.0
+    return Y * s
+
+
+def classical_mds(D: np.ndarray, n_components: int = 2) -> np.ndarray:
+    """Classical (Torgerson) MDS of a distance matrix.
+
+    Parameters
+    ----------
+    D
+        ``(n, n)`` symmetric matrix of distances.
+    n_components
+        Output dimension.
+
+    Returns
+    -------
+    ``(n, n_components)`` coordinates; axes with non-positive eigenvalues are zero.
+    """
+    D = np.asarray(D, dtype=np.float64)
+    n = D.shape[0]
+    if n_components >= n:
+        raise ValueError(f"n_components={n_components} must be smaller than the {n} points")
+    D2 = D**2
+    rm = D2.mean(1)
+    B = -0.5 * (D2 - rm[:, None] - rm[None, :] + rm.mean())
+    B = 0.5 * (B + B.T)
+    w, V = scipy.linalg.eigh(B, subset_by_index=[n - n_components, n - 1])
+    w, V = w[::-1], V[:, ::-1]
+    Y = V * np.sqrt(np.clip(w, 0.0, None))
+    return _fix_signs(Y)
+
+
+def stress(D: np.ndarray, Y: np.ndarray) -> float:
+    """Kruskal's normalised stress-1 ``sqrt(Σ (d_ij − ‖y_i − y_j‖)² / Σ d_ij²)``."""
+    D = np.ascontiguousarray(D, dtype=np.float64)
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    raw = 2.0 * _guttman_step(D, Y, np.empty_like(Y))
+    return float(np.sqrt(raw / max((D**2).sum(), 1e-300)))
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _guttman_step(D, Y, Ynew):  # pragma: no cover - compiled
+    """One SMACOF (Guttman) update, fused: returns the raw stress at ``Y``."""
+    n, d = Y.shape
+    row_stress = np.zeros(n)
+    for i in numba.prange(n):
+        acc = np.zeros(d)
+        bsum = 0.0
+        st = 0.0
+        for j in range(n):
+            if j == i:
+                continue
+            e2 = 0.0
+            for c in range(d):
+                diff = Y[i, c] - Y[j, c]
+                e2 += diff * diff
+            e = np.sqrt(e2)
+            r = D[i, j] / e if e > 1e-12 else 0.0
+            bsum += r
+            for c in range(d):
+                acc[c] -= r * Y[j, c]
+            st += (e - D[i, j]) ** 2
+        for c in range(d):
+            Ynew[i, c] = (acc[c] + bsum * Y[i, c]) / n
+        row_stress[i] = st
+    return 0.5 * row_stress.sum()
+
+
+def metric_mds(
+    D: np.ndarray,
+    n_components: int = 2,
+    *,
+    init: np.ndarray | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-5,
+) -> tuple[np.ndarray, float]:
+    """Metric MDS by SMACOF (Guttman transform), started from classical MDS.
+
+    Minimises the raw stress ``Σ_{i<j} (d_ij − ‖y_i − y_j‖)²``; stops when the relative
+    decrease of the stress between iterations falls below ``tol``. Each iteration is one
+    fused, parallel pass over the pairs (no ``n × n`` temporaries).
+
+    Parameters
+    ----------
+    D
+        ``(n, n)`` symmetric distance matrix.
+    n_components
+        Output dimension.
+    init
+        Starting coordinates; classical MDS when None.
+    max_iter, tol
+        Iteration limit and relative tolerance.
+
+    Returns
+    -------
+    Y, stress1
+        Coordinates ``(n, n_components)`` and the final normalised stress-1.
+    """
+    D = np.ascontiguousarray(D, dtype=np.float64)
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise ValueError("D must be a square matrix")
+    if not np.all(np.isfinite(D)):
+        raise ValueError("D contains NaN or infinite values")
+    Y = classical_mds(D, n_components) if init is None else np.array(init, dtype=np.float64)
+    Y = np.ascontiguousarray(Y)
+    Ynew = np.empty_like(Y)
+    prev = np.inf
+    for _ in range(max_iter):
+        cur = _guttman_step(D, Y, Ynew)
+        if np.isfinite(prev) and prev - cur <= tol * prev:
+            break
+        prev = cur
+        Y, Ynew = Ynew, Y
+    return _fix_signs(Y), stress(D, Y)
+
+
+def interpolate(transitions: sp.spmatrix, Y_landmarks: np.ndarray) -> np.ndarray:
+    """Place cells by the transition-weighted average of landmark coordinates (PHATE)."""
+    T = sp.csr_matrix(transitions)
+    rs = np.asarray(T.sum(1)).ravel()
+    rs[rs == 0] = 1.0
+    return np.asarray(sp.diags(1.0 / rs) @ T @ Y_landmarks)

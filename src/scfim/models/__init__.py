@@ -1,0 +1,1 @@
+"""Learned models (neural FIM, LAND)."""

@@ -1,0 +1,5 @@
+"""Plotting: every function returns matplotlib Axes (or a Figure)."""
+
+from ._embedding import diffusion_entropy, embedding
+
+__all__ = ["diffusion_entropy", "embedding"]
