@@ -6,6 +6,7 @@ import numba
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+import scipy.sparse.linalg
 
 __all__ = ["classical_mds", "metric_mds", "stress", "interpolate"]
 
@@ -40,8 +41,15 @@ def classical_mds(D: np.ndarray, n_components: int = 2) -> np.ndarray:
     rm = D2.mean(1)
     B = -0.5 * (D2 - rm[:, None] - rm[None, :] + rm.mean())
     B = 0.5 * (B + B.T)
-    w, V = scipy.linalg.eigh(B, subset_by_index=[n - n_components, n - 1])
-    w, V = w[::-1], V[:, ::-1]
+    if n_components < n - 1 and n > 50:
+        # Lanczos for the leading eigenpairs (LAPACK's subset driver can be very slow on the
+        # clustered spectra that saturated JS distances produce); fixed start vector so the
+        # result is deterministic
+        w, V = scipy.sparse.linalg.eigsh(B, k=n_components, which="LA", v0=np.ones(n))
+    else:
+        w, V = scipy.linalg.eigh(B, subset_by_index=[n - n_components, n - 1])
+    order = np.argsort(w)[::-1]
+    w, V = w[order], V[:, order]
     Y = V * np.sqrt(np.clip(w, 0.0, None))
     return _fix_signs(Y)
 

@@ -1,0 +1,87 @@
+"""Diffusion operator + JSD-PHATE vs ``phate.PHATE().fit_transform``, side by side.
+
+Both run on the same 100-D toy tree (``scfim.datasets.tree``), each in its own child
+process (peak memory = the child's max RSS), one after the other in this run. Prints a
+table with wall times, peak memories and the ratios ours / PHATE.
+
+Budget (issue "Foundation"): at 100k cells, time ratio ≤ 0.5 and memory ratio ≤ 1.0;
+1M cells (``--million``, ours only) must finish under 8 GiB.
+
+Usage::
+
+    python benchmarks/bench_diffusion.py --sizes 3000 20000 100000 [--million]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+
+from _common import fmt, measure, table
+
+DATA = """
+import numpy as np
+import time
+from scfim.datasets import tree
+X = tree(n_obs={n}, n_dim=100, n_branches=20, random_state=0).X
+"""
+
+OURS = DATA + """
+import torch
+torch.set_num_threads({threads})
+import anndata as ad, scfim
+a = ad.AnnData(X)
+t0 = time.perf_counter()
+scfim.tl.diffusion(a, use_rep="X", random_state=0)
+t1 = time.perf_counter()
+scfim.tl.jsd_phate(a)
+t2 = time.perf_counter()
+RESULT = {{"seconds": t2 - t0, "diffusion_s": t1 - t0, "jsd_phate_s": t2 - t1,
+          "t": int(a.uns["diffusion"]["t"]), "states": int(a.uns["diffusion"]["n_states"])}}
+"""
+
+PHATE = DATA + """
+import phate
+t0 = time.perf_counter()
+Y = phate.PHATE(n_jobs={threads}, verbose=0, random_state=0).fit_transform(X)
+RESULT = {{"seconds": time.perf_counter() - t0}}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[3000, 20000, 100000])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--million", action="store_true", help="also run ours on 1M cells")
+    args = parser.parse_args()
+    have_phate = importlib.util.find_spec("phate") is not None
+    if not have_phate:
+        print("phate is not installed (pip install phate): only our side is measured")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    rows = []
+    for n in args.sizes:
+        ours = measure(OURS.format(n=n, threads=args.threads))
+        peer = measure(PHATE.format(n=n, threads=args.threads)) if have_phate else {}
+        if "error" in ours:
+            raise SystemExit(f"our pipeline failed at n={n}: {ours['error']}")
+        ts = ours["seconds"] / peer["seconds"] if "seconds" in peer else None
+        ms = ours["peak_mib"] / peer["peak_mib"] if "peak_mib" in peer else None
+        rows.append([
+            f"{n:,}", fmt(ours["diffusion_s"]), fmt(ours["jsd_phate_s"]), fmt(ours["seconds"]),
+            fmt(peer.get("seconds")), fmt(ts, ".2f"), fmt(ours["peak_mib"], ".0f"),
+            fmt(peer.get("peak_mib"), ".0f"), fmt(ms, ".2f"), str(ours["t"]),
+        ])
+        print(table(rows, ["cells", "ours: P (s)", "ours: MDS (s)", "ours (s)", "PHATE (s)",
+                           "time ratio", "ours MiB", "PHATE MiB", "mem ratio", "t"]), flush=True)
+    if args.million:
+        res = measure(OURS.format(n=1_000_000, threads=args.threads))
+        if "error" in res:
+            print(f"1M cells: failed: {res['error']}")
+        else:
+            print(f"1M cells (ours): {res['seconds']:.0f} s, peak {res['peak_mib'] / 1024:.2f} GiB "
+                  f"(budget 8 GiB), t = {res['t']}, {res['states']} landmarks")
+
+
+if __name__ == "__main__":
+    main()
