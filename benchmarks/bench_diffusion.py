@@ -27,7 +27,9 @@ from scfim.datasets import tree
 X = tree(n_obs={n}, n_dim=100, n_branches=20, random_state=0).X
 """
 
-OURS = DATA + """
+OURS = (
+    DATA
+    + """
 import torch
 torch.set_num_threads({threads})
 import anndata as ad, scfim
@@ -40,13 +42,17 @@ t2 = time.perf_counter()
 RESULT = {{"seconds": t2 - t0, "diffusion_s": t1 - t0, "jsd_phate_s": t2 - t1,
           "t": int(a.uns["diffusion"]["t"]), "states": int(a.uns["diffusion"]["n_states"])}}
 """
+)
 
-PHATE = DATA + """
+PHATE = (
+    DATA
+    + """
 import phate
 t0 = time.perf_counter()
 Y = phate.PHATE(n_jobs={threads}, verbose=0, random_state=0).fit_transform(X)
 RESULT = {{"seconds": time.perf_counter() - t0}}
 """
+)
 
 
 def main() -> None:
@@ -67,20 +73,47 @@ def main() -> None:
             raise SystemExit(f"our pipeline failed at n={n}: {ours['error']}")
         ts = ours["seconds"] / peer["seconds"] if "seconds" in peer else None
         ms = ours["peak_mib"] / peer["peak_mib"] if "peak_mib" in peer else None
-        rows.append([
-            f"{n:,}", fmt(ours["diffusion_s"]), fmt(ours["jsd_phate_s"]), fmt(ours["seconds"]),
-            fmt(peer.get("seconds")), fmt(ts, ".2f"), fmt(ours["peak_mib"], ".0f"),
-            fmt(peer.get("peak_mib"), ".0f"), fmt(ms, ".2f"), str(ours["t"]),
-        ])
-        print(table(rows, ["cells", "ours: P (s)", "ours: MDS (s)", "ours (s)", "PHATE (s)",
-                           "time ratio", "ours MiB", "PHATE MiB", "mem ratio", "t"]), flush=True)
+        rows.append(
+            [
+                f"{n:,}",
+                fmt(ours["diffusion_s"]),
+                fmt(ours["jsd_phate_s"]),
+                fmt(ours["seconds"]),
+                fmt(peer.get("seconds")),
+                fmt(ts, ".2f"),
+                fmt(ours["peak_mib"], ".0f"),
+                fmt(peer.get("peak_mib"), ".0f"),
+                fmt(ms, ".2f"),
+                str(ours["t"]),
+            ]
+        )
+        print(
+            table(
+                rows,
+                [
+                    "cells",
+                    "ours: P (s)",
+                    "ours: MDS (s)",
+                    "ours (s)",
+                    "PHATE (s)",
+                    "time ratio",
+                    "ours MiB",
+                    "PHATE MiB",
+                    "mem ratio",
+                    "t",
+                ],
+            ),
+            flush=True,
+        )
     if args.million:
         res = measure(OURS.format(n=1_000_000, threads=args.threads))
         if "error" in res:
             print(f"1M cells: failed: {res['error']}")
         else:
-            print(f"1M cells (ours): {res['seconds']:.0f} s, peak {res['peak_mib'] / 1024:.2f} GiB "
-                  f"(budget 8 GiB), t = {res['t']}, {res['states']} landmarks")
+            print(
+                f"1M cells (ours): {res['seconds']:.0f} s, peak {res['peak_mib'] / 1024:.2f} GiB "
+                f"(budget 8 GiB), t = {res['t']}, {res['states']} landmarks"
+            )
 
 
 if __name__ == "__main__":

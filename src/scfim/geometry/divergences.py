@@ -183,9 +183,7 @@ def pairwise_js(P, Q=None, *, threshold: float = 1e-11) -> np.ndarray:
     mass = A.sum(1)
     S = sp.csr_matrix(A)
     out = np.zeros((A.shape[0], A.shape[0]))
-    _pairwise_js_sparse(
-        S.indptr.astype(np.int64), S.indices.astype(np.int64), S.data, A, mass, out
-    )
+    _pairwise_js_sparse(S.indptr.astype(np.int64), S.indices.astype(np.int64), S.data, A, mass, out)
     np.clip(out, 0.0, LOG2, out=out)
     if symmetric:
         np.fill_diagonal(out, 0.0)
