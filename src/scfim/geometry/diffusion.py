@@ -99,9 +99,10 @@ def knn_graph(
     return sp.csr_matrix((dist.ravel().astype(np.float64), idx.ravel(), indptr), shape=(n, n))
 
 
-def _knn_exact(X: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
+    block = int(max(64, min(2048, 2**26 // max(1, X.shape[0]))))  # ≤ 256 MiB of distances
     Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
     sq = (Xt * Xt).sum(1)
     n = Xt.shape[0]
