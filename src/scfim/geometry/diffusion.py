@@ -47,6 +47,7 @@ def knn_graph(
     n_neighbors: int,
     *,
     method: str = "auto",
+    clusters: np.ndarray | None = None,
     random_state: int | None = 0,
 ) -> sp.csr_matrix:
     """k-nearest-neighbour distance graph (self excluded) as a CSR matrix.
@@ -58,11 +59,16 @@ def knn_graph(
     n_neighbors
         Neighbours per cell (not counting the cell itself).
     method
-        ``"exact"`` (brute force in float32 blocks), ``"pynndescent"`` (approximate) or
-        ``"auto"`` (exact up to 50 000 cells, approximate beyond when pynndescent is
-        installed).
+        ``"exact"`` (brute force in float32 blocks, distances refined in float64),
+        ``"ivf"`` (approximate: each cell's neighbours are searched among the cells of the
+        k-means clusters nearest to its own, an inverted-file index), ``"pynndescent"``
+        (approximate; its JIT compilation costs about 30 s per process) or ``"auto"``
+        (exact up to 50 000 cells, ivf beyond).
+    clusters
+        ``(n,)`` k-means labels to reuse for ``"ivf"`` (e.g. the landmarks); computed when
+        omitted.
     random_state
-        Seed of the approximate search.
+        Seed of the approximate searches.
 
     Returns
     -------
@@ -76,18 +82,20 @@ def knn_graph(
     n = X.shape[0]
     k = int(n_neighbors)
     if method == "auto":
-        method = "exact" if n <= 50_000 else "pynndescent"
-        if method == "pynndescent":
-            try:
-                import pynndescent  # noqa: F401
-            except ImportError:  # pragma: no cover - depends on environment
-                method = "exact"
+        method = "exact" if n <= 50_000 else "ivf"
     if method == "exact":
         idx, dist = _knn_exact(X, k)
+    elif method == "ivf":
+        if clusters is None:
+            n_lists = int(np.clip(2 * np.sqrt(n), 2, 4000))
+            clusters = assign_landmarks(X, n_lists, random_state=random_state)
+        idx, dist = _knn_ivf(X, k, np.asarray(clusters))
     elif method == "pynndescent":
         idx, dist = _knn_pynndescent(X, k, random_state)
     else:
-        raise ValueError(f"unknown kNN method {method!r}; use 'auto', 'exact' or 'pynndescent'")
+        raise ValueError(
+            f"unknown kNN method {method!r}; use 'auto', 'exact', 'ivf' or 'pynndescent'"
+        )
     n_dup = int(np.sum(dist[:, 0] <= 0.0))
     if n_dup:
         raise ValueError(
@@ -122,6 +130,57 @@ def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             dist[s : s + block] = np.sqrt((diff * diff).sum(-1))
     order = np.argsort(dist, axis=1, kind="stable")
     return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
+
+
+def _knn_ivf(
+    X: np.ndarray, k: int, labels: np.ndarray, n_probe: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate kNN: search each cluster's cells among the nearest clusters.
+
+    Clusters are probed in order of centroid distance until at least ``n_probe`` clusters
+    and ``4k`` candidates are covered. The recall against the exact search is tested.
+    """
+    import torch
+
+    n = X.shape[0]
+    Xf = np.ascontiguousarray(X, dtype=np.float32)
+    Xt = torch.as_tensor(Xf)
+    sq = (Xt * Xt).sum(1)
+    L = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=L)
+    W = sp.csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(L, n))
+    C = np.asarray(W @ Xf) / np.maximum(counts, 1)[:, None]
+    n_look = min(L, max(4 * n_probe, 64))
+    with torch.no_grad():
+        Ct = torch.as_tensor(C, dtype=torch.float32)
+        dC = torch.cdist(Ct, Ct)
+        dC[:, torch.as_tensor(counts == 0)] = float("inf")
+        probe = torch.topk(dC, n_look, dim=1, largest=False).indices.numpy()
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    idx = np.empty((n, k), dtype=np.int64)
+    for c in range(L):
+        q = order[starts[c] : starts[c + 1]]
+        if q.size == 0:
+            continue
+        cum = np.cumsum(counts[probe[c]])
+        m = max(n_probe, int(np.searchsorted(cum, 4 * k + 1)) + 1)
+        if m > n_look or cum[m - 1] <= k:
+            cand = np.arange(n)  # tiny data or tiny clusters: search everything
+        else:
+            cand = np.concatenate([order[starts[j] : starts[j + 1]] for j in probe[c, :m]])
+        with torch.no_grad():
+            qt, ct = torch.as_tensor(q), torch.as_tensor(cand)
+            d2 = sq[qt, None] - 2.0 * (Xt[qt] @ Xt[ct].T) + sq[None, ct]
+            d2[qt[:, None] == ct[None, :]] = float("inf")  # exclude self
+            nn = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
+        idx[q] = cand[nn]
+    dist = np.empty((n, k))
+    for s in range(0, n, 4096):
+        dd = X[s : s + 4096, None, :].astype(np.float64) - X[idx[s : s + 4096]]
+        dist[s : s + 4096] = np.sqrt((dd * dd).sum(-1))
+    order2 = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(idx, order2, 1), np.take_along_axis(dist, order2, 1)
 
 
 def _knn_pynndescent(X: np.ndarray, k: int, random_state) -> tuple[np.ndarray, np.ndarray]:
@@ -318,12 +377,10 @@ def select_t(symmetric_op, t_max: int = 100, n_eigen: int = 100) -> tuple[int, n
     t, entropy
         The chosen t (≥ 1) and the entropy curve for t = 1 … t_max.
     """
-    import scipy.linalg
-
     S = np.asarray(symmetric_op, dtype=np.float64)
-    n = S.shape[0]
-    k = min(n_eigen, n)
-    lam = scipy.linalg.eigh(S, eigvals_only=True, subset_by_index=[n - k, n - 1])
+    # all eigenvalues by divide and conquer: robust on the clustered spectra of diffusion
+    # operators, where LAPACK's subset drivers can be very slow
+    lam = np.linalg.eigvalsh(S)[::-1][: min(n_eigen, S.shape[0])]
     h = von_neumann_entropy(lam, t_max)
     t = knee_point(h, np.arange(1, t_max + 1)) + 1
     return int(t), h
@@ -529,21 +586,21 @@ def build_operator(
     operator, info
         ``info`` holds the von Neumann entropy curve (``"entropy"``) when t was automatic.
     """
-    if distances is None:
-        if X is None:
-            raise ValueError("need X or a precomputed distance graph")
-        k_search = min(
-            X.shape[0] - 1, 3 * n_neighbors if kernel == "alpha_decay" else 4 * n_neighbors
-        )
-        distances = knn_graph(X, k_search, method=knn_method, random_state=random_state)
-    K = affinity_kernel(distances, kernel=kernel, n_neighbors=n_neighbors, decay=decay, sigma=sigma)
-    P, deg = markov_operator(K, alpha)
-    n = P.shape[0]
+    n = X.shape[0] if X is not None else distances.shape[0]
     labels = None
     if n_landmarks is not None and n > n_landmarks:
         if X is None:
             raise ValueError("landmark clustering needs the input representation X")
         labels = assign_landmarks(X, n_landmarks, random_state=random_state)
+    if distances is None:
+        if X is None:
+            raise ValueError("need X or a precomputed distance graph")
+        k_search = min(n - 1, (3 if kernel == "alpha_decay" else 4) * n_neighbors)
+        distances = knn_graph(
+            X, k_search, method=knn_method, clusters=labels, random_state=random_state
+        )
+    K = affinity_kernel(distances, kernel=kernel, n_neighbors=n_neighbors, decay=decay, sigma=sigma)
+    P, deg = markov_operator(K, alpha)
     op = DiffusionOperator(P, deg, 1, labels)
     info: dict = {}
     if isinstance(t, str):

@@ -81,7 +81,8 @@ def diffusion(
     neighbors_key
         Reuse ``adata.uns[neighbors_key]`` / its ``obsp`` distances from ``sc.pp.neighbors``.
     knn_method
-        ``"auto"``, ``"exact"`` or ``"pynndescent"``.
+        ``"auto"`` (exact up to 50 000 cells, else ``"ivf"``), ``"exact"``, ``"ivf"`` or
+        ``"pynndescent"``.
     random_state
         Seed of the approximate kNN search and of the landmark clustering.
     key_added
@@ -122,8 +123,10 @@ def diffusion(
         t = check_int("t", t)
     if n_landmarks is not None:
         n_landmarks = check_int("n_landmarks", n_landmarks, minimum=2)
-    if knn_method not in ("auto", "exact", "pynndescent"):
-        raise ValueError(f"knn_method must be 'auto', 'exact' or 'pynndescent', got {knn_method!r}")
+    if knn_method not in ("auto", "exact", "ivf", "pynndescent"):
+        raise ValueError(
+            f"knn_method must be 'auto', 'exact', 'ivf' or 'pynndescent', got {knn_method!r}"
+        )
 
     X, rep = get_rep(adata, use_rep)
     n = X.shape[0]
