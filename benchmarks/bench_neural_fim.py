@@ -1,0 +1,144 @@
+"""Full pipeline (diffusion → JSD-PHATE → neural FIM) vs ``phate.PHATE().fit_transform``.
+
+Both sides run on the same 100-D toy tree (``scfim.datasets.tree``), each in its own child
+process (peak memory = the child's max RSS, data generation included on both sides), one
+after the other in this run. Prints a table of wall times, peak memories and the ratios
+ours / PHATE, then the time of the per-cell FIM (trace, log-volume, eigenvalues) of a
+model with ``d = 50`` inputs on many cells, extrapolated linearly to 1M cells.
+
+Budgets (DESIGN.md): at 100k cells the full pipeline no slower than PHATE and peak
+memory no higher; per-cell FIM of 1M cells under 60 s on 2 cores.
+
+phate is optional (``pip install phate``); without it only our side is measured.
+
+Usage::
+
+    python benchmarks/bench_neural_fim.py [--sizes 20000 100000] [--fim-cells 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+
+from _common import fmt, measure, table
+
+DATA = """
+import numpy as np
+import time
+from scfim.datasets import tree
+X = tree(n_obs={n}, n_dim=100, n_branches=20, random_state=0).X
+"""
+
+OURS = (
+    DATA
+    + """
+import torch
+torch.set_num_threads({threads})
+import anndata as ad, scfim
+a = ad.AnnData(X)
+t0 = time.perf_counter()
+scfim.tl.diffusion(a, use_rep="X", random_state=0)
+t1 = time.perf_counter()
+scfim.tl.jsd_phate(a)
+t2 = time.perf_counter()
+scfim.tl.neural_fim(a, random_state=0, verbose=False)
+t3 = time.perf_counter()
+RESULT = {{"seconds": t3 - t0, "diffusion_s": t1 - t0, "jsd_phate_s": t2 - t1,
+          "neural_fim_s": t3 - t2, "epochs": int(a.uns["neural_fim"]["val_loss"]["0"].size)}}
+"""
+)
+
+PHATE = (
+    DATA
+    + """
+import phate
+t0 = time.perf_counter()
+Y = phate.PHATE(n_jobs={threads}, verbose=0, random_state=0).fit_transform(X)
+RESULT = {{"seconds": time.perf_counter() - t0}}
+"""
+)
+
+FIM = """
+import time
+import numpy as np
+import torch
+torch.set_num_threads({threads})
+from scfim.models.neural_fim import NeuralFIM
+d, n = 50, {n}
+model = NeuralFIM(20, (100, 100), random_state=0, verbose=False)
+model.net_ = model._init_net(d).eval()
+model.n_features_ = d
+X = np.random.default_rng(0).normal(size=(n, d))
+model.summary(X[:4096])  # warm-up
+t0 = time.perf_counter()
+s = model.summary(X)
+RESULT = {{"seconds": time.perf_counter() - t0, "finite": bool(np.isfinite(s["trace"]).all())}}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20000, 100000])
+    parser.add_argument("--fim-cells", type=int, default=200_000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    have_phate = importlib.util.find_spec("phate") is not None
+    if not have_phate:
+        print("phate is not installed (pip install phate): only our side is measured")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    header = [
+        "cells",
+        "P (s)",
+        "MDS (s)",
+        "nFIM (s)",
+        "ours (s)",
+        "PHATE (s)",
+        "time ratio",
+        "ours MiB",
+        "PHATE MiB",
+        "mem ratio",
+        "epochs",
+    ]
+    rows = []
+    for n in args.sizes:
+        ours = measure(OURS.format(n=n, threads=args.threads))
+        if "error" in ours:
+            raise SystemExit(f"our pipeline failed at n={n}: {ours['error']}")
+        peer = measure(PHATE.format(n=n, threads=args.threads)) if have_phate else {}
+        if "error" in peer:
+            print(f"PHATE failed at n={n}: {peer['error']}")
+        ts = ours["seconds"] / peer["seconds"] if "seconds" in peer else None
+        ms = ours["peak_mib"] / peer["peak_mib"] if "peak_mib" in peer else None
+        rows.append(
+            [
+                f"{n:,}",
+                fmt(ours["diffusion_s"]),
+                fmt(ours["jsd_phate_s"]),
+                fmt(ours["neural_fim_s"]),
+                fmt(ours["seconds"]),
+                fmt(peer.get("seconds")),
+                fmt(ts, ".2f"),
+                fmt(ours["peak_mib"], ".0f"),
+                fmt(peer.get("peak_mib"), ".0f"),
+                fmt(ms, ".2f"),
+                str(ours["epochs"]),
+            ]
+        )
+        print(table(rows, header), flush=True)
+
+    n = args.fim_cells
+    res = measure(FIM.format(n=n, threads=args.threads))
+    if "error" in res:
+        raise SystemExit(f"per-cell FIM failed: {res['error']}")
+    per_cell = res["seconds"] / n
+    print(
+        f"\nper-cell FIM (d=50, m=20, hidden 100-100, {args.threads} threads): {n:,} cells in "
+        f"{res['seconds']:.1f} s = {1e6 * per_cell:.1f} µs/cell → 1M cells ≈ "
+        f"{1e6 * per_cell:.0f} s (budget 60 s), peak {res['peak_mib']:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,686 @@
+"""Neural FIM: an MLP onto the probability simplex and its Fisher information metric.
+
+The network ``φ: R^d → Δ^{m-1}`` (softmax output, ``m = n_components``) is trained so that
+the Jensen–Shannon *distance* between its outputs matches the Jensen–Shannon distance
+between the rows of the diffusion operator ``Pᵗ`` (Fasina et al., ICML 2023, Eq. 6)::
+
+    L = mean over pairs (x, y) of ( √JS(φ(x), φ(y)) − √JS(Pᵗ(x,·), Pᵗ(y,·)) )²
+
+Each point ``x`` is then a categorical distribution ``φ(x)`` and carries the Fisher
+information metric of that statistical model,
+
+    g(x) = Σ_k φ_k(x) ∇log φ_k(x) ∇log φ_k(x)ᵀ = J_φᵀ diag(1/φ) J_φ        (d × d).
+
+**Fisher information, not Eq. 5.** The paper's Eq. 5 writes ``Σ_k J_k J_kᵀ φ_k`` (the
+Jacobian of φ weighted by φ), which is not the Fisher information of φ; the issue asks
+for the true Fisher information (Eq. 2 applied to the categorical distribution φ(x)), and
+this is what is computed here. It is the pull-back of the Fisher–Rao metric of the simplex
+and the metric whose second-order expansion is the JS divergence the network is trained on
+(``JS(φ(x), φ(x + dx)) ≈ ⅛ dxᵀ g(x) dx``), so lengths measured with it are consistent
+with the training objective.
+
+**Computation.** For a softmax output with logits ``z(x)``, ``∇log φ = (I − 1φᵀ) J_z``, so
+``g = J_zᵀ (diag φ − φφᵀ) J_z = AᵀA`` with ``A = diag(√φ)(I − 1φᵀ) J_z`` (``m × d``). The
+non-zero eigenvalues of ``g`` are those of the small ``m × m`` Gram matrix ``AAᵀ``, which
+is what is diagonalised (in float64); no ``d × d`` matrix is formed unless asked for with
+:meth:`NeuralFIM.fim`. ``√φᵀ A = 0``, so the rank of ``g`` is at most ``min(d, m − 1)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..geometry.divergences import _SQRT_EPS, LOG2, sqrt_js
+
+__all__ = ["NeuralFIM", "FIMSummary", "fim_summary", "build_mlp"]
+
+RowsFn = Callable[[np.ndarray], np.ndarray]
+
+#: Eigenvalues of g below ``EIG_RTOL × λ_max`` (per cell) are clamped to it in the log-volume.
+#: 1e-10 is a singular-value ratio of 1e-5, still well above the float32 round-off of the
+#: Jacobian (~1e-7 relative), so the clamped eigenvalues are accurate to about 1 %.
+EIG_RTOL = 1e-10
+
+
+def build_mlp(n_features: int, hidden: Sequence[int], n_components: int) -> nn.Sequential:
+    """``Linear → ReLU`` for every hidden layer, then a ``Linear`` to the logits.
+
+    The softmax is applied by :class:`_SimplexNet`; the returned network maps to logits.
+    """
+    layers: list[nn.Module] = []
+    width = n_features
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        width = int(h)
+    layers.append(nn.Linear(width, n_components))
+    return nn.Sequential(*layers)
+
+
+class _SimplexNet(nn.Module):
+    """Standardise the input, MLP to logits; ``forward`` returns logits."""
+
+    def __init__(self, n_features: int, hidden: Sequence[int], n_components: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
+        self.mlp = build_mlp(n_features, hidden, n_components)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp((x - self.mean) / self.scale)
+
+
+class FIMSummary(dict):
+    """Per-cell summaries of the FIM: ``trace``, ``log_volume``, ``eigenvalues`` (arrays)."""
+
+
+def _gram_eigs(
+    logits: torch.Tensor, J: torch.Tensor, pool: ThreadPoolExecutor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trace and ascending eigenvalues of the ``m × m`` Gram form ``AAᵀ`` (float64).
+
+    ``AAᵀ = C (J_z J_zᵀ) Cᵀ`` with ``C = diag(√φ)(I − 1φᵀ)``: only ``J_z J_zᵀ`` touches the
+    ``d`` axis, everything else is ``m × m``. Its non-zero eigenvalues are those of
+    ``g = AᵀA``, whatever ``d`` is.
+    """
+    phi = torch.softmax(logits.double(), dim=-1)  # (B, m)
+    J = J.double()
+    K = J @ J.transpose(1, 2)  # (B, m, m)
+    m = phi.shape[1]
+    eye = torch.eye(m, dtype=phi.dtype, device=phi.device)
+    C = phi.sqrt()[:, :, None] * (eye - phi[:, None, :])  # C_ij = √φ_i (δ_ij − φ_j)
+    G = C @ K @ C.transpose(1, 2)
+    G = 0.5 * (G + G.transpose(1, 2))
+    trace = torch.diagonal(G, dim1=1, dim2=2).sum(-1)
+    if pool is None or G.shape[0] < 512 or G.device.type != "cpu":
+        return trace, torch.linalg.eigvalsh(G)
+    # batched CPU eigvalsh runs LAPACK matrix by matrix on one thread: split the batch
+    parts = G.chunk(max(1, torch.get_num_threads()))
+    return trace, torch.cat(list(pool.map(torch.linalg.eigvalsh, parts)))
+
+
+def fim_summary(
+    eigenvalues: np.ndarray, trace: np.ndarray, rank: int, rtol: float = EIG_RTOL
+) -> FIMSummary:
+    """Trace, log-volume and the top ``rank`` eigenvalues (descending) of g.
+
+    ``log_volume = ½ Σ_{i ≤ r} log max(λ_i, rtol · λ_1)``, ``r = rank = min(d, m − 1)``: the
+    log of the Riemannian volume element on the (at most) r-dimensional image of the
+    metric (the pseudo-determinant of g). ``rank g ≤ min(d, m − 1)`` always, so the
+    eigenvalues beyond r are structurally zero and left out. Eigenvalues below the relative
+    tolerance ``rtol · λ_1`` (per cell) are *clamped* to it rather than dropped: every cell
+    then sums the same number of terms, so the log-volume is continuous in x and comparable
+    between cells (dropping small eigenvalues makes the count jump, and a cell that gains a
+    small eigenvalue would lose volume). A cell with ``λ_1 = 0`` gets ``-inf``.
+    """
+    lam = np.clip(eigenvalues[:, ::-1], 0.0, None)  # descending
+    lam = np.ascontiguousarray(lam[:, :rank])
+    lam_max = lam[:, :1]
+    with np.errstate(divide="ignore"):
+        log_volume = 0.5 * np.log(np.maximum(lam, rtol * lam_max)).sum(1)
+    return FIMSummary(trace=trace, log_volume=log_volume, eigenvalues=lam)
+
+
+class NeuralFIM:
+    """Neural network ``φ: R^d → simplex`` trained on JS distances between rows of ``Pᵗ``.
+
+    Parameters
+    ----------
+    n_components
+        ``m``, the size of the output simplex (number of softmax outputs), ≥ 2.
+    hidden
+        Widths of the hidden layers (``ReLU`` after each).
+    epochs
+        Maximal number of epochs; one epoch visits every cell once as the first member of
+        a pair with a uniformly random partner (``pool_reuse`` times on large data), i.e.
+        ``n_obs`` pairs (``pool_reuse · n_obs``).
+    max_pairs
+        Bound on the total number of training pairs (``epochs`` is reduced to
+        ``max(min_epochs, max_pairs // pairs per epoch)``), so that training time stays
+        bounded: 3000 cells run the full 150 epochs (450 000 pairs), 20 000 cells 12 epochs
+        of 80 000 pairs, 100 000 cells 2 of 400 000.
+    min_epochs
+        Lower bound on the number of epochs when ``max_pairs`` cuts them.
+    batch_size
+        Pairs per optimisation step.
+    lr
+        AdamW learning rate. The paper used 1e-4 for 150 epochs; here one epoch is only
+        ``n_obs`` pairs and the total is capped by ``max_pairs``, so far fewer steps are
+        taken, and 1e-4 does not converge in them: on the toy tree (3000 cells, 150 epochs)
+        the held-out loss ended at 0.029–0.030 with 1e-4 against 0.004–0.006 with 1e-3.
+        Early stopping on held-out pairs (best weights restored) guards against the
+        larger step.
+    weight_decay
+        AdamW weight decay.
+    patience
+        Early stopping: stop after this many epochs without improvement of the held-out
+        loss (the best weights are restored).
+    n_val_pairs
+        Number of held-out pairs (fixed for the whole fit) used for early stopping.
+    pool_size
+        Large data: rows of ``Pᵗ`` are computed for a pool of this many cells at a time (a
+        slice of the epoch's random permutation), and every cell of the pool is paired with
+        a uniformly random partner from the same pool, ``pool_reuse`` times; each row is
+        thus computed once per epoch and used in about ``2 · pool_reuse`` pairs.
+    pool_reuse
+        See ``pool_size`` (computing rows costs more than using them).
+    cache_entries
+        When ``n_obs × n_states`` is at most this (2²⁵ float32 numbers, 128 MiB), all rows
+        are computed once and kept for the whole fit, and partners are drawn from all cells.
+    standardize
+        ``"global"``: subtract the mean and divide by one scale (the RMS of the centred
+        features), which keeps the Euclidean geometry of the representation; ``"feature"``:
+        z-score each feature; ``None``: no standardisation.
+    random_state
+        Seed of the weight initialisation and of the pair sampling; with a fixed seed the
+        fit is bit-reproducible on CPU.
+    device
+        Torch device for training and inference (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …).
+    num_threads
+        Torch intra-op threads during :meth:`fit` (restored afterwards). The network and its
+        batches are small, so one thread is fastest: measured 4.8 s with 1 thread against
+        22 s with 2 on a busy 2-core machine (1500 cells, 40 epochs). None keeps torch's
+        setting. Inference (:meth:`summary`) uses torch's setting.
+    verbose
+        Show a tqdm progress bar.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 20,
+        hidden: Sequence[int] = (100, 100),
+        *,
+        epochs: int = 150,
+        max_pairs: int = 1_000_000,
+        min_epochs: int = 2,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        patience: int = 15,
+        n_val_pairs: int = 4096,
+        pool_size: int = 4096,
+        pool_reuse: int = 4,
+        cache_entries: int = 2**25,
+        standardize: str | None = "global",
+        random_state: int | None = 0,
+        device: str | torch.device = "cpu",
+        num_threads: int | None = 1,
+        verbose: bool = True,
+    ):
+        if int(n_components) < 2:
+            raise ValueError(f"n_components must be ≥ 2, got {n_components}")
+        if len(hidden) < 1 or any(int(h) < 1 for h in hidden):
+            raise ValueError(f"hidden must be a non-empty sequence of positive widths: {hidden}")
+        if standardize not in ("global", "feature", None):
+            raise ValueError(f"standardize must be 'global', 'feature' or None: {standardize!r}")
+        self.n_components = int(n_components)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.epochs = int(epochs)
+        self.max_pairs = int(max_pairs)
+        self.min_epochs = int(min_epochs)
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.patience = int(patience)
+        self.n_val_pairs = int(n_val_pairs)
+        self.pool_size = int(pool_size)
+        self.pool_reuse = int(pool_reuse)
+        self.cache_entries = int(cache_entries)
+        self.standardize = standardize
+        self.random_state = random_state
+        self.device = torch.device(device)
+        self.verbose = bool(verbose)
+        self.num_threads = None if num_threads is None else int(num_threads)
+        self.net_: _SimplexNet | None = None
+        self.history_: dict[str, np.ndarray] = {}
+        self.n_features_: int | None = None
+
+    # ------------------------------------------------------------------ training
+    def _init_net(self, n_features: int) -> _SimplexNet:
+        seed = self.random_state
+        if seed is None:  # fresh entropy; the global torch RNG is left alone either way
+            seed = int(np.random.default_rng().integers(2**62))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            net = _SimplexNet(n_features, self.hidden, self.n_components)
+        return net
+
+    def _standardisation(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = X.mean(0)
+        d = X.shape[1]
+        if self.standardize is None:
+            return np.zeros(d), np.ones(d)
+        Xc = X - mean
+        if self.standardize == "feature":
+            scale = Xc.std(0)
+            scale[scale <= 0] = 1.0
+        else:
+            rms = float(np.sqrt((Xc * Xc).sum(1).mean() / d))
+            scale = np.full(d, rms if rms > 0 else 1.0)
+        return mean, scale
+
+    def fit(self, X: np.ndarray, rows: RowsFn) -> NeuralFIM:
+        """Train φ on random pairs of cells.
+
+        Parameters
+        ----------
+        X
+            ``(n_obs, d)`` input coordinates of the cells.
+        rows
+            Callable ``rows(idx) -> (len(idx), n_states)`` probability rows of ``Pᵗ``
+            (e.g. :meth:`scfim.geometry.diffusion.DiffusionOperator.rows`). Called pool by
+            pool (see ``pool_size``); no ``n × n`` matrix is formed.
+
+        Returns
+        -------
+        self, with ``net_`` (the network, best held-out loss) and ``history_``
+        (``train_loss`` and ``val_loss`` per epoch, ``best_val_loss``, ``fit_seconds``).
+        """
+        old = torch.get_num_threads()
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        try:
+            return self._fit(X, rows)
+        finally:
+            torch.set_num_threads(old)
+
+    def _fit(self, X: np.ndarray, rows: RowsFn) -> NeuralFIM:
+        t0 = time.perf_counter()
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] < 2:
+            raise ValueError(f"X must be 2-D with at least 2 rows, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values")
+        n, d = X.shape
+        rng = np.random.default_rng(self.random_state)
+        net = self._init_net(d)
+        mean, scale = self._standardisation(X)
+        net.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        net.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        net.to(self.device)
+        Xt = torch.as_tensor(X, dtype=torch.float32, device=self.device)
+
+        # fixed held-out pairs
+        n_val = max(1, self.n_val_pairs)
+        vi, vj = rng.integers(0, n, n_val), rng.integers(0, n, n_val)
+        vbank = _RowBank(_rows_in_chunks(rows, np.concatenate([vi, vj]), 4096))
+        v_target = vbank.sqrt_js(np.arange(n_val), np.arange(n_val, 2 * n_val)).to(self.device)
+        n_states = vbank.R.shape[1]
+
+        # Rows of P^t are computed once per pool of cells and shared by the pairs drawn in it.
+        # When all rows fit in `cache_entries` numbers, the pool is the whole data set and
+        # is computed once for the whole fit.
+        cached, pool_size, reuse = None, self.pool_size, max(1, self.pool_reuse)
+        if n * n_states <= self.cache_entries:
+            cached, pool_size, reuse = _RowBank(_rows_in_chunks(rows, np.arange(n), 4096)), n, 1
+        epochs = min(self.epochs, max(self.min_epochs, self.max_pairs // (reuse * n)))
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best, best_state, wait = math.inf, None, 0
+        train_curve, val_curve = [], []
+        bar = _progress(epochs, self.verbose)
+        for _ in range(epochs):
+            net.train()
+            perm = rng.permutation(n)
+            total, count = 0.0, 0
+            for p0 in range(0, n, pool_size):
+                pool = perm[p0 : p0 + pool_size]
+                if cached is not None:
+                    bank, loc = cached, pool
+                else:
+                    bank, loc = _RowBank(_rows_in_chunks(rows, pool, 4096)), np.arange(len(pool))
+                for _ in range(reuse):
+                    partner = rng.integers(0, len(pool), len(pool))
+                    for s in range(0, len(pool), self.batch_size):
+                        a = np.arange(s, min(s + self.batch_size, len(pool)))
+                        b = partner[a]
+                        target = bank.sqrt_js(loc[a], loc[b]).to(self.device)
+                        pred = _pair_sqrt_js(net, Xt, pool[a], pool[b])
+                        loss = torch.mean((pred - target) ** 2)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        total += float(loss.detach()) * len(a)
+                        count += len(a)
+            train_curve.append(total / count)
+            net.eval()
+            with torch.no_grad():
+                v = float(torch.mean((_pair_sqrt_js(net, Xt, vi, vj) - v_target) ** 2))
+            val_curve.append(v)
+            if bar is not None:
+                bar.set_postfix(train=f"{train_curve[-1]:.4g}", val=f"{v:.4g}")
+                bar.update()
+            if v < best - 1e-7:
+                best, wait = v, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                wait += 1
+                if wait >= self.patience:
+                    break
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+        self.net_ = net
+        self.n_features_ = d
+        self.history_ = {
+            "train_loss": np.asarray(train_curve),
+            "val_loss": np.asarray(val_curve),
+            "best_val_loss": np.float64(best),
+            "fit_seconds": np.float64(time.perf_counter() - t0),
+        }
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def _check_fitted(self) -> _SimplexNet:
+        if self.net_ is None:
+            raise RuntimeError("NeuralFIM is not fitted; call fit() or load a model first")
+        return self.net_
+
+    def _as_input(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[None]
+        if X.ndim != 2 or X.shape[1] != self.n_features_:
+            raise ValueError(f"expected {self.n_features_} features, got input shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("inputs contain NaN or infinite values")
+        return X
+
+    def transform(self, X, *, chunk_size: int = 65536) -> np.ndarray:
+        """``φ(x)``: the ``(n, n_components)`` probabilities (the ``X_neural_fim`` embedding)."""
+        net = self._check_fitted()
+        X = self._as_input(X)
+        out = np.empty((X.shape[0], self.n_components), dtype=np.float64)
+        with torch.no_grad():
+            for s in range(0, X.shape[0], chunk_size):
+                xb = torch.as_tensor(X[s : s + chunk_size], dtype=torch.float32, device=self.device)
+                out[s : s + chunk_size] = torch.softmax(net(xb).double(), -1).cpu().numpy()
+        return out
+
+    def _jacobian_fn(self, dtype: torch.dtype, method: str = "func"):
+        """Batched ``x ↦ (logits, J_z)``; ``method`` is ``"func"`` or ``"analytic"``."""
+        if method == "analytic":
+            return self._analytic_jacobian_fn(dtype)
+        if method != "func":
+            raise ValueError(f"jacobian must be 'func' or 'analytic', got {method!r}")
+        net = self._check_fitted()
+        from torch.func import functional_call, jacrev, vmap
+
+        params = {k: v.detach().to(dtype) for k, v in net.named_parameters()}
+        buffers = {k: v.detach().to(dtype) for k, v in net.named_buffers()}
+
+        def logits(x):
+            return functional_call(net, (params, buffers), (x[None],))[0]
+
+        def logits_and_jac(x):
+            return logits(x), jacrev(logits)(x)
+
+        return vmap(logits_and_jac)
+
+    def _analytic_jacobian_fn(self, dtype: torch.dtype):
+        """Jacobian of the ReLU MLP as one batched product of masked weight matrices.
+
+        ``J_z = W_L D_{L-1} W_{L-1} ⋯ D_1 W_1 S⁻¹`` (``D_i`` the ReLU masks, ``S`` the input
+        scale), evaluated right to left from the output side (``m < d``) with large GEMMs
+        over ``chunk × m`` rows. Equal to ``torch.func.jacrev`` (tested), about 2× faster.
+        """
+        net = self._check_fitted()
+        lins = [mod for mod in net.mlp if isinstance(mod, nn.Linear)]
+        Ws = [lin.weight.detach().to(dtype) for lin in lins]
+        bs = [lin.bias.detach().to(dtype) for lin in lins]
+        mean, scale = net.mean.detach().to(dtype), net.scale.detach().to(dtype)
+        W_in = Ws[0] / scale  # W_1 S⁻¹
+
+        def fn(x):
+            h = (x - mean) / scale
+            masks = []
+            for W, b in zip(Ws[:-1], bs[:-1], strict=True):
+                h = torch.relu(torch.addmm(b, h, W.T))
+                masks.append(h > 0)
+            z = torch.addmm(bs[-1], h, Ws[-1].T)
+            B, m = z.shape
+            T = Ws[-1] * masks[-1][:, None, :]  # (B, m, h_L)
+            for W, mask in zip(reversed(Ws[1:-1]), reversed(masks[:-1]), strict=True):
+                T = (T.reshape(B * m, -1) @ W).reshape(B, m, -1) * mask[:, None, :]
+            J = (T.reshape(B * m, -1) @ W_in).reshape(B, m, -1)
+            return z, J
+
+        return fn
+
+    def fim(self, X, *, dtype: torch.dtype = torch.float64) -> np.ndarray:
+        """Explicit ``(n, d, d)`` Fisher information matrices ``g(x) = AᵀA`` (float64).
+
+        Forms ``d × d`` matrices: meant for small batches; use :meth:`summary` for many cells.
+        """
+        X = self._as_input(X)
+        fn = self._jacobian_fn(dtype)
+        with torch.no_grad():
+            z, J = fn(torch.as_tensor(X, dtype=dtype, device=self.device))
+            phi = torch.softmax(z.double(), -1)
+            J = J.double()
+            A = (J - torch.einsum("bm,bmd->bd", phi, J)[:, None, :]) * phi.sqrt()[:, :, None]
+            G = A.transpose(1, 2) @ A
+        return (0.5 * (G + G.transpose(1, 2))).cpu().numpy()
+
+    @property
+    def rank(self) -> int:
+        """Largest possible rank of g: ``min(d, n_components − 1)``."""
+        return min(int(self.n_features_), self.n_components - 1)
+
+    def summary(
+        self,
+        X,
+        *,
+        chunk_size: int = 2048,
+        jacobian_dtype: torch.dtype = torch.float32,
+        jacobian: str = "analytic",
+        rtol: float = EIG_RTOL,
+    ) -> FIMSummary:
+        """Trace, log-volume and eigenvalues of g for many cells, in chunks.
+
+        The Jacobian of the logits is computed in ``jacobian_dtype`` (float32 by default:
+        the network is trained in float32), with ``jacobian="analytic"`` as a batched
+        product of masked weight matrices (fastest) or with ``jacobian="func"`` by
+        ``torch.func.vmap(jacrev(...))`` (any network); the Gram form ``AAᵀ`` and its
+        eigenvalues are computed in float64. No Python loop runs per cell, no ``d × d``
+        matrix is formed; memory is bounded by ``chunk_size``.
+
+        Returns
+        -------
+        :class:`FIMSummary` with ``trace`` (n,), ``log_volume`` (n,) and ``eigenvalues``
+        (n, rank) in descending order, ``rank = min(d, n_components − 1)``.
+        """
+        X = self._as_input(X)
+        fn = self._jacobian_fn(jacobian_dtype, jacobian)
+        n = X.shape[0]
+        trace = np.empty(n)
+        eig = np.empty((n, self.n_components))
+        n_workers = max(1, torch.get_num_threads())
+        with torch.no_grad(), ThreadPoolExecutor(n_workers) as pool:
+            for s in range(0, n, chunk_size):
+                xb = X[s : s + chunk_size]
+                z, J = fn(torch.as_tensor(xb, dtype=jacobian_dtype, device=self.device))
+                tr, ev = _gram_eigs(z, J, pool if n_workers > 1 else None)
+                trace[s : s + chunk_size] = tr.cpu().numpy()
+                eig[s : s + chunk_size] = ev.cpu().numpy()
+        return fim_summary(eig, trace, self.rank, rtol)
+
+    def log_volume(self, X, **kwargs) -> np.ndarray:
+        """``½ Σ log λ_i`` over the top ``min(d, m − 1)`` eigenvalues of g (:func:`fim_summary`)."""
+        return self.summary(X, **kwargs)["log_volume"]
+
+    def trace(self, X, **kwargs) -> np.ndarray:
+        """``tr g(x) = Σ_k φ_k ‖∇log φ_k‖²``."""
+        return self.summary(X, **kwargs)["trace"]
+
+    def spectrum(self, X, k: int | None = None, **kwargs) -> np.ndarray:
+        """Top ``k`` eigenvalues of g (descending), ``k ≤ min(d, n_components − 1)``."""
+        lam = self.summary(X, **kwargs)["eigenvalues"]
+        return lam if k is None else lam[:, :k]
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        """State as NumPy arrays, scalars and strings (survives ``AnnData.write_h5ad``)."""
+        net = self._check_fitted()
+        linears = [m for m in net.mlp if isinstance(m, nn.Linear)]
+        state = {
+            "class": "NeuralFIM",
+            "n_components": self.n_components,
+            "n_features": int(self.n_features_),
+            "hidden": np.asarray(self.hidden, dtype=np.int64),
+            "mean": net.mean.detach().cpu().numpy().astype(np.float64),
+            "scale": net.scale.detach().cpu().numpy().astype(np.float64),
+            "standardize": "none" if self.standardize is None else self.standardize,
+            "config": {
+                "epochs": self.epochs,
+                "max_pairs": self.max_pairs,
+                "min_epochs": self.min_epochs,
+                "batch_size": self.batch_size,
+                "lr": self.lr,
+                "weight_decay": self.weight_decay,
+                "patience": self.patience,
+                "n_val_pairs": self.n_val_pairs,
+                "pool_size": self.pool_size,
+                "pool_reuse": self.pool_reuse,
+                "cache_entries": self.cache_entries,
+                "random_state": -1 if self.random_state is None else int(self.random_state),
+            },
+        }
+        for li, lin in enumerate(linears):
+            state[f"weight_{li}"] = lin.weight.detach().cpu().numpy().copy()
+            state[f"bias_{li}"] = lin.bias.detach().cpu().numpy().copy()
+        return state
+
+    @classmethod
+    def from_dict(cls, state: dict, *, device: str | torch.device = "cpu") -> NeuralFIM:
+        """Rebuild a fitted model from :meth:`to_dict` output (also after an h5ad round trip)."""
+        cfg = dict(state.get("config", {}))
+        rs = int(cfg.pop("random_state", 0))
+        std = str(state.get("standardize", "global"))
+        model = cls(
+            int(state["n_components"]),
+            [int(h) for h in np.asarray(state["hidden"]).ravel()],
+            standardize=None if std == "none" else std,
+            random_state=None if rs < 0 else rs,
+            device=device,
+            verbose=False,
+            **{k: (float(v) if k in ("lr", "weight_decay") else int(v)) for k, v in cfg.items()},
+        )
+        d = int(state["n_features"])
+        net = _SimplexNet(d, model.hidden, model.n_components)
+        linears = [m for m in net.mlp if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for li, lin in enumerate(linears):
+                lin.weight.copy_(torch.as_tensor(np.asarray(state[f"weight_{li}"])))
+                lin.bias.copy_(torch.as_tensor(np.asarray(state[f"bias_{li}"])))
+            net.mean.copy_(torch.as_tensor(np.asarray(state["mean"], dtype=np.float32)))
+            net.scale.copy_(torch.as_tensor(np.asarray(state["scale"], dtype=np.float32)))
+        net.to(model.device).eval()
+        model.net_ = net
+        model.n_features_ = d
+        return model
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` to an ``.npz`` file."""
+        flat = _flatten(self.to_dict())
+        np.savez(path, **flat)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> NeuralFIM:
+        """Read a model written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as f:
+            flat = {k: f[k] for k in f.files}
+        return cls.from_dict(_unflatten(flat), device=device)
+
+
+# ---------------------------------------------------------------------- helpers
+def _pair_sqrt_js(net: nn.Module, Xt: torch.Tensor, i: np.ndarray, j: np.ndarray) -> torch.Tensor:
+    b = len(i)
+    idx = torch.as_tensor(np.concatenate([i, j]), device=Xt.device)
+    phi = torch.softmax(net(Xt[idx]), dim=-1)
+    return sqrt_js(phi[:b], phi[b:])
+
+
+class _RowBank:
+    """Rows of Pᵗ (float32) with their ``Σ p log p``, for fast JS targets between them.
+
+    ``JS(p, q) = ½ Σ f(p) + ½ Σ f(q) − Σ f(m)`` with ``f(x) = x log x`` and ``m = (p+q)/2``;
+    the per-row sums are computed once, so a pair costs one ``log`` and one dot product
+    over a row. Everything is float32 (absolute error of JS ~1e-6; the targets are a
+    regression signal, not a reported quantity); the row sums use the very same operation
+    as ``Σ f(m)``, so identical rows give JS = 0 exactly. Otherwise the same quantity as
+    :func:`~scfim.geometry.divergences.sqrt_js`, including its clamp.
+    """
+
+    def __init__(self, R: np.ndarray):
+        self.R = torch.from_numpy(np.ascontiguousarray(R, dtype=np.float32))
+        self.F = _sum_xlogx(self.R)
+
+    def sqrt_js(self, a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        with torch.no_grad():
+            m = torch.index_select(self.R, 0, a)
+            m.add_(torch.index_select(self.R, 0, b)).mul_(0.5)
+            js = (0.5 * (self.F[a] + self.F[b]) - _sum_xlogx(m)).clamp_(0.0, LOG2)
+            return torch.sqrt(js.clamp_min(_SQRT_EPS))
+
+
+def _sum_xlogx(R: torch.Tensor) -> torch.Tensor:
+    """``Σ_k R_k log R_k`` per row (``0 log 0 = 0``), float32."""
+    return torch.linalg.vecdot(R, torch.log(R.clamp_min(torch.finfo(R.dtype).tiny)))
+
+
+def _rows_in_chunks(rows: RowsFn, idx: np.ndarray, chunk: int) -> np.ndarray:
+    """``rows(idx)`` as float32, computed ``chunk`` cells at a time (bounded float64 peak)."""
+    out = None
+    for s in range(0, len(idx), chunk):
+        part = idx[s : s + chunk]
+        R = np.asarray(rows(part), dtype=np.float64)
+        if R.ndim != 2 or R.shape[0] != len(part):
+            raise ValueError(f"rows(idx) gave shape {R.shape}, expected ({len(part)}, n_states)")
+        if not np.isfinite(R).all() or (R < 0).any():
+            raise ValueError("rows(idx) must return finite, non-negative probabilities")
+        if out is None:
+            out = np.empty((len(idx), R.shape[1]), dtype=np.float32)
+        out[s : s + len(part)] = R
+    return out
+
+
+def _progress(total: int, verbose: bool):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="neural FIM", unit="epoch", leave=False)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = np.asarray(v)
+    return out
+
+
+def _unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        parts = k.split("/")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        v = np.asarray(v)
+        node[parts[-1]] = v.item() if v.ndim == 0 else v
+    return out

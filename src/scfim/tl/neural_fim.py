@@ -1,0 +1,441 @@
+"""``scfim.tl.neural_fim`` and ``scfim.tl.neural_fim_transform``: the learned FIM of cells."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+from ..models.neural_fim import EIG_RTOL, NeuralFIM
+from ._operator import operator_from_adata
+from ._utils import check_int, clean_for_h5ad, get_rep, require_key
+
+__all__ = ["neural_fim", "neural_fim_transform"]
+
+logger = logging.getLogger("scfim")
+
+_PCA_CHECK_CELLS = 500
+
+
+# ---------------------------------------------------------------------- validation
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a valid torch device ('cpu', 'cuda')") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r}: only 'cpu', 'cuda' and 'mps' are supported")
+    return dev
+
+
+def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(hidden, (int, np.integer)) or not isinstance(hidden, Sequence) or not hidden:
+        raise TypeError(f"hidden must be a non-empty sequence of layer widths, got {hidden!r}")
+    return tuple(check_int("hidden width", h) for h in hidden)
+
+
+def _check_random_state(random_state: int | None) -> int | None:
+    if random_state is None:
+        return None
+    return check_int("random_state", random_state, minimum=0)
+
+
+def _fields(key_added: str) -> dict[str, str]:
+    """Names written by ``neural_fim``; ``fim_*`` for the default key, ``{key_added}_*`` else."""
+    p = "fim" if key_added == "neural_fim" else key_added
+    return {
+        "embedding": f"X_{key_added}",
+        "volume": f"{p}_volume",
+        "log_volume": f"{p}_log_volume",
+        "trace": f"{p}_trace",
+        "eigenvalues": f"{p}_eigenvalues",
+        "log_volume_std": f"{p}_log_volume_std",
+        "trace_std": f"{p}_trace_std",
+    }
+
+
+# ---------------------------------------------------------------------- PCA projection
+def _matrix(adata: AnnData, layer: str | None):
+    M = adata.X if layer is None else adata.layers[layer]
+    if M is None:
+        raise ValueError("adata.X is empty")
+    return M
+
+
+def _pca_projection(adata: AnnData, X_pca: np.ndarray) -> dict | None:
+    """Mean and flags that reproduce ``obsm['X_pca'] = (X − mean) @ varm['PCs']``, or None.
+
+    scanpy stores the loadings (``varm['PCs']``) but not the mean it centred with; it is
+    recomputed from ``adata.X`` (or ``uns['pca']['params']['layer']``) and the projection is
+    checked on a few cells, so that a later change of ``X`` (e.g. scaling) is caught.
+    """
+    if "PCs" not in adata.varm:
+        return None
+    params = dict(adata.uns.get("pca", {}).get("params", {}))
+    layer = params.get("layer")
+    layer = None if layer is None or isinstance(layer, (bool, np.bool_)) else str(layer)
+    zero_center = bool(params.get("zero_center", True))
+    try:
+        M = _matrix(adata, layer)
+    except (KeyError, ValueError):
+        return None
+    PCs = np.asarray(adata.varm["PCs"], dtype=np.float64)
+    if PCs.shape[1] != X_pca.shape[1]:
+        return None
+    mean = np.asarray(M.mean(0), dtype=np.float64).ravel() if zero_center else np.zeros(M.shape[1])
+    sel = np.linspace(0, adata.n_obs - 1, min(adata.n_obs, _PCA_CHECK_CELLS)).astype(np.int64)
+    Ms = M[sel]
+    Ms = Ms.toarray() if sp.issparse(Ms) else np.asarray(Ms)
+    proj = (np.asarray(Ms, dtype=np.float64) - mean) @ PCs
+    scale = np.abs(X_pca[sel]).max() + 1e-12
+    if np.abs(proj - X_pca[sel]).max() > 1e-3 * scale:
+        return None
+    out: dict[str, Any] = {"pca_mean": mean, "zero_center": zero_center}
+    if layer is not None:
+        out["layer"] = layer
+    return out
+
+
+def _project_new(adata_new: AnnData, model_from: AnnData, proj: dict) -> np.ndarray:
+    PCs = np.asarray(model_from.varm["PCs"], dtype=np.float64)
+    used = np.flatnonzero(np.any(PCs != 0, axis=1))
+    genes = model_from.var_names[used]
+    missing = genes.difference(adata_new.var_names)
+    if len(missing):
+        raise ValueError(
+            f"adata_new lacks {len(missing)} genes used by the PCA of model_from "
+            f"(first: {missing[0]!r}); subset/reorder it to model_from.var_names or pass use_rep"
+        )
+    layer = proj.get("layer")
+    if layer is not None and layer not in adata_new.layers:
+        raise KeyError(f"the PCA used layer {layer!r}, which adata_new lacks")
+    M = _matrix(adata_new, layer)[:, adata_new.var_names.get_indexer(genes)]
+    mean = np.asarray(proj["pca_mean"], dtype=np.float64)[used]
+    out = np.empty((adata_new.n_obs, PCs.shape[1]))
+    for s in range(0, adata_new.n_obs, 65536):
+        blk = M[s : s + 65536]
+        blk = blk.toarray() if sp.issparse(blk) else np.asarray(blk)
+        out[s : s + 65536] = (np.asarray(blk, dtype=np.float64) - mean) @ PCs[used]
+    return out
+
+
+# ---------------------------------------------------------------------- writing
+def _summaries(models: list[NeuralFIM], X: np.ndarray) -> dict[str, np.ndarray]:
+    s = [m.summary(X) for m in models]
+    lv = np.stack([x["log_volume"] for x in s])
+    tr = np.stack([x["trace"] for x in s])
+    out = {
+        "embedding": models[0].transform(X),
+        "log_volume": lv.mean(0),
+        "trace": tr.mean(0),
+        "eigenvalues": np.stack([x["eigenvalues"] for x in s]).mean(0),
+    }
+    out["volume"] = np.exp(out["log_volume"])
+    if len(models) > 1:
+        out["log_volume_std"] = lv.std(0, ddof=1)
+        out["trace_std"] = tr.std(0, ddof=1)
+    return out
+
+
+def _write(adata: AnnData, res: dict[str, np.ndarray], key_added: str) -> None:
+    f = _fields(key_added)
+    adata.obsm[f["embedding"]] = res["embedding"].astype(np.float32)
+    adata.obsm[f["eigenvalues"]] = res["eigenvalues"]
+    for k in ("volume", "log_volume", "trace", "log_volume_std", "trace_std"):
+        if k in res:
+            adata.obs[f[k]] = res[k]
+
+
+# ---------------------------------------------------------------------- public
+def neural_fim(
+    adata: AnnData,
+    *,
+    n_components: int = 20,
+    hidden: Sequence[int] = (100, 100),
+    epochs: int = 150,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    max_pairs: int = 1_000_000,
+    n_ensemble: int = 1,
+    device: str = "cpu",
+    diffusion_key: str = "diffusion",
+    random_state: int | None = 0,
+    verbose: bool = True,
+    key_added: str = "neural_fim",
+    copy: bool = False,
+) -> AnnData | None:
+    """Train neural FIM on the diffusion operator and write the per-cell Fisher information.
+
+    An MLP ``φ`` (ReLU after every hidden layer, softmax output of size ``n_components``)
+    maps the input representation of :func:`scfim.tl.diffusion` (its ``use_rep``) to the
+    probability simplex so that ``√JS(φ(x), φ(y)) ≈ √JS(Pᵗ(x,·), Pᵗ(y,·))`` on random
+    pairs of cells (Fasina et al. 2023, Eq. 6). Each cell's metric is the Fisher
+    information of the categorical distribution ``φ(x)``,
+    ``g(x) = Σ_k φ_k ∇log φ_k ∇log φ_kᵀ`` (see :mod:`scfim.models.neural_fim`), of rank at
+    most ``r = min(d, n_components − 1)``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data on which :func:`scfim.tl.diffusion` ran.
+    n_components
+        Size of the output simplex (≥ 2, and at most the number of diffusion states).
+    hidden
+        Hidden layer widths.
+    epochs
+        Maximal number of epochs (one epoch = ``n_obs`` random pairs); also bounded by
+        ``max_pairs`` and cut by early stopping on held-out pairs.
+    batch_size
+        Pairs per optimisation step.
+    lr
+        AdamW learning rate.
+    max_pairs
+        Bound on the total number of training pairs.
+    n_ensemble
+        Number of independently initialised networks (seeds ``random_state + i``); the
+        per-cell fields are their mean, with standard deviations written alongside.
+    device
+        Torch device (``"cpu"``, ``"cuda"``…).
+    diffusion_key
+        ``key_added`` of :func:`scfim.tl.diffusion`.
+    random_state
+        Seed; with a fixed seed results are bit-reproducible on CPU.
+    verbose
+        Show a progress bar.
+    key_added
+        Name of the result (see below).
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    None, or the modified copy when ``copy=True``. With the default ``key_added`` writes
+    (otherwise ``fim`` in these names is replaced by ``key_added``):
+
+    ``adata.obsm["X_neural_fim"]``
+        ``(n_obs, n_components)`` probabilities ``φ(x)`` (first ensemble member: the output
+        coordinates of different members are not aligned);
+    ``adata.obs["fim_log_volume"]``
+        ``½ Σ log λ_i`` over the top ``r`` eigenvalues of g, each clamped below at
+        ``1e-10 · λ_1`` (log of the Riemannian volume element; ensemble mean);
+    ``adata.obs["fim_volume"]``
+        ``exp(fim_log_volume)``;
+    ``adata.obs["fim_trace"]``
+        ``tr g(x)`` (ensemble mean);
+    ``adata.obsm["fim_eigenvalues"]``
+        ``(n_obs, r)`` eigenvalues of g, descending (ensemble mean);
+    ``adata.obs["fim_log_volume_std"]``, ``adata.obs["fim_trace_std"]``
+        standard deviations over the ensemble (only when ``n_ensemble > 1``);
+    ``adata.uns[key_added]``
+        ``params`` (including ``use_rep``), ``train_loss`` / ``val_loss`` (per member, one
+        value per epoch), ``models`` (per member, the model state as NumPy arrays, see
+        :meth:`~scfim.models.neural_fim.NeuralFIM.to_dict`), ``fit_seconds``, ``fields``
+        (the names above) and, when ``use_rep="X_pca"`` can be reproduced from
+        ``adata.X`` and ``varm["PCs"]``, ``pca`` (the mean scanpy centred with) for
+        :func:`neural_fim_transform`.
+
+    Raises
+    ------
+    ValueError, KeyError, TypeError
+        On invalid input; ``adata`` is then left unchanged.
+    """
+    # ---------------- validate everything before touching adata
+    n_components = check_int("n_components", n_components, minimum=2)
+    hidden = _check_hidden(hidden)
+    epochs = check_int("epochs", epochs)
+    batch_size = check_int("batch_size", batch_size)
+    max_pairs = check_int("max_pairs", max_pairs)
+    n_ensemble = check_int("n_ensemble", n_ensemble)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    dev = _check_device(device)
+    random_state = _check_random_state(random_state)
+    if not isinstance(key_added, str) or not key_added or "/" in key_added:
+        raise ValueError(f"key_added must be a non-empty string without '/', got {key_added!r}")
+    info = require_key(adata, diffusion_key, "diffusion")
+    use_rep = info.get("params", {}).get("use_rep")
+    if use_rep is None:
+        raise KeyError(f"adata.uns[{diffusion_key!r}]['params']['use_rep'] is missing")
+    use_rep = str(use_rep)
+    op = operator_from_adata(adata, diffusion_key)
+    X, use_rep = get_rep(adata, use_rep)
+    if X.shape[0] != op.n_obs:
+        raise ValueError(f"the diffusion operator has {op.n_obs} cells, adata has {X.shape[0]}")
+    if n_components > op.n_states:
+        raise ValueError(
+            f"n_components={n_components} exceeds the number of diffusion states ({op.n_states})"
+        )
+    pca = _pca_projection(adata, X) if use_rep == "X_pca" else None
+
+    # ---------------- compute
+    models = []
+    for i in range(n_ensemble):
+        model = NeuralFIM(
+            n_components,
+            hidden,
+            epochs=epochs,
+            max_pairs=max_pairs,
+            batch_size=batch_size,
+            lr=float(lr),
+            random_state=None if random_state is None else random_state + i,
+            device=dev,
+            verbose=verbose,
+        )
+        models.append(model.fit(X, op.rows))
+        logger.info(
+            "neural_fim: member %d, %d epochs, held-out loss %.4g",
+            i,
+            model.history_["val_loss"].size,
+            float(model.history_["best_val_loss"]),
+        )
+    res = _summaries(models, X)
+
+    # ---------------- write
+    adata = adata.copy() if copy else adata
+    _write(adata, res, key_added)
+    uns = {
+        "params": {
+            "n_components": n_components,
+            "hidden": np.asarray(hidden, dtype=np.int64),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": float(lr),
+            "max_pairs": max_pairs,
+            "n_ensemble": n_ensemble,
+            "device": str(dev),
+            "diffusion_key": diffusion_key,
+            "random_state": random_state,
+            "use_rep": use_rep,
+            "eig_rtol": EIG_RTOL,
+        },
+        "models": {str(i): m.to_dict() for i, m in enumerate(models)},
+        "train_loss": {str(i): m.history_["train_loss"] for i, m in enumerate(models)},
+        "val_loss": {str(i): m.history_["val_loss"] for i, m in enumerate(models)},
+        "fit_seconds": np.asarray([float(m.history_["fit_seconds"]) for m in models]),
+        "fields": _fields(key_added),
+        "pca": pca,
+    }
+    adata.uns[key_added] = clean_for_h5ad(uns)
+    return adata if copy else None
+
+
+def _dense(M) -> np.ndarray:
+    if M is None:
+        raise ValueError("adata_new.X is empty")
+    if sp.issparse(M):
+        M = M.toarray()
+    elif hasattr(M, "to_numpy"):
+        M = M.to_numpy()
+    return np.asarray(M, dtype=np.float64)
+
+
+def _models_from(model_from: AnnData, key: str, device: torch.device) -> tuple[list, dict]:
+    info = require_key(model_from, key, "neural_fim")
+    if "models" not in info or "params" not in info:
+        raise KeyError(f"model_from.uns[{key!r}] holds no neural FIM models")
+    states = info["models"]
+    models = [NeuralFIM.from_dict(states[k], device=device) for k in sorted(states, key=int)]
+    return models, info
+
+
+def neural_fim_transform(
+    adata_new: AnnData,
+    model_from: AnnData,
+    *,
+    key_added: str = "neural_fim",
+    use_rep: str | None = None,
+    device: str = "cpu",
+    copy: bool = False,
+) -> AnnData | None:
+    """Per-cell FIM fields of trained neural FIM model(s) for new cells.
+
+    New cells must be in the input basis the models were trained in. By default:
+
+    - trained on ``X``: ``adata_new.X``, with genes matched by ``var_names``;
+    - trained on ``X_pca``: ``adata_new.X`` is projected with the loadings of
+      ``model_from`` (``varm["PCs"]``) and the mean scanpy centred with (stored by
+      :func:`neural_fim`), genes matched by name; PCA is *not* refitted;
+    - any other representation: pass ``use_rep``.
+
+    ``use_rep`` names an ``adata_new.obsm`` key that is already in the training basis
+    (e.g. ``"X_pca"`` after projecting it yourself); it is used as is.
+
+    Parameters
+    ----------
+    adata_new
+        Cells to evaluate.
+    model_from
+        AnnData on which :func:`neural_fim` ran.
+    key_added
+        ``key_added`` of that :func:`neural_fim` call; the same names are written here.
+    use_rep
+        ``adata_new.obsm`` key in the training basis, used without projection.
+    device
+        Torch device for the evaluation.
+    copy
+        Return a modified copy instead of writing into ``adata_new``.
+
+    Returns
+    -------
+    None, or the modified copy. Writes the same per-cell fields as :func:`neural_fim`
+    (``obsm["X_neural_fim"]``, ``obs["fim_volume"]``, ``obs["fim_log_volume"]``,
+    ``obs["fim_trace"]``, ``obsm["fim_eigenvalues"]`` and, for ensembles,
+    ``obs["fim_log_volume_std"]``, ``obs["fim_trace_std"]``), and
+    ``adata_new.uns[key_added]`` with ``params`` (``model_from``'s, plus ``transform_rep``).
+
+    Raises
+    ------
+    ValueError, KeyError
+        On invalid input; ``adata_new`` is then left unchanged.
+    """
+    dev = _check_device(device)
+    models, info = _models_from(model_from, key_added, dev)
+    params = dict(info["params"])
+    train_rep = str(params["use_rep"])
+    d = models[0].n_features_
+    if use_rep is not None:
+        if use_rep != "X" and use_rep not in adata_new.obsm:
+            raise KeyError(f"use_rep={use_rep!r} is not in adata_new.obsm")
+        X = _dense(adata_new.X if use_rep == "X" else adata_new.obsm[use_rep])
+        rep = use_rep
+    elif train_rep == "X":
+        missing = model_from.var_names.difference(adata_new.var_names)
+        if len(missing):
+            raise ValueError(
+                f"adata_new lacks {len(missing)} of the training genes (first: {missing[0]!r})"
+            )
+        X = _dense(adata_new.X[:, adata_new.var_names.get_indexer(model_from.var_names)])
+        rep = "X"
+    elif train_rep == "X_pca":
+        if "pca" not in info:
+            raise ValueError(
+                "model_from's X_pca could not be reproduced from its X and varm['PCs'] "
+                "(X changed after PCA?); project adata_new yourself and pass use_rep"
+            )
+        X = _project_new(adata_new, model_from, info["pca"])
+        rep = "X (projected on model_from.varm['PCs'])"
+    else:
+        raise ValueError(
+            f"the model was trained on obsm[{train_rep!r}]; pass use_rep naming the "
+            "adata_new.obsm key with the new cells in that basis"
+        )
+    if X.ndim != 2 or X.shape[0] < 1:
+        raise ValueError(f"no cells to transform (input shape {X.shape})")
+    if not np.isfinite(X).all():
+        raise ValueError(f"the input ({rep}) of adata_new contains NaN or infinite values")
+    if X.shape[1] != d:
+        raise ValueError(f"the model expects {d} input features, got {X.shape[1]} from {rep}")
+    res = _summaries(models, X)
+
+    adata_new = adata_new.copy() if copy else adata_new
+    _write(adata_new, res, key_added)
+    params["transform_rep"] = rep
+    adata_new.uns[key_added] = clean_for_h5ad({"params": params, "fields": _fields(key_added)})
+    return adata_new if copy else None

@@ -1,0 +1,386 @@
+"""Neural FIM: the model (metric algebra, training, persistence) and its AnnData adapters."""
+
+import copy
+
+import anndata
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from anndata import AnnData
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+import scfim
+from scfim.models.neural_fim import EIG_RTOL, NeuralFIM, build_mlp
+
+matplotlib.use("Agg")
+
+FIELDS = ["fim_volume", "fim_log_volume", "fim_trace"]
+
+
+# ---------------------------------------------------------------------- helpers
+def _untrained(d: int, m: int, hidden=(7, 6), seed: int = 0) -> NeuralFIM:
+    """A randomly initialised model, treated as fitted (no training needed for algebra)."""
+    model = NeuralFIM(m, hidden, random_state=seed, verbose=False)
+    model.net_ = model._init_net(d).eval()
+    model.n_features_ = d
+    return model
+
+
+def _fd_fisher(model: NeuralFIM, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Σ_k φ_k ∂log φ_k ∂log φ_kᵀ with central finite differences, float64 network."""
+    net = copy.deepcopy(model.net_).double()
+
+    def logphi(v):
+        with torch.no_grad():
+            return torch.log_softmax(net(torch.as_tensor(v[None])), -1)[0].numpy()
+
+    d = x.size
+    grads = np.stack([(logphi(x + h * e) - logphi(x - h * e)) / (2 * h) for e in np.eye(d)], 1)
+    phi = np.exp(logphi(x))
+    return np.einsum("k,ki,kj->ij", phi, grads, grads)
+
+
+def _state(adata: AnnData) -> dict:
+    """Deep copy of everything a failed call must leave untouched."""
+    return {
+        "obs": adata.obs.copy(),
+        "obsm": {k: np.array(v, copy=True) for k, v in adata.obsm.items()},
+        "uns": copy.deepcopy(dict(adata.uns)),
+        "obsp": sorted(adata.obsp.keys()),
+    }
+
+
+def _assert_same(adata: AnnData, before: dict) -> None:
+    assert adata.obs.equals(before["obs"])
+    assert sorted(adata.obsm.keys()) == sorted(before["obsm"])
+    for k, v in before["obsm"].items():
+        np.testing.assert_array_equal(np.asarray(adata.obsm[k]), v)
+    assert sorted(adata.uns.keys()) == sorted(before["uns"])
+    assert sorted(adata.obsp.keys()) == before["obsp"]
+
+
+def _rows_const(idx):
+    return np.full((len(idx), 5), 0.2)
+
+
+# ---------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tree_fit():
+    """Toy tree (1500 cells, 100-D), diffusion and a short neural FIM fit."""
+    ad = scfim.datasets.tree(n_obs=1500, n_dim=100, random_state=0)
+    scfim.tl.diffusion(ad)
+    scfim.tl.neural_fim(ad, epochs=40, verbose=False, random_state=0)
+    return ad
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    """Small Y-shaped data, fitted quickly (for persistence and adapter tests)."""
+    from conftest import branching
+
+    ad = AnnData(branching(n_per_branch=80, n_dim=10).astype(np.float32))
+    ad.obs_names = [f"c{i}" for i in range(ad.n_obs)]
+    scfim.tl.diffusion(ad, n_neighbors=10)
+    scfim.tl.neural_fim(ad, n_components=8, hidden=(16, 16), epochs=5, verbose=False)
+    return ad
+
+
+# ---------------------------------------------------------------------- architecture
+@pytest.mark.parametrize("hidden", [(5,), (100, 100), (100, 80, 30), (64, 32, 16, 8)])
+def test_relu_after_every_hidden_layer(hidden):
+    mlp = build_mlp(12, hidden, 20)
+    layers = list(mlp)
+    assert len(layers) == 2 * len(hidden) + 1
+    for i, w in enumerate(hidden):
+        assert isinstance(layers[2 * i], nn.Linear) and layers[2 * i].out_features == w
+        assert isinstance(layers[2 * i + 1], nn.ReLU)
+    assert isinstance(layers[-1], nn.Linear) and layers[-1].out_features == 20
+    model = _untrained(12, 20, hidden)
+    assert [type(m) for m in model.net_.mlp] == [type(m) for m in layers]
+
+
+# ---------------------------------------------------------------------- metric algebra
+@pytest.mark.parametrize(("d", "m"), [(4, 6), (9, 3), (5, 5)])
+def test_fim_is_the_fisher_information(d, m):
+    model = _untrained(d, m)
+    X = np.random.default_rng(1).normal(size=(6, d))
+    G = model.fim(X)
+    assert G.shape == (6, d, d)
+    np.testing.assert_allclose(G, np.transpose(G, (0, 2, 1)), atol=1e-15)  # symmetric
+    for x, g in zip(X, G, strict=True):
+        np.testing.assert_allclose(g, _fd_fisher(model, x), rtol=1e-5, atol=1e-10)
+        lam = np.linalg.eigvalsh(g)
+        assert lam.min() > -1e-12 * max(lam.max(), 1.0)  # positive semi-definite
+        assert np.sum(lam > 1e-10 * lam.max()) <= min(d, m - 1)  # rank ≤ min(d, m − 1)
+
+
+@pytest.mark.parametrize(("d", "m"), [(4, 6), (9, 3), (30, 8)])
+def test_gram_form_matches_explicit_metric(d, m):
+    model = _untrained(d, m, hidden=(10, 10))
+    X = np.random.default_rng(2).normal(size=(20, d))
+    G = model.fim(X)
+    s = model.summary(X, jacobian_dtype=torch.float64, chunk_size=7)
+    r = min(d, m - 1)
+    lam = np.linalg.eigvalsh(G)[:, ::-1][:, :r]
+    assert s["eigenvalues"].shape == (20, r)
+    np.testing.assert_allclose(s["trace"], np.trace(G, axis1=1, axis2=2), rtol=1e-10)
+    np.testing.assert_allclose(s["eigenvalues"], lam, rtol=1e-6, atol=1e-12 * lam.max())
+    expected = 0.5 * np.log(np.maximum(lam, EIG_RTOL * lam[:, :1])).sum(1)
+    np.testing.assert_allclose(s["log_volume"], expected, rtol=1e-6)
+    np.testing.assert_allclose(model.trace(X), s["trace"], rtol=1e-5)  # float32 Jacobian
+    assert np.all(np.diff(model.spectrum(X, k=2), axis=1) <= 0)
+
+
+@pytest.mark.parametrize("hidden", [(7,), (10, 9), (6, 5, 4)])
+def test_analytic_jacobian_equals_torch_func(hidden):
+    model = _untrained(8, 5, hidden)
+    X = torch.as_tensor(np.random.default_rng(3).normal(size=(13, 8)))
+    z1, J1 = model._jacobian_fn(torch.float64, "func")(X)
+    z2, J2 = model._jacobian_fn(torch.float64, "analytic")(X)
+    torch.testing.assert_close(z1, z2)
+    torch.testing.assert_close(J1, J2)
+
+
+def test_transform_is_on_the_simplex():
+    model = _untrained(5, 7)
+    P = model.transform(np.random.default_rng(0).normal(size=(11, 5)))
+    assert P.shape == (11, 7) and np.all(P > 0)
+    np.testing.assert_allclose(P.sum(1), 1.0, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------- training
+def test_identical_pairs_do_not_give_nan():
+    X = np.ones((40, 3))  # every pair identical, in input and in target
+    model = NeuralFIM(4, (8,), epochs=3, batch_size=16, n_val_pairs=8, verbose=False)
+    model.fit(X, _rows_const)
+    assert np.all(np.isfinite(model.history_["train_loss"]))
+    for p in model.net_.parameters():
+        assert torch.isfinite(p).all()
+
+
+def test_fit_is_reproducible():
+    X = np.random.default_rng(0).normal(size=(120, 6))
+    rows = _rows_from_points(X)
+    kw = dict(epochs=4, batch_size=32, n_val_pairs=64, verbose=False)
+    a = NeuralFIM(5, (12, 12), random_state=3, **kw).fit(X, rows).to_dict()
+    b = NeuralFIM(5, (12, 12), random_state=3, **kw).fit(X, rows).to_dict()
+    c = NeuralFIM(5, (12, 12), random_state=4, **kw).fit(X, rows).to_dict()
+    for k in ("weight_0", "bias_0", "weight_2"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["weight_0"], c["weight_0"])
+
+
+def test_pooled_rows_path_is_reproducible():
+    # cache_entries=0 forces the large-data path: rows of P^t computed pool by pool
+    X = np.random.default_rng(1).normal(size=(150, 5))
+    calls = []
+
+    def rows(idx):
+        calls.append(len(idx))
+        return _rows_from_points(X)(idx)
+
+    kw = dict(epochs=3, batch_size=16, n_val_pairs=32, pool_size=40, cache_entries=0)
+    a = NeuralFIM(4, (8,), random_state=0, verbose=False, **kw).fit(X, rows)
+    assert max(calls[1:]) <= 40  # after the held-out pairs: one pool at a time
+    b = NeuralFIM(4, (8,), random_state=0, verbose=False, **kw).fit(X, _rows_from_points(X))
+    np.testing.assert_array_equal(a.to_dict()["weight_0"], b.to_dict()["weight_0"])
+    assert np.all(np.isfinite(a.history_["train_loss"]))
+
+
+def test_training_reduces_the_loss():
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    model = NeuralFIM(6, (32, 32), epochs=20, batch_size=64, verbose=False)
+    model.fit(X, _rows_from_points(X))
+    val = model.history_["val_loss"]
+    assert val.min() < 0.5 * val[0]
+
+
+def _rows_from_points(X: np.ndarray):
+    """Softmax of negative squared distances to 10 anchors: smooth probability rows."""
+    anchors = X[:10]
+
+    def rows(idx):
+        D = ((X[idx, None, :] - anchors[None]) ** 2).sum(-1)
+        W = np.exp(-(D - D.min(1, keepdims=True)))
+        return W / W.sum(1, keepdims=True)
+
+    return rows
+
+
+# ---------------------------------------------------------------------- the toy tree
+def test_tree_fields(tree_fit):
+    ad = tree_fit
+    assert ad.obsm["X_neural_fim"].shape == (ad.n_obs, 20)
+    assert ad.obsm["fim_eigenvalues"].shape == (ad.n_obs, 19)
+    for k in FIELDS:
+        assert np.all(np.isfinite(ad.obs[k]))
+    np.testing.assert_allclose(ad.obs["fim_volume"], np.exp(ad.obs["fim_log_volume"]))
+    assert set(ad.uns["neural_fim"]["params"]) >= {"use_rep", "n_components", "lr"}
+    assert ad.uns["neural_fim"]["val_loss"]["0"].size >= 1
+
+
+def test_volume_and_trace_higher_at_branch_points(tree_fit):
+    # Measured with this configuration (1500 cells, 40 epochs) for 4 data seeds × 2 model
+    # seeds: AUROC(log-volume) 0.79–1.0 (median 0.95), AUROC(trace) 0.83–1.0 (median 0.95)
+    # for branch-point cells against tip cells; this seed gives 0.95 and 0.83. 0.75 is met
+    # by every measured run with a margin, and is far above the 0.5 of a metric blind to
+    # branching: a random or reversed ranking fails.
+    ad = tree_fit
+    bp = ad.obs["is_branch_point"].to_numpy()
+    tip = ad.obs["is_branch_tip"].to_numpy()
+    sel = bp | tip
+    assert bp.sum() > 5 and tip.sum() > 5
+    for field in ("fim_log_volume", "fim_trace"):
+        auc = roc_auc_score(bp[sel], ad.obs[field].to_numpy()[sel])
+        assert auc >= 0.75, (field, auc)
+
+
+def test_eigenspectrum_plot(tree_fit):
+    from matplotlib.axes import Axes
+
+    ax = scfim.pl.eigenspectrum(tree_fit, groupby="branch")
+    assert isinstance(ax, Axes) and ax.get_yscale() == "log"
+    assert len(ax.get_lines()) == tree_fit.obs["branch"].nunique()
+    assert isinstance(scfim.pl.eigenspectrum(tree_fit), Axes)
+
+
+# ---------------------------------------------------------------------- persistence
+def test_dict_and_npz_round_trip(tmp_path):
+    model = _untrained(6, 5, hidden=(9, 8))
+    model.net_.mean.fill_(0.3)
+    X = np.random.default_rng(0).normal(size=(15, 6))
+    ref = model.summary(X)
+    again = NeuralFIM.from_dict(model.to_dict())
+    model.save(tmp_path / "m.npz")
+    loaded = NeuralFIM.load(tmp_path / "m.npz")
+    for other in (again, loaded):
+        s = other.summary(X)
+        for k in ("trace", "log_volume", "eigenvalues"):
+            np.testing.assert_array_equal(s[k], ref[k])
+        np.testing.assert_array_equal(other.transform(X), model.transform(X))
+
+
+def test_h5ad_round_trip_then_transform(small_fit, tmp_path):
+    path = tmp_path / "fit.h5ad"
+    small_fit.write_h5ad(path)
+    back = anndata.read_h5ad(path)
+    new = AnnData(np.asarray(small_fit.X).copy())
+    new.obs_names = small_fit.obs_names
+    new.var_names = small_fit.var_names
+    # the stored model survives the round trip bit for bit ...
+    before = small_fit.uns["neural_fim"]["models"]["0"]
+    after = back.uns["neural_fim"]["models"]["0"]
+    for k in ("weight_0", "bias_0", "weight_2", "mean", "scale"):
+        np.testing.assert_array_equal(after[k], before[k])
+    scfim.tl.neural_fim_transform(new, model_from=back)
+    # ... and gives the same FIM; float32 GEMMs (MKL) may round differently with another
+    # memory alignment, hence a relative tolerance at float32 round-off (and eigenvalues
+    # below the log-volume tolerance EIG_RTOL · λ_1 are numerical zeros).
+    for k in FIELDS:
+        np.testing.assert_allclose(new.obs[k], small_fit.obs[k], rtol=1e-6)
+    np.testing.assert_allclose(new.obsm["X_neural_fim"], small_fit.obsm["X_neural_fim"], rtol=1e-6)
+    E = small_fit.obsm["fim_eigenvalues"]
+    np.testing.assert_allclose(new.obsm["fim_eigenvalues"], E, rtol=1e-6, atol=EIG_RTOL * E.max())
+
+
+def test_copy_leaves_the_input_alone(small_fit):
+    ad = small_fit.copy()
+    del ad.uns["neural_fim"]
+    before = _state(ad)
+    out = scfim.tl.neural_fim(ad, n_components=4, hidden=(8,), epochs=2, verbose=False, copy=True)
+    _assert_same(ad, before)
+    assert out.obsm["X_neural_fim"].shape == (ad.n_obs, 4)
+    assert out.obsm["fim_eigenvalues"].shape == (ad.n_obs, 3)  # min(d = 10, m − 1 = 3)
+
+
+def test_ensemble_writes_mean_and_std(small_fit):
+    ad = small_fit.copy()
+    scfim.tl.neural_fim(
+        ad, n_components=8, hidden=(16, 16), epochs=3, n_ensemble=2, verbose=False,
+        key_added="ens",
+    )
+    assert set(ad.uns["ens"]["models"]) == {"0", "1"}
+    assert np.all(ad.obs["ens_log_volume_std"] >= 0) and np.all(ad.obs["ens_trace_std"] >= 0)
+    members = [NeuralFIM.from_dict(ad.uns["ens"]["models"][k]) for k in ("0", "1")]
+    X = np.asarray(ad.X, dtype=np.float64)
+    lv = np.stack([m.log_volume(X) for m in members])
+    np.testing.assert_allclose(ad.obs["ens_log_volume"], lv.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(ad.obs["ens_log_volume_std"], lv.std(0, ddof=1), rtol=1e-9)
+    assert "fim_log_volume_std" not in small_fit.obs
+
+
+def test_transform_projects_with_stored_pca():
+    import scanpy as sc
+
+    rng = np.random.default_rng(0)
+    genes = rng.poisson(2.0, size=(300, 40)).astype(np.float32)
+    ad = AnnData(genes)
+    ad.var_names = [f"g{i}" for i in range(40)]
+    sc.pp.pca(ad, n_comps=8)
+    scfim.tl.diffusion(ad)
+    scfim.tl.neural_fim(ad, n_components=6, hidden=(16,), epochs=3, verbose=False)
+    assert "pca" in ad.uns["neural_fim"]
+    # new cells: the genes in another order, no X_pca
+    new = AnnData(genes[:50, ::-1].copy())
+    new.var_names = ad.var_names[::-1]
+    scfim.tl.neural_fim_transform(new, model_from=ad)
+    np.testing.assert_allclose(new.obs["fim_trace"], ad.obs["fim_trace"][:50], rtol=1e-3)
+    # already projected: use_rep takes the obsm key as is
+    new2 = AnnData(genes[:50].copy(), obsm={"X_pca": ad.obsm["X_pca"][:50]})
+    scfim.tl.neural_fim_transform(new2, model_from=ad, use_rep="X_pca")
+    np.testing.assert_array_equal(new2.obs["fim_trace"], ad.obs["fim_trace"][:50])
+    with pytest.raises(ValueError, match="genes"):
+        scfim.tl.neural_fim_transform(AnnData(genes[:5, :30]), model_from=ad)
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "err"),
+    [
+        (dict(n_components=1), ValueError),
+        (dict(n_components=0), ValueError),
+        (dict(n_components=2.5), TypeError),
+        (dict(n_components=10_000), ValueError),
+        (dict(n_ensemble=0), ValueError),
+        (dict(device="gpu-please"), ValueError),
+        (dict(device="cuda:7"), ValueError),
+        (dict(hidden=()), TypeError),
+        (dict(hidden=(10, 0)), ValueError),
+        (dict(lr=-1.0), ValueError),
+        (dict(diffusion_key="nope"), KeyError),
+    ],
+)
+def test_bad_arguments_leave_adata_unchanged(small_fit, kwargs, err):
+    ad = small_fit.copy()
+    del ad.uns["neural_fim"]
+    before = _state(ad)
+    with pytest.raises(err):
+        scfim.tl.neural_fim(ad, verbose=False, **kwargs)
+    _assert_same(ad, before)
+
+
+def test_no_diffusion_and_nan_input_raise(small_fit):
+    bare = AnnData(np.asarray(small_fit.X).copy())
+    before = _state(bare)
+    with pytest.raises(KeyError, match="diffusion"):
+        scfim.tl.neural_fim(bare, verbose=False)
+    _assert_same(bare, before)
+
+    ad = small_fit.copy()
+    del ad.uns["neural_fim"]
+    X = np.asarray(ad.X).copy()
+    X[3, 2] = np.nan
+    ad.X = X
+    before = _state(ad)
+    with pytest.raises(ValueError, match="NaN"):
+        scfim.tl.neural_fim(ad, verbose=False)
+    _assert_same(ad, before)
+
+    new = AnnData(X)
+    new.var_names = small_fit.var_names
+    before = _state(new)
+    with pytest.raises(ValueError, match="NaN"):
+        scfim.tl.neural_fim_transform(new, model_from=small_fit)
+    _assert_same(new, before)
