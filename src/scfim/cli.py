@@ -8,12 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["main", "run_pipeline"]
 
 logger = logging.getLogger("scfim")
 
 
-def run_pipeline(adata, out: Path, name: str, *, color: str | None, random_state: int = 0) -> None:
+def run_pipeline(
+    adata, out: Path, name: str, *, color: str | None, random_state: int = 0, verbose: bool = True
+) -> None:
     """Run the pipeline on ``adata`` and write ``{name}.h5ad`` and figures into ``out``."""
     import matplotlib
 
@@ -35,14 +39,33 @@ def run_pipeline(adata, out: Path, name: str, *, color: str | None, random_state
         f"in {time.perf_counter() - t0:.1f} s"
     )
 
+    t0 = time.perf_counter()
+    tl.neural_fim(adata, random_state=random_state, verbose=verbose)
+    fim = adata.uns["neural_fim"]
+    print(
+        f"[{name}] neural FIM: {np.asarray(fim['val_loss']['0']).size} epochs, held-out loss "
+        f"{np.min(fim['val_loss']['0']):.4f}, in {time.perf_counter() - t0:.1f} s"
+    )
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     pl.embedding(adata, "X_jsd_phate", color=color, ax=axes[0], title=f"{name}: JSD-PHATE")
     pl.diffusion_entropy(adata, ax=axes[1])
     fig.tight_layout()
     fig.savefig(out / f"{name}_jsd_phate.png", dpi=120)
     plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    pl.embedding(
+        adata, "X_jsd_phate", color="fim_log_volume", ax=axes[0], title=f"{name}: FIM log-volume"
+    )
+    pl.embedding(adata, "X_jsd_phate", color="fim_trace", ax=axes[1], title=f"{name}: FIM trace")
+    pl.eigenspectrum(adata, groupby=color, ax=axes[2])
+    axes[2].legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    fig.savefig(out / f"{name}_fim.png", dpi=120)
+    plt.close(fig)
     adata.write_h5ad(out / f"{name}.h5ad")
-    print(f"[{name}] wrote {out / (name + '.h5ad')} and {out / (name + '_jsd_phate.png')}")
+    print(f"[{name}] wrote {name}.h5ad, {name}_jsd_phate.png and {name}_fim.png in {out}")
 
 
 def _demo(args: argparse.Namespace) -> int:
