@@ -7,6 +7,25 @@ import subprocess
 import sys
 import textwrap
 
+# Child-process code shared by the benchmarks: the same toy tree for every contender, and
+# the peer (PHATE). Format with n (cells) and threads.
+DATA = """
+import numpy as np
+import time
+from scfim.datasets import tree
+X = tree(n_obs={n}, n_dim=100, n_branches=20, random_state=0).X
+"""
+
+PHATE = (
+    DATA
+    + """
+import phate
+t0 = time.perf_counter()
+Y = phate.PHATE(n_jobs={threads}, verbose=0, random_state=0).fit_transform(X)
+RESULT = {{"seconds": time.perf_counter() - t0}}
+"""
+)
+
 
 def measure(code: str, timeout: float | None = None) -> dict:
     """Run ``code`` in a fresh Python process; return its JSON result plus peak RSS (MiB).
@@ -35,6 +54,31 @@ def measure(code: str, timeout: float | None = None) -> dict:
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def side_by_side(ours_code: str, n: int, threads: int, with_peer: bool) -> tuple[dict, dict, list]:
+    """Measure our pipeline then PHATE on ``n`` cells; return both results and the ratio cells.
+
+    The returned list is ``[ours s, PHATE s, time ratio, ours MiB, PHATE MiB, memory ratio]``
+    formatted for :func:`table`.
+    """
+    ours = measure(ours_code.format(n=n, threads=threads))
+    if "error" in ours:
+        raise SystemExit(f"our pipeline failed at n={n}: {ours['error']}")
+    peer = measure(PHATE.format(n=n, threads=threads)) if with_peer else {}
+    if "error" in peer:
+        print(f"PHATE failed at n={n}: {peer['error']}")
+    ts = ours["seconds"] / peer["seconds"] if "seconds" in peer else None
+    ms = ours["peak_mib"] / peer["peak_mib"] if "peak_mib" in peer else None
+    cells = [
+        fmt(ours["seconds"]),
+        fmt(peer.get("seconds")),
+        fmt(ts, ".2f"),
+        fmt(ours["peak_mib"], ".0f"),
+        fmt(peer.get("peak_mib"), ".0f"),
+        fmt(ms, ".2f"),
+    ]
+    return ours, peer, cells
 
 
 def fmt(x: float | None, spec: str = ".1f") -> str:

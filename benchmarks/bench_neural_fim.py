@@ -22,14 +22,7 @@ import argparse
 import importlib.util
 import os
 
-from _common import fmt, measure, table
-
-DATA = """
-import numpy as np
-import time
-from scfim.datasets import tree
-X = tree(n_obs={n}, n_dim=100, n_branches=20, random_state=0).X
-"""
+from _common import DATA, fmt, measure, side_by_side, table
 
 OURS = (
     DATA
@@ -50,15 +43,6 @@ RESULT = {{"seconds": t3 - t0, "diffusion_s": t1 - t0, "jsd_phate_s": t2 - t1,
 """
 )
 
-PHATE = (
-    DATA
-    + """
-import phate
-t0 = time.perf_counter()
-Y = phate.PHATE(n_jobs={threads}, verbose=0, random_state=0).fit_transform(X)
-RESULT = {{"seconds": time.perf_counter() - t0}}
-"""
-)
 
 FIM = """
 import time
@@ -103,26 +87,14 @@ def main() -> None:
     ]
     rows = []
     for n in args.sizes:
-        ours = measure(OURS.format(n=n, threads=args.threads))
-        if "error" in ours:
-            raise SystemExit(f"our pipeline failed at n={n}: {ours['error']}")
-        peer = measure(PHATE.format(n=n, threads=args.threads)) if have_phate else {}
-        if "error" in peer:
-            print(f"PHATE failed at n={n}: {peer['error']}")
-        ts = ours["seconds"] / peer["seconds"] if "seconds" in peer else None
-        ms = ours["peak_mib"] / peer["peak_mib"] if "peak_mib" in peer else None
+        ours, _, cells = side_by_side(OURS, n, args.threads, have_phate)
         rows.append(
             [
                 f"{n:,}",
                 fmt(ours["diffusion_s"]),
                 fmt(ours["jsd_phate_s"]),
                 fmt(ours["neural_fim_s"]),
-                fmt(ours["seconds"]),
-                fmt(peer.get("seconds")),
-                fmt(ts, ".2f"),
-                fmt(ours["peak_mib"], ".0f"),
-                fmt(peer.get("peak_mib"), ".0f"),
-                fmt(ms, ".2f"),
+                *cells,
                 str(ours["epochs"]),
             ]
         )
