@@ -250,14 +250,11 @@ def affinity_kernel(
     data = D.data
     if kernel == "alpha_decay":
         # σ_k(x) = distance to the k-th nearest neighbour (or the farthest stored one)
-        sig = np.empty(n)
-        for_sort = D.copy()
-        # rows may be unsorted by distance: sort data within each row
+        # rows may be unsorted by distance (e.g. scanpy's graph): sort within each row
         row_ids = np.repeat(np.arange(n), counts)
-        order = np.lexsort((for_sort.data, row_ids))
-        sorted_d = for_sort.data[order]
+        sorted_d = data[np.lexsort((data, row_ids))]
         kth = np.minimum(counts, n_neighbors) - 1
-        sig[:] = sorted_d[D.indptr[:-1] + kth]
+        sig = sorted_d[D.indptr[:-1] + kth]
         if np.any(sig <= 0):
             raise ValueError(
                 "some cells have n_neighbors or more exact duplicates (zero bandwidth); "
