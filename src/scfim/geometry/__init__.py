@@ -1,5 +1,5 @@
 """Pure geometry: NumPy/SciPy/torch only, no AnnData."""
 
-from . import diffusion, divergences, mds
+from . import diffusion, divergences, geodesic, mds, metric
 
-__all__ = ["diffusion", "divergences", "mds"]
+__all__ = ["diffusion", "divergences", "geodesic", "mds", "metric"]

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from scfim.geometry.geodesic import curve_length, energy_geodesic
+from scfim.geometry.metric import DensityMetric, EuclideanMetric, SphereMetric
+
+
+def test_sphere_geodesic_over_the_pole():
+    """(π/4, 0) → (π/4, π) passes through the pole: length π/2 (0.2 % with 64 points).
+
+    The chart is singular at the pole, so the discrete curve's error there decays like
+    1/n (measured: 0.44 % with 32 points, 0.18 % with 64).
+    """
+    m = SphereMetric()
+    a, b = [np.pi / 4, 0.0], [np.pi / 4, np.pi]
+    res = energy_geodesic(m, a, b, n_points=64)
+    assert abs(res.lengths[0] - np.pi / 2) / (np.pi / 2) < 2e-3
+    assert res.paths[0, :, 0].min() < 0.05  # it goes over the pole
+    straight = torch.as_tensor(np.linspace(a, b, 64))[None]
+    assert float(curve_length(m, straight)[0]) == pytest.approx(np.pi * np.sin(np.pi / 4), 1e-3)
+
+
+def test_sphere_random_pairs_match_great_circles():
+    rng = np.random.default_rng(0)
+    n = 200
+    A = np.column_stack([rng.uniform(0.4, 2.7, n), rng.uniform(0, np.pi, n)])
+    B = np.column_stack([rng.uniform(0.4, 2.7, n), A[:, 1] + rng.uniform(-2.5, 2.5, n)])
+    m = SphereMetric()
+    res = energy_geodesic(m, A, B, n_points=32)
+    rel = np.abs(res.lengths - m.distance(A, B)) / m.distance(A, B)
+    assert np.median(rel) < 1e-3
+    assert np.quantile(rel, 0.95) < 1e-2
+    np.testing.assert_allclose(res.paths[:, 0], A)
+    np.testing.assert_allclose(res.paths[:, -1], B)
+
+
+def test_batched_equals_one_by_one_and_zero_length():
+    m = SphereMetric()
+    A = np.array([[0.5, 0.1], [1.0, 2.0], [1.2, 0.3]])
+    B = np.array([[1.5, 1.1], [2.0, 0.5], [1.2, 0.3]])  # last pair: start == end
+    batch = energy_geodesic(m, A, B, n_points=24)
+    assert batch.lengths[2] < 1e-8
+    for i in range(2):
+        one = energy_geodesic(m, A[i], B[i], n_points=24)
+        assert one.lengths[0] == pytest.approx(batch.lengths[i], rel=1e-5)
+
+
+def test_euclidean_geodesic_is_the_straight_line():
+    res = energy_geodesic(EuclideanMetric(3), [0, 0, 0], [1, 2, 2], n_points=10)
+    assert res.lengths[0] == pytest.approx(3.0, rel=1e-9)
+    np.testing.assert_allclose(res.paths[0], np.linspace([0, 0, 0], [1, 2, 2], 10), atol=1e-6)
+
+
+def test_density_metric_pulls_curves_onto_the_data():
+    """Between two ends of a half circle, the density geodesic follows the arc."""
+    th = np.linspace(0, np.pi, 400)
+    data = np.column_stack([np.cos(th), np.sin(th)])
+    m = DensityMetric(data, sigma=0.1)
+    res = energy_geodesic(m, data[0], data[-1], n_points=40)
+
+    def proximity(c):
+        return np.sqrt(((c[:, None] - data[None]) ** 2).sum(-1)).min(1).max()
+
+    assert proximity(res.paths[0]) < 0.15 < proximity(np.linspace(data[0], data[-1], 40))
+    with pytest.raises(ValueError):
+        DensityMetric(data[:1])
