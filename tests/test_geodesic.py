@@ -65,3 +65,40 @@ def test_density_metric_pulls_curves_onto_the_data():
     assert proximity(res.paths[0]) < 0.15 < proximity(np.linspace(data[0], data[-1], 40))
     with pytest.raises(ValueError):
         DensityMetric(data[:1])
+
+
+def _random_model(d: int = 4, m: int = 6, seed: int = 0):
+    from scfim.models.neural_fim import NeuralFIM
+
+    model = NeuralFIM(m, (8, 7), random_state=seed, verbose=False)
+    model.net_ = model._init_net(d).eval()
+    model.n_features_ = d
+    return model
+
+
+def test_neural_fim_metric_matches_the_model_fim():
+    from scfim.geometry.metric import NeuralFIMMetric
+
+    models = [_random_model(seed=0), _random_model(seed=1)]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10, 4))
+    V = rng.normal(size=(10, 4))
+    G = 0.5 * (models[0].fim(X) + models[1].fim(X))
+    ref = np.einsum("bi,bij,bj->b", V, G, V)
+    metric = NeuralFIMMetric(models)
+    got = metric.inner(torch.as_tensor(X), torch.as_tensor(V)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(metric.metric(torch.as_tensor(X)).numpy(), G, atol=1e-10)
+
+
+def test_geodesic_under_a_neural_fim_metric_is_no_longer_than_the_line():
+    from scfim.geometry.metric import NeuralFIMMetric
+
+    model = _random_model(seed=2)
+    data = np.random.default_rng(1).normal(size=(200, 4))
+    metric = NeuralFIMMetric(model, DensityMetric(data), density_weight=1e-3)
+    a, b = data[0], data[1]
+    res = energy_geodesic(metric, a, b, n_points=16)
+    line = torch.as_tensor(np.linspace(a, b, 16))[None]
+    assert np.isfinite(res.lengths).all()
+    assert res.lengths[0] <= float(curve_length(metric, line)[0]) + 1e-9

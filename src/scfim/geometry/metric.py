@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["Metric", "SphereMetric", "DensityMetric", "EuclideanMetric"]
+__all__ = ["Metric", "SphereMetric", "DensityMetric", "EuclideanMetric", "NeuralFIMMetric"]
 
 
 class Metric:
@@ -138,3 +138,65 @@ class DensityMetric(Metric):
     def metric(self, x: torch.Tensor) -> torch.Tensor:
         w = 1.0 / (self.density(x) + self.eps)
         return w[:, None, None] * torch.eye(self.dim, dtype=x.dtype)
+
+
+class NeuralFIMMetric(Metric):
+    """Pull-back Fisher metric of a trained :class:`~scfim.models.neural_fim.NeuralFIM`.
+
+    ``vᵀ g(x) v = Σ_k φ_k(x) (u_k − Σ_j φ_j u_j)²`` with ``u = J_logits(x) v`` obtained by
+    one forward-mode Jacobian–vector product: the variance of ``u`` under ``φ(x)``. No
+    Jacobian or ``d × d`` matrix is formed. With several models (an ensemble) the quadratic
+    forms are averaged. A ``density`` metric with weight ``density_weight`` can be added to
+    keep geodesics of this low-rank metric near the data.
+
+    Parameters
+    ----------
+    models
+        One fitted NeuralFIM or a sequence of them (same input dimension).
+    density
+        Optional :class:`DensityMetric` on the training inputs.
+    density_weight
+        Weight of the density term.
+    """
+
+    def __init__(self, models, density: DensityMetric | None = None, density_weight: float = 0.0):
+        import copy
+
+        models = list(models) if isinstance(models, (list, tuple)) else [models]
+        if not models:
+            raise ValueError("need at least one fitted NeuralFIM")
+        self.nets = []
+        for m in models:
+            net = m._check_fitted()
+            self.nets.append(copy.deepcopy(net).double().eval().requires_grad_(False))
+        self.dim = int(models[0].n_features_)
+        if density is not None and density.dim != self.dim:
+            raise ValueError("the density metric lives in another dimension")
+        self.density = density
+        self.density_weight = float(density_weight)
+
+    def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        x64, v64 = x.double(), v.double()
+        total = torch.zeros(x.shape[0], dtype=torch.float64)
+        for net in self.nets:
+            logits, u = torch.func.jvp(net, (x64,), (v64,))
+            p = torch.softmax(logits, -1)
+            mean_u = (p * u).sum(-1, keepdim=True)
+            total = total + (p * (u - mean_u) ** 2).sum(-1)
+        out = total / len(self.nets)
+        if self.density is not None and self.density_weight > 0:
+            out = out + self.density_weight * self.density.inner(x64, v64)
+        return out.to(x.dtype)
+
+    def metric(self, x: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(self.dim, dtype=x.dtype)
+        cols = []
+        for j in range(self.dim):  # polarisation: G_ij = (q(e_i + e_j) − q(e_i) − q(e_j)) / 2
+            cols.append(self.inner(x, eye[j].expand_as(x)))
+        diag = torch.stack(cols, -1)
+        G = torch.diag_embed(diag)
+        for i in range(self.dim):
+            for j in range(i + 1, self.dim):
+                q = self.inner(x, (eye[i] + eye[j]).expand_as(x))
+                G[:, i, j] = G[:, j, i] = 0.5 * (q - diag[:, i] - diag[:, j])
+        return G
