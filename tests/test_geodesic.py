@@ -102,3 +102,25 @@ def test_geodesic_under_a_neural_fim_metric_is_no_longer_than_the_line():
     line = torch.as_tensor(np.linspace(a, b, 16))[None]
     assert np.isfinite(res.lengths).all()
     assert res.lengths[0] <= float(curve_length(metric, line)[0]) + 1e-9
+
+
+def test_fisher_rao_kl_energy_converges_to_the_metric_energy():
+    from scfim.geometry.geodesic import curve_energy, fisher_rao_energy
+    from scfim.geometry.metric import NeuralFIMMetric
+
+    metric = NeuralFIMMetric([_random_model(seed=3), _random_model(seed=4)])
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=4), rng.normal(size=4)
+    c = torch.as_tensor(np.linspace(a, b, 400))[None]
+    kl = float(fisher_rao_energy(metric.nets, c)[0])
+    quad = float(curve_energy(metric, c)[0])
+    assert kl == pytest.approx(quad, rel=1e-2)
+    single = NeuralFIMMetric(_random_model(seed=3))
+    assert float(fisher_rao_energy(single.nets, c)[0]) == pytest.approx(
+        float(curve_energy(single, c)[0]), rel=1e-2
+    )
+    res = energy_geodesic(
+        single, a, b, n_points=12, energy=lambda cc: fisher_rao_energy(single.nets, cc)
+    )
+    line = torch.as_tensor(np.linspace(a, b, 12))[None]
+    assert res.energies[0] <= float(fisher_rao_energy(single.nets, line)[0]) + 1e-9

@@ -17,7 +17,13 @@ import torch
 
 from .metric import Metric
 
-__all__ = ["GeodesicResult", "curve_length", "curve_energy", "energy_geodesic"]
+__all__ = [
+    "GeodesicResult",
+    "curve_length",
+    "curve_energy",
+    "fisher_rao_energy",
+    "energy_geodesic",
+]
 
 
 @dataclass
@@ -60,6 +66,35 @@ def curve_energy(metric: Metric, c: torch.Tensor) -> torch.Tensor:
     return (c.shape[1] - 1) * _segment_norms2(metric, c).sum(1)
 
 
+def fisher_rao_energy(nets, c: torch.Tensor) -> torch.Tensor:
+    """Fisher–Rao discrete energy ``2(n − 1) Σ_i KL(φ(c_i) ‖ φ(c_{i+1}))`` of curves.
+
+    Needs no Jacobian: since ``KL(φ(x) ‖ φ(x + dx)) ≈ ½ dxᵀ g dx`` it converges to the
+    metric energy of the pull-back Fisher metric as the curve is refined. With several
+    networks (an ensemble) the KL is averaged over the members, each member with itself:
+    unlike the decoders of seed 002 (Part B), independently trained neural-FIM networks do
+    not share output coordinates, so a cross-member KL would not vanish along the curve.
+
+    Parameters
+    ----------
+    nets
+        Torch modules returning logits (e.g. ``NeuralFIMMetric(...).nets``).
+    c
+        ``(B, n, d)`` curves.
+
+    Returns
+    -------
+    ``(B,)`` energies.
+    """
+    B, n, d = c.shape
+    flat = c.reshape(-1, d).double()
+    logp = [torch.log_softmax(net(flat), -1).reshape(B, n, -1) for net in nets]
+    total = torch.zeros(B, dtype=torch.float64)
+    for lp in logp:
+        total = total + (lp[:, :-1].exp() * (lp[:, :-1] - lp[:, 1:])).sum((-1, -2))
+    return 2.0 * (n - 1) * total / len(logp)
+
+
 def energy_geodesic(
     metric: Metric,
     start,
@@ -67,6 +102,7 @@ def energy_geodesic(
     *,
     n_points: int = 32,
     init: np.ndarray | None = None,
+    energy=None,
     max_iter: int = 500,
     tol: float = 1e-10,
     dtype: torch.dtype = torch.float64,
@@ -85,6 +121,10 @@ def energy_geodesic(
         Optional ``(B, n_points, d)`` starting curves (e.g. a graph shortest path or a
         density-metric solution, a "hot start"); straight lines otherwise. Their end points
         are replaced by ``start``/``end``.
+    energy
+        Optional callable ``curves (B, n, d) → (B,)`` energies to minimise instead of the
+        metric energy, e.g. ``lambda c: fisher_rao_energy(nets, c)``. Lengths are always
+        reported with ``metric``.
     max_iter
         L-BFGS iteration limit.
     tol
@@ -128,7 +168,8 @@ def energy_geodesic(
 
     def closure():
         opt.zero_grad()
-        e = curve_energy(metric, curve(z)).sum()
+        c = curve(z)
+        e = (curve_energy(metric, c) if energy is None else energy(c)).sum()
         e.backward()
         return e
 
@@ -137,5 +178,5 @@ def energy_geodesic(
     with torch.no_grad():
         c = curve(z)
         lengths = curve_length(metric, c)
-        energies = curve_energy(metric, c)
+        energies = curve_energy(metric, c) if energy is None else energy(c)
     return GeodesicResult(c.numpy(), lengths.numpy(), energies.numpy(), n_iter)
