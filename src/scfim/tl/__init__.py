@@ -1,7 +1,15 @@
 """Tools: thin AnnData adapters over :mod:`scfim.geometry` and :mod:`scfim.models`."""
 
 from .diffusion import diffusion
+from .geodesic import fisher_rao_distances, geodesic
 from .jsd_phate import jsd_phate
 from .neural_fim import neural_fim, neural_fim_transform
 
-__all__ = ["diffusion", "jsd_phate", "neural_fim", "neural_fim_transform"]
+__all__ = [
+    "diffusion",
+    "fisher_rao_distances",
+    "geodesic",
+    "jsd_phate",
+    "neural_fim",
+    "neural_fim_transform",
+]

@@ -1,0 +1,234 @@
+"""``scfim.tl.geodesic`` and ``scfim.tl.fisher_rao_distances``: shortest paths under the FIM."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse.csgraph as csgraph
+from anndata import AnnData
+from scipy.spatial import cKDTree
+
+from ..geometry.diffusion import knn_graph
+from ..geometry.geodesic import energy_geodesic
+from ..geometry.metric import DensityMetric, NeuralFIMMetric
+from ..models.neural_fim import NeuralFIM
+from ._utils import check_int, clean_for_h5ad, get_rep, require_key
+
+__all__ = ["geodesic", "fisher_rao_distances"]
+
+logger = logging.getLogger("scfim")
+
+
+def resolve_cells(adata: AnnData, cells) -> np.ndarray:
+    """Integer positions of cells given by obs names or positions (scalar or list)."""
+    items = np.atleast_1d(np.asarray(cells, dtype=object))
+    if items.size == 0:
+        raise ValueError("no cells given")
+    out = []
+    for c in items:
+        if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+            if not -adata.n_obs <= int(c) < adata.n_obs:
+                raise IndexError(f"cell position {c} is out of range for {adata.n_obs} cells")
+            out.append(int(c) % adata.n_obs)
+        elif isinstance(c, str):
+            if c not in adata.obs_names:
+                raise KeyError(f"cell {c!r} is not in adata.obs_names")
+            out.append(int(adata.obs_names.get_loc(c)))
+        else:
+            raise TypeError(f"cells must be obs names or integer positions, got {c!r}")
+    return np.asarray(out, dtype=np.int64)
+
+
+def _fim_setup(adata: AnnData, fim_key: str, density_weight: float):
+    info = require_key(adata, fim_key, "neural_fim")
+    use_rep = str(info["params"]["use_rep"])
+    X, _ = get_rep(adata, use_rep)
+    models = [NeuralFIM.from_dict(info["models"][k]) for k in sorted(info["models"], key=int)]
+    density = DensityMetric(X) if density_weight > 0 else None
+    return X, use_rep, NeuralFIMMetric(models, density, density_weight)
+
+
+def _graph_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, k: int = 15):
+    """kNN-graph shortest paths from s[i] to e[i], resampled to ``n_points`` by arc length."""
+    G = knn_graph(X, min(k, X.shape[0] - 1))
+    G = G.maximum(G.T)
+    us, inv = np.unique(s, return_inverse=True)
+    _, pred = csgraph.dijkstra(G, directed=False, indices=us, return_predecessors=True)
+    paths = np.empty((len(s), n_points, X.shape[1]))
+    for i, (a, b) in enumerate(zip(s, e, strict=True)):
+        nodes = [b]
+        while nodes[-1] != a and pred[inv[i], nodes[-1]] >= 0:
+            nodes.append(pred[inv[i], nodes[-1]])
+        if nodes[-1] != a:  # disconnected graph: straight line
+            nodes = [b, a]
+        P = X[nodes[::-1]]
+        seg = np.linalg.norm(np.diff(P, axis=0), axis=1)
+        cum = np.concatenate([[0.0], np.cumsum(seg)])
+        if cum[-1] == 0:
+            paths[i] = P[0]
+            continue
+        ts = np.linspace(0, cum[-1], n_points)
+        paths[i] = np.column_stack([np.interp(ts, cum, P[:, j]) for j in range(X.shape[1])])
+    return paths
+
+
+def _solve(adata, s, e, *, n_points, fim_key, density_weight, hot_start, max_iter):
+    X, use_rep, metric = _fim_setup(adata, fim_key, density_weight)
+    init = _graph_paths(X, s, e, n_points) if hot_start else None
+    res = energy_geodesic(metric, X[s], X[e], n_points=n_points, init=init, max_iter=max_iter)
+    return X, use_rep, res
+
+
+def geodesic(
+    adata: AnnData,
+    start,
+    end,
+    *,
+    method: str = "energy",
+    n_points: int = 32,
+    fim_key: str = "neural_fim",
+    density_weight: float = 1e-3,
+    hot_start: bool = True,
+    max_iter: int = 300,
+    key_added: str = "geodesic",
+    copy: bool = False,
+) -> AnnData | None:
+    """Geodesics between cells under the learned Fisher information metric.
+
+    Minimum-energy discrete curves (L-BFGS) in the input space of :func:`scfim.tl.neural_fim`
+    under its pull-back Fisher metric (an ensemble's metrics are averaged), plus
+    ``density_weight`` times the density metric ``I / (p(x) + ε)`` that keeps curves of the
+    low-rank FIM near the cells. Curves start from the kNN-graph shortest path between the
+    two cells (``hot_start``), else from the straight line.
+
+    Parameters
+    ----------
+    adata
+        Annotated data on which :func:`scfim.tl.neural_fim` ran.
+    start, end
+        Obs names or integer positions, scalars or equally long lists (pairs).
+    method
+        ``"energy"`` (the neural-ODE solver of the paper is not available yet).
+    n_points
+        Points per curve, end points included.
+    fim_key
+        ``key_added`` of :func:`scfim.tl.neural_fim`.
+    density_weight
+        Weight of the density metric (0 disables it).
+    hot_start
+        Start from the kNN-graph shortest path.
+    max_iter
+        L-BFGS iteration limit.
+    key_added
+        ``uns`` key of the result.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    None, or the modified copy when ``copy=True``. Writes ``adata.uns[key_added]`` with
+    ``paths`` (pairs × points × features, in the input space ``use_rep``), ``lengths``
+    (Fisher–Rao lengths Σ√(ΔcᵀGΔc)), ``energies``, ``proximity`` (max distance of a curve
+    point to its nearest cell), ``start`` and ``end`` (obs names) and ``params``.
+    """
+    if method != "energy":
+        raise ValueError(f"method must be 'energy' (got {method!r}); the ODE solver is planned")
+    n_points = check_int("n_points", n_points, minimum=3)
+    max_iter = check_int("max_iter", max_iter)
+    if not np.isfinite(density_weight) or density_weight < 0:
+        raise ValueError(f"density_weight must be ≥ 0, got {density_weight}")
+    s, e = resolve_cells(adata, start), resolve_cells(adata, end)
+    if s.size != e.size:
+        raise ValueError(f"{s.size} start cells but {e.size} end cells")
+    X, use_rep, res = _solve(
+        adata,
+        s,
+        e,
+        n_points=n_points,
+        fim_key=fim_key,
+        density_weight=density_weight,
+        hot_start=hot_start,
+        max_iter=max_iter,
+    )
+    prox = cKDTree(X).query(res.paths.reshape(-1, X.shape[1]))[0].reshape(len(s), -1).max(1)
+
+    adata = adata.copy() if copy else adata
+    adata.uns[key_added] = clean_for_h5ad(
+        {
+            "paths": res.paths.astype(np.float32),
+            "lengths": res.lengths,
+            "energies": res.energies,
+            "proximity": prox,
+            "start": np.asarray(adata.obs_names[s]),
+            "end": np.asarray(adata.obs_names[e]),
+            "params": {
+                "method": method,
+                "n_points": n_points,
+                "fim_key": fim_key,
+                "density_weight": float(density_weight),
+                "hot_start": bool(hot_start),
+                "use_rep": use_rep,
+            },
+        }
+    )
+    return adata if copy else None
+
+
+def fisher_rao_distances(
+    adata: AnnData,
+    cells=None,
+    *,
+    n_points: int = 24,
+    fim_key: str = "neural_fim",
+    density_weight: float = 1e-3,
+    max_cells: int = 100,
+    key_added: str = "fisher_rao_distances",
+    copy: bool = False,
+) -> AnnData | None:
+    """Pairwise Fisher–Rao geodesic distances among chosen cells (all pairs in one batch).
+
+    Parameters
+    ----------
+    adata
+        Annotated data on which :func:`scfim.tl.neural_fim` ran.
+    cells
+        Obs names or positions; None takes ``max_cells`` evenly spaced cells.
+    n_points, fim_key, density_weight
+        As in :func:`geodesic`.
+    max_cells
+        Refuse more cells than this (the cost grows with the square).
+    key_added
+        ``uns`` key of the result.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    None, or the modified copy. Writes ``adata.uns[key_added]`` with ``cells`` (obs names)
+    and ``distances`` (symmetric, zero diagonal).
+    """
+    max_cells = check_int("max_cells", max_cells, minimum=2)
+    if cells is None:
+        idx = np.unique(np.linspace(0, adata.n_obs - 1, min(max_cells, adata.n_obs)).astype(int))
+    else:
+        idx = resolve_cells(adata, cells)
+    if idx.size < 2 or idx.size > max_cells:
+        raise ValueError(f"need between 2 and max_cells={max_cells} cells, got {idx.size}")
+    iu = np.triu_indices(idx.size, 1)
+    _, _, res = _solve(
+        adata,
+        idx[iu[0]],
+        idx[iu[1]],
+        n_points=n_points,
+        fim_key=fim_key,
+        density_weight=density_weight,
+        hot_start=True,
+        max_iter=300,
+    )
+    D = np.zeros((idx.size, idx.size))
+    D[iu] = res.lengths
+    D = D + D.T
+    adata = adata.copy() if copy else adata
+    adata.uns[key_added] = {"cells": np.asarray(adata.obs_names[idx]), "distances": D}
+    return adata if copy else None
