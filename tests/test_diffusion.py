@@ -138,9 +138,7 @@ def test_ivf_knn_recall_against_exact():
     exact = dm.knn_graph(Xs, 10, method="exact")
     for clusters in (None, dm.assign_landmarks(Xs, 150)):
         ivf = dm.knn_graph(Xs, 10, method="ivf", clusters=clusters)
-        hits = [
-            np.intersect1d(ivf[i].indices, exact[i].indices).size for i in range(0, 3000, 3)
-        ]
+        hits = [np.intersect1d(ivf[i].indices, exact[i].indices).size for i in range(0, 3000, 3)]
         assert np.mean(hits) / 10 >= 0.97
     with pytest.raises(ValueError, match="unknown kNN method"):
         dm.knn_graph(Xs, 10, method="annoy")

@@ -298,7 +298,12 @@ def test_copy_leaves_the_input_alone(small_fit):
 def test_ensemble_writes_mean_and_std(small_fit):
     ad = small_fit.copy()
     scfim.tl.neural_fim(
-        ad, n_components=8, hidden=(16, 16), epochs=3, n_ensemble=2, verbose=False,
+        ad,
+        n_components=8,
+        hidden=(16, 16),
+        epochs=3,
+        n_ensemble=2,
+        verbose=False,
         key_added="ens",
     )
     assert set(ad.uns["ens"]["models"]) == {"0", "1"}

@@ -241,7 +241,7 @@ def affinity_kernel(
     -------
     Symmetric ``(n, n)`` CSR matrix ``K = (K₀ + K₀ᵀ) / 2`` with unit diagonal.
     """
-    D = sp.csr_matrix(distances, dtype=np.float64)
+    D = sp.csr_matrix(distances, dtype=np.float64, copy=True)  # never mutate the caller's
     D.sort_indices()
     n = D.shape[0]
     counts = np.diff(D.indptr)

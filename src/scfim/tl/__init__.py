@@ -1,5 +1,6 @@
 """Tools: thin AnnData adapters over :mod:`scfim.geometry` and :mod:`scfim.models`."""
 
+from .curvature import diffusion_curvature
 from .diffusion import diffusion
 from .geodesic import fisher_rao_distances, geodesic
 from .jsd_phate import jsd_phate
@@ -7,6 +8,7 @@ from .neural_fim import neural_fim, neural_fim_transform
 
 __all__ = [
     "diffusion",
+    "diffusion_curvature",
     "fisher_rao_distances",
     "geodesic",
     "jsd_phate",
