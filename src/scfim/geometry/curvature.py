@@ -139,9 +139,7 @@ def gaussian_operator(
     if sigma is None:
         dk = D.data.reshape(n, k_search)[:, min(n_neighbors, k_search) - 1]
         sigma = float(np.median(dk) ** 2)
-    # affinity_kernel sorts the column indices of its argument in place: give it a copy so
-    # that the rows of D stay sorted by distance
-    K = affinity_kernel(D.copy(), kernel="gaussian", sigma=sigma)
+    K = affinity_kernel(D, kernel="gaussian", sigma=sigma)  # leaves D's row order intact
     P, _ = markov_operator(K, alpha)
     return P, D, float(sigma)
 
