@@ -86,8 +86,9 @@ def test_tl_copy_key_and_estimated_dim(sphere_adata):
     )
     assert "curv" not in sphere_adata.obs and "curv" not in sphere_adata.uns
     assert "curv" in out.obs and "curv_raw" not in out.obs
-    a = datasets.saddle(n_obs=400, random_state=0)
-    scfim.tl.diffusion_curvature(a, t=3)  # dim estimated by local PCA
+    a = datasets.saddle(n_obs=150, random_state=0)
+    scfim.tl.diffusion_curvature(a, t=3, n_neighbors=8, ball_neighbors=10, smooth=5)
+    # dim estimated by local PCA
     assert a.uns["diffusion_curvature"]["dim"] == 2
 
 
@@ -137,10 +138,75 @@ def test_bad_data_leaves_adata_unchanged():
 
 
 def test_sparse_input_matches_dense():
-    X = np.asarray(datasets.saddle(n_obs=200, random_state=1).X, dtype=np.float64)
+    X = np.asarray(datasets.saddle(n_obs=100, random_state=1).X, dtype=np.float64)
     a, b = AnnData(X), AnnData(sp.csr_matrix(X))
     for ad in (a, b):
         scfim.tl.diffusion_curvature(ad, t=3, dim=2, smooth=5, ball_neighbors=10)
     np.testing.assert_allclose(
         a.obs["diffusion_curvature"].to_numpy(), b.obs["diffusion_curvature"].to_numpy()
     )
+
+
+# --------------------------------------------------------------------------- defaults, input
+def test_default_t_is_shared_with_the_tool():
+    import inspect
+
+    t_geo = inspect.signature(diffusion_curvature).parameters["t"].default
+    t_tl = inspect.signature(scfim.tl.diffusion_curvature).parameters["t"].default
+    assert t_geo == t_tl == 16
+
+
+@pytest.mark.parametrize(
+    "kwargs, err",
+    [
+        ({"t": 0}, ValueError),
+        ({"t": 2.5}, TypeError),
+        ({"t": True}, TypeError),
+        ({"ball_neighbors": 0}, ValueError),
+        ({"ball_neighbors": 100}, ValueError),  # ball larger than the data
+        ({"n_neighbors": 0}, ValueError),
+        ({"smooth": -2}, ValueError),
+    ],
+)
+def test_geometry_bad_input(kwargs, err):
+    X = np.asarray(datasets.plane(n_obs=60, random_state=0).X, dtype=np.float64)
+    with pytest.raises(err):
+        diffusion_curvature(X, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"ball_neighbors": 299}, {"ball_neighbors": 1000}, {"smooth": 400}, {"n_neighbors": 299}],
+)
+def test_tl_ball_or_neighbourhood_larger_than_data(sphere_adata, kwargs):
+    snap = snapshot(sphere_adata)
+    with pytest.raises(ValueError, match="cells"):
+        scfim.tl.diffusion_curvature(sphere_adata, **kwargs)
+    assert_unchanged(sphere_adata, snap)
+
+
+def test_pl_curvature_diverging_and_centred(sphere_adata):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+
+    scfim.tl.diffusion_curvature(sphere_adata, t=3, dim=2, smooth=5, ball_neighbors=10)
+    sphere_adata.obsm["X_emb"] = np.asarray(sphere_adata.X)[:, :2]
+    ax = scfim.pl.curvature(sphere_adata, basis="emb")
+    assert isinstance(ax, Axes)
+    coll = ax.collections[0]
+    assert coll.norm.vmin == -coll.norm.vmax  # centred on 0
+    c = sphere_adata.obs["diffusion_curvature"].to_numpy()
+    assert coll.norm.vmax == pytest.approx(np.percentile(np.abs(c), 99))
+    # a zero value maps to the middle of the diverging map
+    assert coll.norm(0.0) == pytest.approx(0.5)
+    assert coll.get_offsets().shape == (300, 2)
+    ax2 = scfim.pl.curvature(sphere_adata, basis="X_emb", vmax=1.0, colorbar=False)
+    assert ax2.collections[0].norm.vmax == 1.0
+    with pytest.raises(KeyError):
+        scfim.pl.curvature(sphere_adata, basis="emb", key="missing")
+    with pytest.raises(KeyError):
+        scfim.pl.curvature(sphere_adata, basis="nope")
+    plt.close("all")

@@ -48,13 +48,35 @@ def test_same_cell_has_zero_length_and_positions_equal_names(fitted):
     assert np.all(np.diag(D) == 0) and np.all(D[np.triu_indices(4, 1)] > 0)
 
 
+def test_ode_method_and_fisher_rao_energy(fitted):
+    a = fitted.copy()
+    scfim.tl.geodesic(a, ["c0", "c10"], ["c70", "c10"], method="ode", n_points=9, n_steps=60)
+    g = a.uns["geodesic"]
+    X = np.asarray(a.X, dtype=float)
+    assert g["paths"].shape == (2, 9, 5) and g["params"]["method"] == "ode"
+    np.testing.assert_allclose(g["paths"][0, 0], X[0], atol=1e-6)
+    span = np.linalg.norm(X[70] - X[0])
+    assert g["endpoint_error"][0] < 0.1 * span  # x(1) lands near the end cell
+    assert g["lengths"][0] > 0 and g["lengths"][1] < 1e-8  # same cell: length 0
+    # the energy solver with the Jacobian-free Fisher–Rao energy
+    scfim.tl.geodesic(a, "c0", "c70", energy="fisher_rao", n_points=10, key_added="fr")
+    scfim.tl.geodesic(a, "c0", "c70", n_points=10, key_added="quad")
+    L_fr, L_q = a.uns["fr"]["lengths"][0], a.uns["quad"]["lengths"][0]
+    assert L_fr == pytest.approx(L_q, rel=0.1)
+    np.testing.assert_array_equal(a.uns["quad"]["endpoint_error"], 0.0)
+
+
 @pytest.mark.parametrize(
     "args, kwargs, exc",
     [
         (("nope", "c1"), {}, KeyError),
         ((0, 10_000), {}, IndexError),
         (([0, 1], [2]), {}, ValueError),
-        ((0, 1), {"method": "ode"}, ValueError),
+        ((0, 1), {"method": "shooting"}, ValueError),
+        ((0, 1), {"method": "ode", "n_steps": 0}, ValueError),
+        ((0, 1), {"method": "ode", "fim_key": "missing"}, KeyError),
+        (("c0", "nope"), {"method": "ode"}, KeyError),
+        ((0, 1), {"energy": "kl"}, ValueError),
         ((0, 1), {"n_points": 2}, ValueError),
         ((0, 1), {"density_weight": -1.0}, ValueError),
         ((0, 1), {"fim_key": "missing"}, KeyError),

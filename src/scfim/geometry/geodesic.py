@@ -6,10 +6,19 @@ midpoint; its length is ``L = Σ_i sqrt(Δc_iᵀ G(m_i) Δc_i)``. By Cauchy–Sc
 ``L² ≤ E / (n−1) · (n−1)`` with equality for constant speed, so minimising the energy
 yields a constant-speed shortest curve. Many (a, b) pairs are solved at once: the total
 energy is a sum of independent terms, minimised by L-BFGS with a strong-Wolfe line search.
+
+Curves are solved coarse to fine (17 → … → ``n_points``, each level's solution resampled
+as the next level's start). The discretisation error is O(h²) where the geodesic is smooth
+in the chart but only O(h) where it crosses a chart singularity (the pole of spherical
+coordinates): on the sphere pole test (π/4, 0) → (π/4, π) one level of 33 / 65 points is
+0.42 % / 0.17 % too long, the default 25 → 49 → 97 points 0.13 % (≈ 0.3 s on a busy
+2-core machine; 1000 random pairs in one call ≈ 4 s).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,29 +32,51 @@ __all__ = [
     "curve_energy",
     "fisher_rao_energy",
     "energy_geodesic",
+    "refinement_levels",
+    "torch_threads",
 ]
 
 
 @dataclass
 class GeodesicResult:
-    """Output of :func:`energy_geodesic`.
+    """Output of :func:`energy_geodesic` and :func:`~scfim.geometry.geodesic_ode.ode_geodesic`.
 
     Attributes
     ----------
     paths
-        ``(B, n_points, d)`` curves, end points included.
+        ``(B, n_points, d)`` curves, start point included; the end point is included for the
+        energy solver and is the ODE's prediction ``x(1)`` for the ODE solver.
     lengths
         ``(B,)`` Riemannian lengths ``Σ sqrt(Δcᵀ G Δc)``.
     energies
         ``(B,)`` discrete energies.
     n_iter
-        L-BFGS iterations used.
+        Optimiser iterations used (summed over refinement levels).
+    endpoint_error
+        ``(B,)`` Euclidean distances between the curves' last points and the requested end
+        points (0 for the energy solver, whose end points are fixed).
+    method
+        ``"energy"`` or ``"ode"``.
     """
 
     paths: np.ndarray
     lengths: np.ndarray
     energies: np.ndarray
     n_iter: int
+    endpoint_error: np.ndarray | None = None
+    method: str = "energy"
+
+
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Set torch's intra-op threads for a block (None leaves them), restoring them after."""
+    old = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _segment_norms2(metric: Metric, c: torch.Tensor) -> torch.Tensor:
@@ -95,67 +126,32 @@ def fisher_rao_energy(nets, c: torch.Tensor) -> torch.Tensor:
     return 2.0 * (n - 1) * total / len(logp)
 
 
-def energy_geodesic(
-    metric: Metric,
-    start,
-    end,
-    *,
-    n_points: int = 32,
-    init: np.ndarray | None = None,
-    energy=None,
-    max_iter: int = 500,
-    tol: float = 1e-10,
-    dtype: torch.dtype = torch.float64,
-) -> GeodesicResult:
-    """Minimum-energy discrete curves between ``start[i]`` and ``end[i]`` (batched).
+def _resample(c: torch.Tensor, t_old: torch.Tensor, t_new: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear resampling of curves ``(B, m, d)`` on grids ``t_old (B, m)``."""
+    m = c.shape[1]
+    idx = torch.searchsorted(t_old.contiguous(), t_new.contiguous(), right=True) - 1
+    idx = idx.clamp(0, m - 2)
+    t0 = torch.gather(t_old, 1, idx)
+    t1 = torch.gather(t_old, 1, idx + 1)
+    w = ((t_new - t0) / (t1 - t0).clamp_min(1e-300)).clamp(0, 1)[..., None]
+    gi = idx[..., None].expand(-1, -1, c.shape[2])
+    return (1 - w) * torch.gather(c, 1, gi) + w * torch.gather(c, 1, gi + 1)
 
-    Parameters
-    ----------
-    metric
-        A :class:`~scfim.geometry.metric.Metric`.
-    start, end
-        ``(B, d)`` (or ``(d,)``) end points.
-    n_points
-        Points per curve, end points included (≥ 3).
-    init
-        Optional ``(B, n_points, d)`` starting curves (e.g. a graph shortest path or a
-        density-metric solution, a "hot start"); straight lines otherwise. Their end points
-        are replaced by ``start``/``end``.
-    energy
-        Optional callable ``curves (B, n, d) → (B,)`` energies to minimise instead of the
-        metric energy, e.g. ``lambda c: fisher_rao_energy(nets, c)``. Lengths are always
-        reported with ``metric``.
-    max_iter
-        L-BFGS iteration limit.
-    tol
-        Tolerance on the change of the energy / gradient.
-    dtype
-        Torch dtype of the optimisation.
 
-    Returns
-    -------
-    :class:`GeodesicResult`.
+def refinement_levels(n_points: int, coarse_points: int = 17) -> list[int]:
+    """Point counts of the coarse-to-fine schedule ending at ``n_points``.
+
+    Each level roughly halves the next (``n → (n + 1) // 2``) until it would drop below
+    ``coarse_points``.
     """
-    a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype)
-    b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype)
-    if a.shape != b.shape:
-        raise ValueError(f"start {tuple(a.shape)} and end {tuple(b.shape)} differ in shape")
-    if n_points < 3:
-        raise ValueError("n_points must be at least 3")
-    ts = torch.linspace(0.0, 1.0, n_points, dtype=dtype)[None, :, None]
-    line = (1 - ts) * a[:, None, :] + ts * b[:, None, :]
-    if init is None:
-        z0 = torch.zeros_like(line[:, 1:-1])
-    else:
-        c0 = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype)
-        if c0.shape != line.shape:
-            raise ValueError(f"init must have shape {tuple(line.shape)}")
-        z0 = c0[:, 1:-1] - line[:, 1:-1]
-    z = z0.clone().requires_grad_(True)
+    levels = [int(n_points)]
+    while (levels[-1] + 1) // 2 >= coarse_points:
+        levels.append((levels[-1] + 1) // 2)
+    return levels[::-1]
 
-    def curve(zz):
-        return torch.cat([a[:, None], line[:, 1:-1] + zz, b[:, None]], dim=1)
 
+def _lbfgs(objective, z: torch.Tensor, max_iter: int, tol: float) -> tuple[torch.Tensor, int]:
+    z = z.clone().requires_grad_(True)
     opt = torch.optim.LBFGS(
         [z],
         lr=1.0,
@@ -168,15 +164,123 @@ def energy_geodesic(
 
     def closure():
         opt.zero_grad()
-        c = curve(z)
-        e = (curve_energy(metric, c) if energy is None else energy(c)).sum()
+        e = objective(z)
         e.backward()
         return e
 
     opt.step(closure)
-    n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
+    return z.detach(), int(opt.state[opt._params[0]].get("n_iter", 0))
+
+
+def energy_geodesic(
+    metric: Metric,
+    start,
+    end,
+    *,
+    n_points: int = 97,
+    init: np.ndarray | None = None,
+    energy=None,
+    max_iter: int = 150,
+    tol: float = 1e-10,
+    dtype: torch.dtype = torch.float64,
+    refine: bool = True,
+    coarse_points: int = 17,
+    num_threads: int | None = 1,
+) -> GeodesicResult:
+    """Minimum-energy discrete curves between ``start[i]`` and ``end[i]`` (batched).
+
+    The curves are solved coarse to fine (``refine``): first with ``coarse_points`` points,
+    then each solution is resampled to about twice as many points and polished, up to
+    ``n_points``. The fine levels then start next to their optimum, so they need few
+    L-BFGS iterations; refinement matters where the metric changes quickly along the curve
+    (the discretisation error of a curve through a chart singularity such as the pole of
+    spherical coordinates decays only like ``1/n``).
+
+    Parameters
+    ----------
+    metric
+        A :class:`~scfim.geometry.metric.Metric`.
+    start, end
+        ``(B, d)`` (or ``(d,)``) end points. ``end`` is first passed through
+        :meth:`Metric.canonical_end` (e.g. the azimuth of the sphere is shifted by a
+        multiple of 2π to the copy of the end point nearest to the start).
+    n_points
+        Points per curve, end points included (≥ 3).
+    init
+        Optional ``(B, m, d)`` starting curves (e.g. a graph shortest path or a
+        density-metric solution, a "hot start"), any ``m ≥ 2``; they are resampled to each
+        level. Straight lines otherwise. Their end points are replaced by ``start``/``end``.
+    energy
+        Optional callable ``curves (B, n, d) → (B,)`` energies to minimise instead of the
+        metric energy, e.g. ``lambda c: fisher_rao_energy(nets, c)``. Lengths are always
+        reported with ``metric``.
+    max_iter
+        L-BFGS iteration limit per level.
+    tol
+        Tolerance on the change of the energy / gradient.
+    dtype
+        Torch dtype of the optimisation.
+    refine
+        Solve coarse to fine; False solves at ``n_points`` only.
+    coarse_points
+        Points of the coarsest level.
+    num_threads
+        Torch intra-op threads during the solve (restored afterwards); the tensors are
+        small, and on a busy 2-core machine 1000 sphere pairs took 4 s with one thread
+        against 70 s with two. None keeps torch's setting.
+
+    Returns
+    -------
+    :class:`GeodesicResult`.
+    """
+    a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype)
+    b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"start {tuple(a.shape)} and end {tuple(b.shape)} differ in shape")
+    if n_points < 3:
+        raise ValueError("n_points must be at least 3")
+    if hasattr(metric, "canonical_end"):  # duck-typed metrics may lack it
+        b = metric.canonical_end(a, b)
+    levels = refinement_levels(n_points, max(3, coarse_points)) if refine else [int(n_points)]
+    if init is not None:
+        c0 = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype)
+        if c0.ndim != 3 or c0.shape[0] != a.shape[0] or c0.shape[2] != a.shape[1]:
+            raise ValueError(f"init must have shape ({a.shape[0]}, n, {a.shape[1]})")
+        if c0.shape[1] < 2:
+            raise ValueError("init curves need at least 2 points")
+    else:
+        c0 = torch.stack([a, b], 1)
+
+    with torch_threads(num_threads):
+        return _solve_levels(metric, a, b, c0, levels, energy, max_iter, tol)
+
+
+def _solve_levels(metric, a, b, c0, levels, energy, max_iter, tol) -> GeodesicResult:
+    dtype = a.dtype
+    B = a.shape[0]
+    n_iter = 0
+    c = c0
+    t = torch.linspace(0.0, 1.0, c0.shape[1], dtype=dtype).expand(B, -1)
+    for n in levels:
+        t_new = torch.linspace(0.0, 1.0, n, dtype=dtype).expand(B, n)
+        c_init = _resample(c, t, t_new)
+        t = t_new
+        line = (1 - t[..., None]) * a[:, None, :] + t[..., None] * b[:, None, :]
+        z0 = c_init[:, 1:-1] - line[:, 1:-1]
+
+        def curve(zz, line=line):
+            return torch.cat([a[:, None], line[:, 1:-1] + zz, b[:, None]], dim=1)
+
+        def objective(zz, curve=curve):
+            cc = curve(zz)
+            return (curve_energy(metric, cc) if energy is None else energy(cc)).sum()
+
+        z, it = _lbfgs(objective, z0, max_iter, tol)
+        n_iter += it
+        c = curve(z).detach()
     with torch.no_grad():
-        c = curve(z)
         lengths = curve_length(metric, c)
         energies = curve_energy(metric, c) if energy is None else energy(c)
-    return GeodesicResult(c.numpy(), lengths.numpy(), energies.numpy(), n_iter)
+    return GeodesicResult(
+        c.numpy(), lengths.numpy(), energies.numpy(), n_iter, np.zeros(a.shape[0]), "energy"
+    )

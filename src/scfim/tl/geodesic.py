@@ -6,11 +6,13 @@ import logging
 
 import numpy as np
 import scipy.sparse.csgraph as csgraph
+import torch
 from anndata import AnnData
 from scipy.spatial import cKDTree
 
 from ..geometry.diffusion import knn_graph
-from ..geometry.geodesic import energy_geodesic
+from ..geometry.geodesic import curve_energy, energy_geodesic, fisher_rao_energy
+from ..geometry.geodesic_ode import ode_geodesic
 from ..geometry.metric import DensityMetric, NeuralFIMMetric
 from ..models.neural_fim import NeuralFIM
 from ._utils import check_int, clean_for_h5ad, get_rep, require_key
@@ -41,12 +43,24 @@ def resolve_cells(adata: AnnData, cells) -> np.ndarray:
 
 
 def _fim_setup(adata: AnnData, fim_key: str, density_weight: float):
+    """Input data, its key and the FIM metric plus the scaled density term.
+
+    The density metric is normalised (``p ≈ 1`` on the cells) and weighted by
+    ``density_weight`` times the median ``tr g / d`` of the Fisher metric over (up to 500)
+    cells, so ``density_weight`` is relative to the FIM: about ``density_weight`` of it on
+    the cells, ``density_weight / ε`` (ε = 1e-4) of it far from them.
+    """
     info = require_key(adata, fim_key, "neural_fim")
     use_rep = str(info["params"]["use_rep"])
     X, _ = get_rep(adata, use_rep)
     models = [NeuralFIM.from_dict(info["models"][k]) for k in sorted(info["models"], key=int)]
-    density = DensityMetric(X) if density_weight > 0 else None
-    return X, use_rep, NeuralFIMMetric(models, density, density_weight)
+    metric = NeuralFIMMetric(models)
+    if density_weight > 0:
+        idx = np.linspace(0, len(X) - 1, min(500, len(X))).astype(int)
+        scale = float(np.median(metric.mean_eigenvalue(torch.as_tensor(X[idx])).numpy()))
+        metric.density = DensityMetric(X, normalize=True)
+        metric.density_weight = density_weight * max(scale, 1e-300)
+    return X, use_rep, metric
 
 
 def _graph_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, k: int = 15):
@@ -73,10 +87,64 @@ def _graph_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, k: 
     return paths
 
 
-def _solve(adata, s, e, *, n_points, fim_key, density_weight, hot_start, max_iter):
+_METHODS = ("energy", "ode")
+_ENERGIES = ("metric", "fisher_rao")
+
+
+def _check_solver_args(method, energy, n_points, max_iter, n_steps, density_weight):
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if energy not in _ENERGIES:
+        raise ValueError(f"energy must be one of {_ENERGIES}, got {energy!r}")
+    n_points = check_int("n_points", n_points, minimum=3)
+    max_iter = check_int("max_iter", max_iter)
+    n_steps = check_int("n_steps", n_steps)
+    if not np.isfinite(density_weight) or density_weight < 0:
+        raise ValueError(f"density_weight must be ≥ 0, got {density_weight}")
+    return n_points, max_iter, n_steps
+
+
+def _solve(
+    adata,
+    s,
+    e,
+    *,
+    method,
+    energy,
+    n_points,
+    fim_key,
+    density_weight,
+    hot_start,
+    max_iter,
+    n_steps,
+    random_state,
+):
     X, use_rep, metric = _fim_setup(adata, fim_key, density_weight)
+    if method == "ode":
+        init = _graph_paths(X, s, e, 2 * n_points) if hot_start else None
+        res = ode_geodesic(
+            metric,
+            X[s],
+            X[e],
+            n_points=n_points,
+            init=init,
+            n_steps=n_steps,
+            random_state=random_state,
+        )
+        return X, use_rep, res
+    fn = None
+    if energy == "fisher_rao":
+
+        def fn(c):
+            out = fisher_rao_energy(metric.nets, c)
+            if metric.density is not None and metric.density_weight > 0:
+                out = out + metric.density_weight * curve_energy(metric.density, c)
+            return out
+
     init = _graph_paths(X, s, e, n_points) if hot_start else None
-    res = energy_geodesic(metric, X[s], X[e], n_points=n_points, init=init, max_iter=max_iter)
+    res = energy_geodesic(
+        metric, X[s], X[e], n_points=n_points, init=init, energy=fn, max_iter=max_iter
+    )
     return X, use_rep, res
 
 
@@ -86,21 +154,37 @@ def geodesic(
     end,
     *,
     method: str = "energy",
+    energy: str = "metric",
     n_points: int = 32,
     fim_key: str = "neural_fim",
     density_weight: float = 1e-3,
     hot_start: bool = True,
     max_iter: int = 300,
+    n_steps: int = 300,
+    random_state: int | None = 0,
     key_added: str = "geodesic",
     copy: bool = False,
 ) -> AnnData | None:
     """Geodesics between cells under the learned Fisher information metric.
 
-    Minimum-energy discrete curves (L-BFGS) in the input space of :func:`scfim.tl.neural_fim`
-    under its pull-back Fisher metric (an ensemble's metrics are averaged), plus
-    ``density_weight`` times the density metric ``I / (p(x) + ε)`` that keeps curves of the
-    low-rank FIM near the cells. Curves start from the kNN-graph shortest path between the
-    two cells (``hot_start``), else from the straight line.
+    Curves live in the input space of :func:`scfim.tl.neural_fim` (its ``use_rep``) and are
+    measured with its pull-back Fisher metric (an ensemble's metrics are averaged) plus
+    ``density_weight`` times the density metric ``I / (p(x) + ε)``, which keeps curves of
+    the low-rank FIM near the cells.
+
+    - ``method="energy"``: minimum-energy discrete curves (L-BFGS), started from the
+      kNN-graph shortest path between the two cells (``hot_start``) or the straight line.
+      ``energy="metric"`` minimises ``(n − 1) Σ Δcᵀ G Δc``; ``energy="fisher_rao"`` the
+      Jacobian-free ``2(n − 1) Σ KL(φ(c_i) ‖ φ(c_{i+1}))`` (each ensemble member with itself)
+      plus the density term.
+    - ``method="ode"``: the neural ODE of Fasina et al. (2023, Eq. 9), one small vector
+      field per pair trained with Adam for ``n_steps`` steps
+      (:func:`scfim.geometry.geodesic_ode.ode_geodesic`); its curve ends at the ODE's
+      ``x(1)``, whose distance to the end cell is reported. With ``hot_start`` the field
+      starts along the kNN-graph path (not in the paper; from the straight line, the
+      ODE's curves cut through empty space on a swiss roll: measured median proximity
+      2.9 and Spearman 0.65 with the true distances, against 1.6 and 0.94 with the hot
+      start; nearest-neighbour distance 0.54).
 
     Parameters
     ----------
@@ -109,17 +193,25 @@ def geodesic(
     start, end
         Obs names or integer positions, scalars or equally long lists (pairs).
     method
-        ``"energy"`` (the neural-ODE solver of the paper is not available yet).
+        ``"energy"`` or ``"ode"``.
+    energy
+        ``"metric"`` or ``"fisher_rao"`` (``method="energy"`` only).
     n_points
-        Points per curve, end points included.
+        Points per curve, end points included (the RK4 grid for ``"ode"``).
     fim_key
         ``key_added`` of :func:`scfim.tl.neural_fim`.
     density_weight
-        Weight of the density metric (0 disables it).
+        Weight of the density metric ``I / (p(x)/p_med + 1e-4)`` (``p_med``: the median of
+        the Gaussian-mixture density p over the cells) relative to the median
+        ``tr g / d`` of the Fisher metric on the cells; 0 disables it.
     hot_start
-        Start from the kNN-graph shortest path.
+        Start from the kNN-graph shortest path (both methods).
     max_iter
-        L-BFGS iteration limit.
+        L-BFGS iteration limit (``"energy"``).
+    n_steps
+        Adam steps (``"ode"``).
+    random_state
+        Seed of the ODE networks' initial weights (``"ode"``).
     key_added
         ``uns`` key of the result.
     copy
@@ -129,15 +221,14 @@ def geodesic(
     -------
     None, or the modified copy when ``copy=True``. Writes ``adata.uns[key_added]`` with
     ``paths`` (pairs × points × features, in the input space ``use_rep``), ``lengths``
-    (Fisher–Rao lengths Σ√(ΔcᵀGΔc)), ``energies``, ``proximity`` (max distance of a curve
-    point to its nearest cell), ``start`` and ``end`` (obs names) and ``params``.
+    (Fisher–Rao lengths Σ√(ΔcᵀGΔc) of the curves), ``energies``, ``endpoint_error``
+    (distance of the curve's last point to the end cell; 0 for ``"energy"``),
+    ``proximity`` (max distance of a curve point to its nearest cell), ``start`` and
+    ``end`` (obs names) and ``params``.
     """
-    if method != "energy":
-        raise ValueError(f"method must be 'energy' (got {method!r}); the ODE solver is planned")
-    n_points = check_int("n_points", n_points, minimum=3)
-    max_iter = check_int("max_iter", max_iter)
-    if not np.isfinite(density_weight) or density_weight < 0:
-        raise ValueError(f"density_weight must be ≥ 0, got {density_weight}")
+    n_points, max_iter, n_steps = _check_solver_args(
+        method, energy, n_points, max_iter, n_steps, density_weight
+    )
     s, e = resolve_cells(adata, start), resolve_cells(adata, end)
     if s.size != e.size:
         raise ValueError(f"{s.size} start cells but {e.size} end cells")
@@ -145,11 +236,15 @@ def geodesic(
         adata,
         s,
         e,
+        method=method,
+        energy=energy,
         n_points=n_points,
         fim_key=fim_key,
         density_weight=density_weight,
         hot_start=hot_start,
         max_iter=max_iter,
+        n_steps=n_steps,
+        random_state=random_state,
     )
     prox = cKDTree(X).query(res.paths.reshape(-1, X.shape[1]))[0].reshape(len(s), -1).max(1)
 
@@ -159,11 +254,13 @@ def geodesic(
             "paths": res.paths.astype(np.float32),
             "lengths": res.lengths,
             "energies": res.energies,
+            "endpoint_error": np.asarray(res.endpoint_error, dtype=np.float64),
             "proximity": prox,
             "start": np.asarray(adata.obs_names[s]),
             "end": np.asarray(adata.obs_names[e]),
             "params": {
                 "method": method,
+                "energy": energy,
                 "n_points": n_points,
                 "fim_key": fim_key,
                 "density_weight": float(density_weight),
@@ -179,9 +276,13 @@ def fisher_rao_distances(
     adata: AnnData,
     cells=None,
     *,
+    method: str = "energy",
+    energy: str = "metric",
     n_points: int = 24,
     fim_key: str = "neural_fim",
     density_weight: float = 1e-3,
+    n_steps: int = 300,
+    random_state: int | None = 0,
     max_cells: int = 100,
     key_added: str = "fisher_rao_distances",
     copy: bool = False,
@@ -194,8 +295,9 @@ def fisher_rao_distances(
         Annotated data on which :func:`scfim.tl.neural_fim` ran.
     cells
         Obs names or positions; None takes ``max_cells`` evenly spaced cells.
-    n_points, fim_key, density_weight
-        As in :func:`geodesic`.
+    method, energy, n_points, fim_key, density_weight, n_steps, random_state
+        As in :func:`geodesic`. With ``"ode"`` a distance is the length of the ODE curve,
+        whose end misses the cell by ``endpoint_error`` (written as a matrix too).
     max_cells
         Refuse more cells than this (the cost grows with the square).
     key_added
@@ -205,9 +307,11 @@ def fisher_rao_distances(
 
     Returns
     -------
-    None, or the modified copy. Writes ``adata.uns[key_added]`` with ``cells`` (obs names)
-    and ``distances`` (symmetric, zero diagonal).
+    None, or the modified copy. Writes ``adata.uns[key_added]`` with ``cells`` (obs names),
+    ``distances`` (symmetric, zero diagonal), ``endpoint_error`` (symmetric; 0 for
+    ``"energy"``) and ``params``.
     """
+    n_points, _, n_steps = _check_solver_args(method, energy, n_points, 1, n_steps, density_weight)
     max_cells = check_int("max_cells", max_cells, minimum=2)
     if cells is None:
         idx = np.unique(np.linspace(0, adata.n_obs - 1, min(max_cells, adata.n_obs)).astype(int))
@@ -220,15 +324,26 @@ def fisher_rao_distances(
         adata,
         idx[iu[0]],
         idx[iu[1]],
+        method=method,
+        energy=energy,
         n_points=n_points,
         fim_key=fim_key,
         density_weight=density_weight,
         hot_start=True,
         max_iter=300,
+        n_steps=n_steps,
+        random_state=random_state,
     )
     D = np.zeros((idx.size, idx.size))
     D[iu] = res.lengths
     D = D + D.T
+    miss = np.zeros_like(D)
+    miss[iu] = res.endpoint_error
     adata = adata.copy() if copy else adata
-    adata.uns[key_added] = {"cells": np.asarray(adata.obs_names[idx]), "distances": D}
+    adata.uns[key_added] = {
+        "cells": np.asarray(adata.obs_names[idx]),
+        "distances": D,
+        "endpoint_error": miss + miss.T,
+        "params": {"method": method, "energy": energy, "n_points": n_points},
+    }
     return adata if copy else None

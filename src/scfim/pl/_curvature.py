@@ -1,0 +1,101 @@
+"""Diffusion-curvature plot: an embedding coloured by curvature, centred on 0."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.colors import Normalize
+
+__all__ = ["curvature"]
+
+
+def curvature(
+    adata: AnnData,
+    basis: str = "X_jsd_phate",
+    *,
+    key: str = "diffusion_curvature",
+    components: tuple[int, int] = (0, 1),
+    vmax: float | None = None,
+    cmap: str = "RdBu_r",
+    size: float | None = None,
+    colorbar: bool = True,
+    ax: Axes | None = None,
+) -> Axes:
+    """Scatter plot of an embedding coloured by diffusion curvature.
+
+    The diverging colour map is centred on 0 (white): red for positive curvature
+    (walks stay close, sphere-like), blue for negative (saddle-like), with limits
+    symmetric about 0. Cells with the largest absolute values are drawn on top.
+
+    Parameters
+    ----------
+    adata
+        Annotated data on which :func:`scfim.tl.diffusion_curvature` ran.
+    basis
+        ``obsm`` key of the embedding (with or without the ``X_`` prefix).
+    key
+        ``obs`` column with the curvature (``key_added`` of the tool).
+    components
+        The two embedding columns to draw.
+    vmax
+        Colour limit ``±vmax``; default the 99th percentile of ``|curvature|``.
+    cmap
+        Diverging colour map.
+    size
+        Marker size (default scaled with the number of cells).
+    colorbar
+        Draw a colour bar.
+    ax
+        Axes to draw into.
+
+    Returns
+    -------
+    The Axes.
+    """
+    emb_key = basis if basis in adata.obsm else f"X_{basis}"
+    if emb_key not in adata.obsm:
+        raise KeyError(f"basis {basis!r} not in adata.obsm (available: {list(adata.obsm.keys())})")
+    if key not in adata.obs:
+        raise KeyError(
+            f"adata.obs[{key!r}] not found; run `scfim.tl.diffusion_curvature(adata)` first"
+        )
+    c = adata.obs[key]
+    if not pd.api.types.is_numeric_dtype(c):
+        raise ValueError(f"adata.obs[{key!r}] is not numeric")
+    c = c.to_numpy(dtype=np.float64)
+    E = np.asarray(adata.obsm[emb_key])
+    i, j = (int(v) for v in components)
+    if E.ndim != 2 or max(i, j) >= E.shape[1] or min(i, j) < 0:
+        raise ValueError(f"components {components} out of range for {emb_key!r} {E.shape}")
+    finite = np.isfinite(c)
+    if vmax is None:
+        vmax = float(np.percentile(np.abs(c[finite]), 99)) if finite.any() else 1.0
+    if not np.isfinite(vmax) or vmax <= 0:
+        vmax = 1.0
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 3.8))
+    order = np.argsort(np.where(finite, np.abs(c), -1.0), kind="stable")
+    if size is None:
+        size = float(np.clip(12000.0 / max(len(c), 1), 1.0, 40.0))
+    sc = ax.scatter(
+        E[order, i],
+        E[order, j],
+        c=c[order],
+        cmap=cmap,
+        norm=Normalize(vmin=-vmax, vmax=vmax),
+        s=size,
+        linewidths=0,
+        plotnonfinite=True,
+    )
+    if colorbar:
+        ax.figure.colorbar(sc, ax=ax, label=key.replace("_", " "))
+    name = emb_key[2:] if emb_key.startswith("X_") else emb_key
+    ax.set_xlabel(f"{name} {i + 1}")
+    ax.set_ylabel(f"{name} {j + 1}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(key.replace("_", " "))
+    return ax

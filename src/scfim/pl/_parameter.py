@@ -1,0 +1,205 @@
+"""Parameter landscape of the diffusion operator (neural-FIM paper, Fig. 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["parameter_landscape", "jsd_phate_at"]
+
+
+def jsd_phate_at(
+    X: np.ndarray,
+    t: float,
+    sigma: float,
+    *,
+    alpha: float = 1.0,
+    n_components: int = 2,
+    max_iter: int = 300,
+) -> np.ndarray:
+    """JSD-PHATE embedding of a (small) point cloud for given (t, σ).
+
+    Rows of Pᵗ of the dense Gaussian operator of :mod:`scfim.geometry.parameter_fim`
+    (round-off negatives set to 0 and rows renormalised), distances
+    ``sqrt(JS(Pᵗ(i,·), Pᵗ(j,·)))``, metric MDS (SMACOF from classical MDS).
+
+    Returns
+    -------
+    ``(n, n_components)`` coordinates.
+    """
+    from ..geometry.divergences import pairwise_js
+    from ..geometry.mds import metric_mds
+    from ..geometry.parameter_fim import diffusion_rows, squared_distances
+
+    P = diffusion_rows(squared_distances(X), float(sigma), float(t), alpha).numpy()
+    P = np.clip(P, 0.0, None)
+    P /= P.sum(1, keepdims=True)
+    Y, _ = metric_mds(np.sqrt(pairwise_js(P)), n_components, max_iter=max_iter)
+    return Y
+
+
+def _grid_position(value: float, grid: np.ndarray, log: bool) -> float | None:
+    """Fractional index of ``value`` on an ascending grid (None outside it)."""
+    if value < grid[0] or value > grid[-1]:
+        return None
+    if grid.size == 1:
+        return 0.0
+    f = np.log if log else (lambda v: v)
+    return float(np.interp(f(value), f(grid), np.arange(grid.size)))
+
+
+def _ticks(ax: Axes, axis: str, values: np.ndarray, max_ticks: int = 9) -> None:
+    step = max(1, int(np.ceil(values.size / max_ticks)))
+    pos = np.arange(0, values.size, step)
+    labels = [f"{v:.3g}" for v in values[pos]]
+    if axis == "x":
+        ax.set_xticks(pos, labels, rotation=45)
+    else:
+        ax.set_yticks(pos, labels)
+
+
+def parameter_landscape(
+    adata: AnnData,
+    key: str = "parameter_fim",
+    *,
+    log: bool = True,
+    embeddings_at: str | Sequence[tuple[float, float]] | None = None,
+    color: str | None = None,
+    cmap: str = "magma",
+    ax: Axes | None = None,
+) -> Axes | Figure:
+    """Heat map of the FIM volume over the (σ, t) grid (paper Fig. 2B).
+
+    Reads ``adata.uns[key]`` written by :func:`scfim.tl.parameter_fim`. The selected point
+    (largest volume) is marked with a star. Optionally a row of JSD-PHATE embeddings of
+    the subsample at chosen (t, σ) (paper Fig. 2A) is drawn to the right; the points
+    are numbered on the heat map.
+
+    Parameters
+    ----------
+    adata
+        Annotated data on which :func:`scfim.tl.parameter_fim` ran.
+    key
+        ``key_added`` of :func:`scfim.tl.parameter_fim`.
+    log
+        Colour by ``log10 √det g`` (volumes span many orders of magnitude) instead of
+        ``√det g``.
+    embeddings_at
+        None (heat map only), ``"best"`` (the selected point) or a sequence of
+        ``(t, sigma)`` pairs (any positive values, on the grid or not). Each embedding
+        recomputes the subsample's operator (dense, seconds for 500 cells).
+    color
+        ``obs`` column used to colour the embeddings (categorical or numeric).
+    cmap
+        Colour map of the heat map.
+    ax
+        Axes for the heat map (only without ``embeddings_at``).
+
+    Returns
+    -------
+    The heat map's Axes without embeddings, else the Figure.
+    """
+    if key not in adata.uns or "volume" not in adata.uns[key]:
+        raise KeyError(f"adata.uns[{key!r}] not found; run `scfim.tl.parameter_fim(adata)` first")
+    res = adata.uns[key]
+    t_grid = np.asarray(res["t_values"], dtype=np.float64)
+    s_grid = np.asarray(res["sigma_values"], dtype=np.float64)
+    vol = np.asarray(res["volume"], dtype=np.float64)
+    if log:
+        with np.errstate(divide="ignore"):
+            Z = np.where(vol > 0, np.log10(np.where(vol > 0, vol, 1.0)), np.nan)
+        label = r"$\log_{10}\sqrt{\det g}$"
+    else:
+        Z, label = vol, r"$\sqrt{\det g}$"
+
+    points: list[tuple[float, float]] = []
+    if embeddings_at is not None:
+        if isinstance(embeddings_at, str):
+            if embeddings_at != "best":
+                raise ValueError("embeddings_at must be None, 'best' or a list of (t, sigma)")
+            points = [(float(res["best"]["t"]), float(res["best"]["sigma"]))]
+        else:
+            for pt in embeddings_at:
+                if len(pt) != 2 or not all(np.isfinite(pt)) or min(pt) <= 0:
+                    raise ValueError(f"embeddings_at needs positive (t, sigma) pairs, got {pt!r}")
+                points.append((float(pt[0]), float(pt[1])))
+        if ax is not None:
+            raise ValueError("ax can only be given without embeddings_at")
+        if color is not None and color not in adata.obs:
+            raise KeyError(f"color={color!r} is not a column of adata.obs")
+
+    if points:
+        fig, axes = plt.subplots(
+            1,
+            1 + len(points),
+            figsize=(4.2 + 3.2 * len(points), 3.6),
+            gridspec_kw={"width_ratios": [1.3] + [1.0] * len(points)},
+        )
+        hax = axes[0]
+    else:
+        if ax is None:
+            _, ax = plt.subplots(figsize=(4.6, 3.8))
+        hax = ax
+
+    im = hax.imshow(Z, origin="lower", aspect="auto", cmap=cmap, interpolation="nearest")
+    hax.figure.colorbar(im, ax=hax, label=label)
+    _ticks(hax, "x", s_grid)
+    _ticks(hax, "y", t_grid)
+    hax.set_xlabel("kernel bandwidth σ")
+    hax.set_ylabel("diffusion time t")
+    bi, bj = int(res["best"]["t_index"]), int(res["best"]["sigma_index"])
+    hax.plot(bj, bi, marker="*", ms=14, mec="k", mfc="cyan", ls="none", label="largest volume")
+    hax.legend(loc="upper right", fontsize=7, frameon=True)
+    coords = res["params"].get("coordinates", "sigma") if "params" in res else "sigma"
+    hax.set_title("FIM volume over " + ("(log σ, t)" if coords == "log_sigma" else "(σ, t)"))
+    if not points:
+        return hax
+
+    from ..tl._utils import get_rep
+
+    X, _ = get_rep(adata, res["params"]["use_rep"])
+    sub = np.asarray(res["subsample"], dtype=np.int64)
+    Xs = X[sub]
+    alpha = float(res["params"].get("alpha", 1.0))
+    c = None
+    if color is not None:
+        col = adata.obs[color].iloc[sub]
+        if isinstance(col.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(col):
+            c = pd.Categorical(col).codes
+            c_kw = {"cmap": "tab20", "vmin": 0, "vmax": 19}
+        else:
+            c = col.to_numpy(dtype=np.float64)
+            c_kw = {"cmap": "viridis"}
+    for k, (t, s) in enumerate(points, start=1):
+        y, x = _grid_position(t, t_grid, False), _grid_position(s, s_grid, True)
+        if x is not None and y is not None:
+            hax.annotate(
+                str(k),
+                (x, y),
+                color="w",
+                ha="center",
+                va="center",
+                fontsize=9,
+                fontweight="bold",
+                bbox={"boxstyle": "circle,pad=0.15", "fc": "k", "alpha": 0.6},
+            )
+        Y = jsd_phate_at(Xs, t, s, alpha=alpha)
+        eax = axes[k]
+        kw = {"s": 6, "linewidths": 0}
+        if c is not None:
+            eax.scatter(Y[:, 0], Y[:, 1], c=c, **kw, **c_kw)
+        else:
+            eax.scatter(Y[:, 0], Y[:, 1], color="0.3", **kw)
+        eax.set_title(f"{k}: t = {t:.3g}, σ = {s:.3g}", fontsize=9)
+        eax.set_xticks([])
+        eax.set_yticks([])
+        eax.set_xlabel("JSD-PHATE 1")
+        eax.set_ylabel("JSD-PHATE 2")
+    fig.tight_layout()
+    return fig
