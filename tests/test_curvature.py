@@ -210,3 +210,14 @@ def test_pl_curvature_diverging_and_centred(sphere_adata):
     with pytest.raises(KeyError):
         scfim.pl.curvature(sphere_adata, basis="nope")
     plt.close("all")
+
+
+def test_walk_that_stays_home_gives_finite_curvature():
+    """Regression: on pbmc68k_reduced (50-D PCA, estimated d ≈ 10) some walks keep half
+    their mass on their own cell; the density radius was 0 and r^d underflowed
+    (ZeroDivisionError). Radii are now floored at the nearest cell reached."""
+    sc = pytest.importorskip("scanpy")
+    adata = sc.datasets.pbmc68k_reduced()
+    scfim.tl.diffusion_curvature(adata, random_state=0)
+    c = adata.obs["diffusion_curvature"].to_numpy(dtype=float)
+    assert np.isfinite(c).all() and c.std() > 0

@@ -688,3 +688,119 @@ def pbmc68k_reduced() -> ad.AnnData:
     import scanpy as sc  # imported lazily: scanpy is slow to import
 
     return sc.datasets.pbmc68k_reduced().copy()
+
+
+# --------------------------------------------------------------------------------------
+# LAND test data: tangent Gaussians on the sphere, curved two-cluster mixtures
+# --------------------------------------------------------------------------------------
+
+
+def land_sphere(
+    n_obs: int = 1000,
+    cov=(0.1**2, 0.1**2),
+    mean=None,
+    random_state: int | None = 0,
+) -> ad.AnnData:
+    """Points ``Exp_μ(v)`` on the unit 2-sphere with tangent vectors ``v ~ N(0, Σ)``.
+
+    As in the LAND seed: a mean on the sphere (uniform at random unless given), an
+    orthonormal tangent frame at it by Gram–Schmidt, tangent vectors drawn from
+    ``N(0, Σ)`` in that frame (redrawn when ``‖v‖ ≥ π``, where Exp stops being
+    injective), mapped to the sphere by the exponential map.
+
+    Parameters
+    ----------
+    n_obs
+        Number of points.
+    cov
+        Tangent covariance: a ``(2, 2)`` matrix or its diagonal.
+    mean
+        Mean on the sphere (normalised); random by default.
+    random_state
+        Seed for :func:`numpy.random.default_rng`.
+
+    Returns
+    -------
+    AnnData
+        ``n_obs x 3`` with ``obsm["tangent"]`` (the drawn ``v`` in the frame) and
+        ``uns["land_truth"]``: ``mean`` (3,), ``frame`` (3, 2), ``cov`` (2, 2) and
+        ``cov_ambient = F Σ Fᵀ`` (3, 3; independent of the choice of frame).
+    """
+    n_obs = _check_positive_int("n_obs", n_obs)
+    S = np.asarray(cov, dtype=np.float64)
+    S = np.diag(S) if S.ndim == 1 else S
+    if S.shape != (2, 2) or not np.allclose(S, S.T) or np.linalg.eigvalsh(S).min() <= 0:
+        raise ValueError("cov must be a symmetric positive definite 2 x 2 matrix or its diagonal")
+    rng = np.random.default_rng(random_state)
+    if mean is None:
+        mu = rng.normal(size=3)
+    else:
+        mu = np.asarray(mean, dtype=np.float64).reshape(3)
+    if not np.linalg.norm(mu) > 0:
+        raise ValueError("mean must be non-zero")
+    mu = mu / np.linalg.norm(mu)
+    # Gram–Schmidt on random vectors gives the tangent frame
+    F = np.empty((3, 2))
+    for j in range(2):
+        a = rng.normal(size=3)
+        a -= (a @ mu) * mu
+        for i in range(j):
+            a -= (a @ F[:, i]) * F[:, i]
+        F[:, j] = a / np.linalg.norm(a)
+    Lc = np.linalg.cholesky(S)
+    V = rng.normal(size=(n_obs, 2)) @ Lc.T
+    bad = np.linalg.norm(V, axis=1) >= np.pi
+    while bad.any():
+        V[bad] = rng.normal(size=(int(bad.sum()), 2)) @ Lc.T
+        bad = np.linalg.norm(V, axis=1) >= np.pi
+    U = V @ F.T
+    n = np.linalg.norm(U, axis=1, keepdims=True)
+    sinc = np.where(n > 0, np.sin(n) / np.where(n > 0, n, 1.0), 1.0)
+    X = np.cos(n) * mu + sinc * U
+    return _to_anndata(
+        X,
+        obsm={"tangent": V},
+        uns={"land_truth": {"mean": mu, "frame": F, "cov": S, "cov_ambient": F @ S @ F.T}},
+    )
+
+
+def two_moons(
+    n_obs: int = 1000,
+    noise: float = 0.08,
+    random_state: int | None = 0,
+) -> ad.AnnData:
+    """Two interleaved half circles ("moons"): a two-cluster mixture on curved 1-manifolds.
+
+    Cluster 0 is ``(cos t, sin t)``, cluster 1 ``(1 − cos t, 0.5 − sin t)``, ``t`` uniform
+    in ``[0, π]`` (own generator, same layout as scikit-learn's ``make_moons``), plus
+    isotropic Gaussian ``noise``. Each cluster is a banana that reaches into the hollow of
+    the other, which a Euclidean Gaussian mixture separates poorly.
+
+    Parameters
+    ----------
+    n_obs
+        Number of points (split as evenly as possible).
+    noise
+        Standard deviation of the 2-D noise.
+    random_state
+        Seed for :func:`numpy.random.default_rng`.
+
+    Returns
+    -------
+    AnnData
+        ``n_obs x 2`` with ``obs["cluster"]`` (0/1, categorical) and ``obs["t"]``.
+    """
+    n_obs = _check_positive_int("n_obs", n_obs, minimum=2)
+    rng = np.random.default_rng(random_state)
+    lab = np.arange(n_obs) % 2
+    t = rng.uniform(0.0, np.pi, n_obs)
+    X = np.where(
+        lab[:, None] == 0,
+        np.column_stack([np.cos(t), np.sin(t)]),
+        np.column_stack([1.0 - np.cos(t), 0.5 - np.sin(t)]),
+    )
+    X = _add_noise(X, noise, rng)
+    return _to_anndata(X, obs={"cluster": pd.Categorical(lab), "t": t})
+
+
+__all__ += ["land_sphere", "two_moons"]

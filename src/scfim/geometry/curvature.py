@@ -226,8 +226,12 @@ def pointwise_curvature(
             order = np.argsort(dist)
             dist, cw = dist[order], np.cumsum(w[order])
             last = cols.size - 1
-            r_hi = dist[min(int(np.searchsorted(cw, mass * cw[-1])), last)]
-            r_half = dist[min(int(np.searchsorted(cw, _DENSITY_MASS * cw[-1])), last)]
+            # a walk that keeps most of its mass on its own cell has a radius of 0: floor
+            # both radii at the nearest other cell reached, so the density stays finite
+            pos = dist[dist > 0]
+            floor = pos[0] if pos.size else 1.0
+            r_hi = max(dist[min(int(np.searchsorted(cw, mass * cw[-1])), last)], floor)
+            r_half = max(dist[min(int(np.searchsorted(cw, _DENSITY_MASS * cw[-1])), last)], floor)
             reach[s + j] = (
                 r_hi,
                 np.searchsorted(dist, 1.5 * r_hi, side="right"),
@@ -418,21 +422,22 @@ def diffusion_curvature(
     if not flat_reference:
         return CurvatureResult(idx, raw, None, raw.copy(), None, None, sigma)
     d = int(dim) if dim is not None else estimate_dimension(X, D, random_state=random_state)
-    vd = math.pi ** (d / 2) / math.gamma(d / 2 + 1)  # volume of the unit d-ball
     flat = np.empty(idx.size)
     n_flat = np.empty(idx.size, dtype=np.int64)
     cache: dict[tuple[int, int], float] = {}
     for j in range(idx.size):
         r_hi, n_hi, r_half, n_half = reach[j]
-        # local density: the k-NN estimator (k − 1) / (V_d r_k^d), unbiased for uniform
-        # data, with k the number of cells other than x within r½
-        rho = max(n_half - 2.0, 1.0) / (vd * max(r_half, 1e-300) ** d)
+        # local density: the k-NN estimator ρ = (k − 1) / (V_d r_k^d), unbiased for uniform
+        # data, with k the number of cells other than x within r½; everything below uses
+        # ρ·V_d only through ratios of radii, so r^d cannot underflow in high d
+        k_half = max(n_half - 2.0, 1.0)
         # the flat ball covers the walk's reach (1.5 R) at the data's local density, but
         # holds no more points than the data there (finite samples end, and so does the
         # reference) and at most max_flat_points
-        N = int(min(rho * vd * (1.5 * r_hi) ** d, n_hi, max_flat_points))
+        log_n = math.log(k_half) + d * math.log(1.5 * r_hi / r_half)
+        N = int(min(math.exp(min(log_n, 50.0)), n_hi, max_flat_points))
         N = max(N, ball_neighbors + 2, n_neighbors + 2)
-        R = (N / (rho * vd)) ** (1.0 / d)
+        R = r_half * (N / k_half) ** (1.0 / d)
         # quantise (≈ 5 % steps of N and R) so that cells share references
         key = (int(round(20 * math.log(N))), int(round(20 * math.log(max(R, 1e-300)))))
         if key not in cache:

@@ -4,7 +4,9 @@ from .curvature import diffusion_curvature
 from .diffusion import diffusion
 from .geodesic import fisher_rao_distances, geodesic
 from .jsd_phate import jsd_phate
+from .land import land
 from .neural_fim import neural_fim, neural_fim_transform
+from .parameter_fim import parameter_fim
 
 __all__ = [
     "diffusion",
@@ -12,6 +14,8 @@ __all__ = [
     "fisher_rao_distances",
     "geodesic",
     "jsd_phate",
+    "land",
     "neural_fim",
     "neural_fim_transform",
+    "parameter_fim",
 ]

@@ -1,0 +1,162 @@
+"""LAND: parameter recovery, mixture separation and speed.
+
+1. Known sphere: data as in the LAND seed (mean on the unit sphere, tangent covariance
+   diag(0.1²) and diag(0.7²), Exp of tangent Gaussians); the MLE with the closed-form
+   sphere Exp/Log. Reports the mean error (rad) and the relative Frobenius error of the
+   covariance (ambient, frame-free) and the eigenvalue ratios.
+2. Learned LAND metric on the same sphere data (R³ with M(x) from the points): mean error
+   (angle of the fitted mean, projected to the sphere) and the relative error of the
+   tangential part of the covariance, and the time. The learned Σ lives in the Euclidean
+   coordinates of the initial velocities under M, so only approximate agreement is
+   expected.
+3. Two-component mixture on curved clusters (two interleaved moons, 2-D): adjusted Rand
+   index of the LAND mixture (learned LAND metric, EM) and of scikit-learn's
+   GaussianMixture (full covariances, 5 initialisations).
+4. Speed: 2 000 points × 20 EM iterations of (3) with the learned LAND metric, and the
+   number of Log-map failures.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_land.py            # full protocol
+    .venv/bin/python benchmarks/bench_land.py --quick    # small sizes, a few minutes
+
+Timings are wall-clock on the machine at hand (2 CPU cores in the project's set-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture
+
+from scfim import datasets
+from scfim.geometry.land import LANDMetric, MetricManifold, SphereManifold, sphere_frame
+from scfim.models.land import LAND, LANDMixture
+
+
+def _angle(a, b) -> float:
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    return float(np.arccos(np.clip(a @ b, -1.0, 1.0)))
+
+
+def known_sphere(n: int, s: float, seed: int) -> dict:
+    a = datasets.land_sphere(n, cov=(s**2, s**2), random_state=seed)
+    X = SphereManifold.project(np.asarray(a.X, dtype=np.float64))
+    tr = a.uns["land_truth"]
+    t0 = time.perf_counter()
+    m = LAND(SphereManifold(), max_iter=30, random_state=seed).fit(X)
+    sec = time.perf_counter() - t0
+    F = sphere_frame(m.mean_)
+    C = F @ m.covariance_ @ F.T
+    rel = np.linalg.norm(C - tr["cov_ambient"]) / np.linalg.norm(tr["cov_ambient"])
+    ratios = np.linalg.eigvalsh(m.covariance_) / s**2
+    return {"mean_err": _angle(m.mean_, tr["mean"]), "cov_rel": rel, "ratios": ratios, "s": sec}
+
+
+def learned_sphere(n: int, s: float, seed: int, iters: int, tol: float) -> dict:
+    a = datasets.land_sphere(n, cov=(s**2, s**2), random_state=seed)
+    X = np.asarray(a.X, dtype=np.float64)
+    tr = a.uns["land_truth"]
+    t0 = time.perf_counter()
+    M = MetricManifold(LANDMetric(X), graph_data=X, n_steps=12, tol=tol)
+    m = LAND(M, max_iter=iters, random_state=seed).fit(X)
+    sec = time.perf_counter() - t0
+    mu = m.mean_ / np.linalg.norm(m.mean_)
+    P = np.eye(3) - np.outer(tr["mean"], tr["mean"])
+    C = P @ m.covariance_ @ P
+    rel = np.linalg.norm(C - tr["cov_ambient"]) / np.linalg.norm(tr["cov_ambient"])
+    return {
+        "mean_err": _angle(mu, tr["mean"]),
+        "radius": float(np.linalg.norm(m.mean_)),
+        "cov_rel": rel,
+        "tangent_eigs": np.sort(np.linalg.eigvalsh(C))[-2:] / s**2,
+        "failures": int(m.history_["final_n_log_failures"]),
+        "s": sec,
+    }
+
+
+def moons(n: int, iters: int, seed: int, tol: float) -> dict:
+    a = datasets.two_moons(n, noise=0.08, random_state=seed)
+    X = np.asarray(a.X, dtype=np.float64)
+    y = a.obs["cluster"].cat.codes.to_numpy()
+    gmm = GaussianMixture(2, covariance_type="full", n_init=5, random_state=seed).fit(X)
+    ari_gmm = adjusted_rand_score(y, gmm.predict(X))
+    t0 = time.perf_counter()
+    M = MetricManifold(LANDMetric(X, max_points=1000), graph_data=X, n_steps=12, tol=tol)
+    f = LANDMixture(M, 2, max_iter=iters, random_state=seed, verbose=True).fit(X)
+    sec = time.perf_counter() - t0
+    return {
+        "ari_land": adjusted_rand_score(y, f.labels_),
+        "ari_gmm": ari_gmm,
+        "s": sec,
+        "failures": f.history_["n_log_failures"],
+        "final_failures": int(f.history_["final_n_log_failures"]),
+        "loglik": f.history_["log_likelihood"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-tol", type=float, default=2e-3)
+    p.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    q = args.quick
+    n_sphere, n_learned, it_learned = (1000, 300, 10) if q else (2000, 1000, 20)
+    n_moons, it_moons = (600, 10) if q else (2000, 20)
+
+    sections = {int(v) for v in args.sections.split(",")}
+    if 1 in sections:
+        _known(n_sphere, args)
+    if 2 in sections:
+        _learned(n_learned, it_learned, args)
+    if 3 in sections:
+        _moons(n_moons, it_moons, args)
+
+
+def _known(n_sphere, args) -> None:
+    print("== 1. known sphere (closed-form Exp/Log), LAND MLE")
+    head = ("Σ", "n", "mean err (rad)", "Σ rel err", "eig ratios", "s")
+    print("{:>10} {:>6} {:>15} {:>10} {:>16} {:>7}".format(*head))
+    for s in (0.1, 0.7):
+        r = known_sphere(n_sphere, s, args.seed)
+        rat = " ".join(f"{v:.3f}" for v in r["ratios"])
+        print(
+            f"{'diag(' + str(s) + '²)':>10} {n_sphere:>6} {r['mean_err']:>15.4f} "
+            f"{r['cov_rel']:>10.3f} {rat:>16} {r['s']:>7.2f}"
+        )
+
+
+def _learned(n_learned, it_learned, args) -> None:
+    print(f"\n== 2. learned LAND metric on the sphere data ({n_learned} points, {it_learned} it.)")
+    for s in (0.1, 0.7):
+        r = learned_sphere(n_learned, s, args.seed, it_learned, args.log_tol)
+        eig = " ".join(f"{v:.3f}" for v in r["tangent_eigs"])
+        print(
+            f"Σ=diag({s}²): mean err {r['mean_err']:.4f} rad (|μ| = {r['radius']:.3f}), "
+            f"tangential Σ rel err {r['cov_rel']:.3f}, tangential eig/σ² {eig}, "
+            f"Log failures {r['failures']}, {r['s']:.1f} s"
+        )
+
+
+def _moons(n_moons, it_moons, args) -> None:
+    print(f"\n== 3./4. two moons, {n_moons} points, {it_moons} EM iterations, learned LAND metric")
+    r = moons(n_moons, it_moons, args.seed, args.log_tol)
+    print(f"ARI  LAND mixture {r['ari_land']:.3f}   sklearn GaussianMixture {r['ari_gmm']:.3f}")
+    print(
+        f"time {r['s']:.1f} s ({args.threads} threads); Log failures per iteration "
+        f"{list(map(int, r['failures']))}, final {r['final_failures']}"
+    )
+    print("mean log-likelihood per iteration", np.round(r["loglik"], 4).tolist())
+
+
+if __name__ == "__main__":
+    main()
