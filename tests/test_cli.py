@@ -19,6 +19,21 @@ def test_run_writes_h5ad_and_figures(tmp_path):
     assert np.isfinite(res.obs["fim_log_volume"]).all()
     assert (out / "cells_jsd_phate.png").stat().st_size > 10_000
     assert (out / "cells_fim.png").stat().st_size > 10_000
+    assert (out / "cells_geometry.png").stat().st_size > 10_000
+    assert np.isfinite(res.obs["diffusion_curvature"]).all()
+    assert np.asarray(res.uns["geodesic"]["paths"]).shape[0] == 1
+    assert float(np.ravel(res.uns["geodesic"]["lengths"])[0]) > 0
+
+
+def test_run_without_curvature(tmp_path):
+    a = ad.AnnData(branching(60, 6, 3).astype(np.float32))
+    src = tmp_path / "c.h5ad"
+    a.write_h5ad(src)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(src), "--out", str(out), "--no-curvature"]) == 0
+    res = ad.read_h5ad(out / "c.h5ad")
+    assert "diffusion_curvature" not in res.obs
+    assert (out / "c_geometry.png").stat().st_size > 10_000
 
 
 def test_run_missing_file(tmp_path, capsys):

@@ -85,8 +85,13 @@ def land(
     else:
         v = np.asarray(vals, dtype=float)
         order = np.argsort(v)
-        sc = ax.scatter(Y[order, 0], Y[order, 1], c=v[order], s=size, cmap=cmap, lw=0)
-        plt.colorbar(sc, ax=ax, label=col, shrink=0.8)
+        # log-likelihoods have a long lower tail (a few far or failed cells): clip the
+        # colour range at the 2nd percentile so that the variation among most cells shows
+        lo, hi = np.nanpercentile(v, [2, 100]) if np.isfinite(v).any() else (None, None)
+        sc = ax.scatter(
+            Y[order, 0], Y[order, 1], c=v[order], s=size, cmap=cmap, lw=0, vmin=lo, vmax=hi
+        )
+        plt.colorbar(sc, ax=ax, label=col, shrink=0.8, extend="min")
     fail_col = f"{key}_log_failed"
     if fail_col in adata.obs and adata.obs[fail_col].to_numpy().any():
         f = adata.obs[fail_col].to_numpy().astype(bool)

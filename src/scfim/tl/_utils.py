@@ -73,6 +73,17 @@ def check_int(name: str, value: Any, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_common(random_state: Any, key_added: Any, copy: Any) -> int | None:
+    """Validate the arguments every ``tl`` function shares; returns ``random_state``."""
+    if random_state is not None:
+        random_state = check_int("random_state", random_state, minimum=0)
+    if not isinstance(key_added, str) or not key_added:
+        raise TypeError(f"key_added must be a non-empty string, got {key_added!r}")
+    if not isinstance(copy, (bool, np.bool_)):
+        raise TypeError(f"copy must be True or False, got {copy!r}")
+    return random_state
+
+
 def clean_for_h5ad(d: dict) -> dict:
     """Drop None values (h5ad cannot store them) and convert tuples to lists, recursively."""
     out = {}

@@ -8,7 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from ..geometry.curvature import diffusion_curvature as _diffusion_curvature
-from ._utils import check_int, clean_for_h5ad, get_rep
+from ._utils import check_common, check_int, clean_for_h5ad, get_rep
 
 __all__ = ["diffusion_curvature"]
 
@@ -99,12 +99,7 @@ def diffusion_curvature(
         raise TypeError(f"flat_reference must be True or False, got {flat_reference!r}")
     if dim is not None:
         dim = check_int("dim", dim)
-    if random_state is not None:
-        random_state = check_int("random_state", random_state, minimum=0)
-    if not isinstance(key_added, str) or not key_added:
-        raise TypeError(f"key_added must be a non-empty string, got {key_added!r}")
-    if not isinstance(copy, (bool, np.bool_)):
-        raise TypeError(f"copy must be True or False, got {copy!r}")
+    random_state = check_common(random_state, key_added, copy)
     X, rep = get_rep(adata, use_rep)
     n = X.shape[0]
     need = max(n_neighbors, ball_neighbors, smooth) + 2

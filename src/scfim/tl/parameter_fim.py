@@ -14,7 +14,7 @@ from ..geometry.parameter_fim import (
     select_parameters,
     squared_distances,
 )
-from ._utils import check_int, clean_for_h5ad, get_rep
+from ._utils import check_common, check_int, clean_for_h5ad, get_rep
 
 __all__ = ["parameter_fim"]
 
@@ -166,12 +166,7 @@ def parameter_fim(
         raise TypeError(f"alpha must be a number in [0, 1], got {alpha!r}")
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if random_state is not None:
-        random_state = check_int("random_state", random_state, minimum=0)
-    if not isinstance(key_added, str) or not key_added:
-        raise TypeError(f"key_added must be a non-empty string, got {key_added!r}")
-    if not isinstance(copy, (bool, np.bool_)):
-        raise TypeError(f"copy must be True or False, got {copy!r}")
+    random_state = check_common(random_state, key_added, copy)
     X, rep = get_rep(adata, use_rep)
     n_obs = X.shape[0]
     if n_obs < MIN_CELLS:
