@@ -4,6 +4,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from anndata import AnnData, read_h5ad  # noqa: E402
 from conftest import assert_unchanged, branching, snapshot  # noqa: E402
 
@@ -66,6 +67,32 @@ def test_ode_method_and_fisher_rao_energy(fitted):
     np.testing.assert_array_equal(a.uns["quad"]["endpoint_error"], 0.0)
 
 
+def test_hot_starts_graph_density_none(fitted):
+    """All three hot starts reach a geodesic; the density-metric start is the seed's
+    Part C: it is itself a minimiser under I/(p+ε), so it should hug the cells more closely
+    than the straight line between two branch ends does."""
+    from scfim.geometry.metric import DensityMetric
+    from scfim.tl.geodesic import _initial_paths
+
+    a = fitted.copy()
+    X = np.asarray(a.X, dtype=float)
+    s, e = np.array([0]), np.array([150])
+    dens = _initial_paths(X, s, e, 12, "density")
+    line = np.linspace(X[0], X[150], 12)[None]
+    assert dens.shape == (1, 12, 5)
+    np.testing.assert_allclose(dens[0, [0, -1]], X[[0, 150]], atol=1e-8)
+    dm = DensityMetric(X, normalize=True)
+    p = [dm.density(torch.as_tensor(c[0])).numpy().min() for c in (dens, line)]
+    assert p[0] > p[1]  # the density start stays where the cells are
+    lengths = {}
+    for hs in ("graph", "density", "none", True, False):
+        scfim.tl.geodesic(a, "c0", "c150", n_points=12, hot_start=hs, key_added="h")
+        lengths[str(hs)] = a.uns["h"]["lengths"][0]
+    assert a.uns["h"]["params"]["hot_start"] == "none"
+    assert all(np.isfinite(v) and v > 0 for v in lengths.values())
+    assert lengths["True"] == pytest.approx(lengths["graph"])
+
+
 @pytest.mark.parametrize(
     "args, kwargs, exc",
     [
@@ -81,6 +108,7 @@ def test_ode_method_and_fisher_rao_energy(fitted):
         ((0, 1), {"density_weight": -1.0}, ValueError),
         ((0, 1), {"fim_key": "missing"}, KeyError),
         ((0.5, 1), {}, TypeError),
+        ((0, 1), {"hot_start": "spline"}, ValueError),
     ],
 )
 def test_bad_input_leaves_adata_unchanged(fitted, args, kwargs, exc):

@@ -89,9 +89,36 @@ def _graph_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, k: 
 
 _METHODS = ("energy", "ode")
 _ENERGIES = ("metric", "fisher_rao")
+_HOT_STARTS = ("graph", "density", "none")
 
 
-def _check_solver_args(method, energy, n_points, max_iter, n_steps, density_weight):
+def _hot_start_name(hot_start) -> str:
+    """``True``/``False``/``None`` or one of :data:`_HOT_STARTS` → the name."""
+    if hot_start is True:
+        return "graph"
+    if hot_start is False or hot_start is None:
+        return "none"
+    if hot_start not in _HOT_STARTS:
+        raise ValueError(
+            f"hot_start must be True, False or one of {_HOT_STARTS}, got {hot_start!r}"
+        )
+    return hot_start
+
+
+def _initial_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, hot_start: str):
+    """Starting curves: kNN-graph shortest paths, density-metric geodesics, or None."""
+    if hot_start == "graph":
+        return _graph_paths(X, s, e, n_points)
+    if hot_start == "density":
+        # minimum-energy curves under I / (p(x) + ε) (seed 002, Part C): cheap, and they
+        # follow the dense regions of the data, which the pull-back metric may not see
+        dens = DensityMetric(X, normalize=True)
+        return energy_geodesic(dens, X[s], X[e], n_points=n_points, max_iter=100).paths
+    return None
+
+
+def _check_solver_args(method, energy, n_points, max_iter, n_steps, density_weight, hot_start):
+    _hot_start_name(hot_start)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if energy not in _ENERGIES:
@@ -121,7 +148,7 @@ def _solve(
 ):
     X, use_rep, metric = _fim_setup(adata, fim_key, density_weight)
     if method == "ode":
-        init = _graph_paths(X, s, e, 2 * n_points) if hot_start else None
+        init = _initial_paths(X, s, e, 2 * n_points, _hot_start_name(hot_start))
         res = ode_geodesic(
             metric,
             X[s],
@@ -141,7 +168,7 @@ def _solve(
                 out = out + metric.density_weight * curve_energy(metric.density, c)
             return out
 
-    init = _graph_paths(X, s, e, n_points) if hot_start else None
+    init = _initial_paths(X, s, e, n_points, _hot_start_name(hot_start))
     res = energy_geodesic(
         metric, X[s], X[e], n_points=n_points, init=init, energy=fn, max_iter=max_iter
     )
@@ -158,7 +185,7 @@ def geodesic(
     n_points: int = 32,
     fim_key: str = "neural_fim",
     density_weight: float = 1e-3,
-    hot_start: bool = True,
+    hot_start: bool | str = "graph",
     max_iter: int = 300,
     n_steps: int = 300,
     random_state: int | None = 0,
@@ -173,7 +200,8 @@ def geodesic(
     the low-rank FIM near the cells.
 
     - ``method="energy"``: minimum-energy discrete curves (L-BFGS), started from the
-      kNN-graph shortest path between the two cells (``hot_start``) or the straight line.
+      kNN-graph shortest path between the two cells, the density-metric geodesic, or the
+      straight line (``hot_start``).
       ``energy="metric"`` minimises ``(n − 1) Σ Δcᵀ G Δc``; ``energy="fisher_rao"`` the
       Jacobian-free ``2(n − 1) Σ KL(φ(c_i) ‖ φ(c_{i+1}))`` (each ensemble member with itself)
       plus the density term.
@@ -205,7 +233,10 @@ def geodesic(
         the Gaussian-mixture density p over the cells) relative to the median
         ``tr g / d`` of the Fisher metric on the cells; 0 disables it.
     hot_start
-        Start from the kNN-graph shortest path (both methods).
+        Starting curves (both methods): ``"graph"`` (or True) the kNN-graph shortest path
+        between the two cells, ``"density"`` the minimum-energy curve under the density
+        metric ``I / (p(x) + ε)`` alone (seed 002, Part C), ``"none"`` (or False) the
+        straight line.
     max_iter
         L-BFGS iteration limit (``"energy"``).
     n_steps
@@ -227,7 +258,7 @@ def geodesic(
     ``end`` (obs names) and ``params``.
     """
     n_points, max_iter, n_steps = _check_solver_args(
-        method, energy, n_points, max_iter, n_steps, density_weight
+        method, energy, n_points, max_iter, n_steps, density_weight, hot_start
     )
     s, e = resolve_cells(adata, start), resolve_cells(adata, end)
     if s.size != e.size:
@@ -264,7 +295,7 @@ def geodesic(
                 "n_points": n_points,
                 "fim_key": fim_key,
                 "density_weight": float(density_weight),
-                "hot_start": bool(hot_start),
+                "hot_start": _hot_start_name(hot_start),
                 "use_rep": use_rep,
             },
         }
@@ -311,7 +342,9 @@ def fisher_rao_distances(
     ``distances`` (symmetric, zero diagonal), ``endpoint_error`` (symmetric; 0 for
     ``"energy"``) and ``params``.
     """
-    n_points, _, n_steps = _check_solver_args(method, energy, n_points, 1, n_steps, density_weight)
+    n_points, _, n_steps = _check_solver_args(
+        method, energy, n_points, 1, n_steps, density_weight, True
+    )
     max_cells = check_int("max_cells", max_cells, minimum=2)
     if cells is None:
         idx = np.unique(np.linspace(0, adata.n_obs - 1, min(max_cells, adata.n_obs)).astype(int))
