@@ -53,7 +53,8 @@ def curvature(
 
     Returns
     -------
-    The Axes.
+    Axes
+        The Axes.
     """
     emb_key = basis if basis in adata.obsm else f"X_{basis}"
     if emb_key not in adata.obsm:

@@ -40,7 +40,8 @@ def embedding(
 
     Returns
     -------
-    The Axes (a list when several colours were requested).
+    Axes or list of Axes
+        The Axes (a list when several colours were requested).
     """
     import scanpy as sc
 

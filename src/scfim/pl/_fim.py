@@ -34,7 +34,8 @@ def eigenspectrum(
 
     Returns
     -------
-    The Axes.
+    Axes
+        The Axes.
     """
     if key not in adata.obsm:
         raise KeyError(f"adata.obsm[{key!r}] not found; run `scfim.tl.neural_fim(adata)` first")

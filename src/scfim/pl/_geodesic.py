@@ -50,7 +50,8 @@ def geodesic(
 
     Returns
     -------
-    The Axes.
+    Axes
+        The Axes.
     """
     from ..tl._utils import get_rep
     from ._embedding import embedding

@@ -50,7 +50,8 @@ def land(
 
     Returns
     -------
-    The Axes.
+    Axes
+        The Axes.
     """
     from scipy.spatial import cKDTree
 

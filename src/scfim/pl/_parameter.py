@@ -31,7 +31,8 @@ def jsd_phate_at(
 
     Returns
     -------
-    ``(n, n_components)`` coordinates.
+    numpy.ndarray
+        ``(n, n_components)`` coordinates.
     """
     from ..geometry.divergences import pairwise_js
     from ..geometry.mds import metric_mds
@@ -103,7 +104,8 @@ def parameter_landscape(
 
     Returns
     -------
-    The heat map's Axes without embeddings, else the Figure.
+    Axes or Figure
+        The heat map's Axes without embeddings, else the Figure.
     """
     if key not in adata.uns or "volume" not in adata.uns[key]:
         raise KeyError(f"adata.uns[{key!r}] not found; run `scfim.tl.parameter_fim(adata)` first")

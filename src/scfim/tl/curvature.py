@@ -75,15 +75,16 @@ def diffusion_curvature(
 
     Returns
     -------
-    None, or the modified copy when ``copy=True``. Writes
+    AnnData or None
+        None, or the modified copy when ``copy=True``. Writes
 
-    ``adata.obs[key_added]``
-        ``C(x) − C_flat(x)`` with the flat reference, else ``C(x)`` (float64);
-    ``adata.obs[f"{key_added}_raw"]``
-        ``C(x)`` (only with the flat reference);
-    ``adata.uns[key_added]``
-        ``params`` (the arguments, with the resolved ``use_rep``), the kernel bandwidth
-        ``sigma`` and, with the flat reference, the dimension ``dim`` used.
+        ``adata.obs[key_added]``
+            ``C(x) − C_flat(x)`` with the flat reference, else ``C(x)`` (float64);
+        ``adata.obs[f"{key_added}_raw"]``
+            ``C(x)`` (only with the flat reference);
+        ``adata.uns[key_added]``
+            ``params`` (the arguments, with the resolved ``use_rep``), the kernel bandwidth
+            ``sigma`` and, with the flat reference, the dimension ``dim`` used.
 
     Raises
     ------

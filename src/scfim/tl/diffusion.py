@@ -92,14 +92,15 @@ def diffusion(
 
     Returns
     -------
-    None, or the modified copy when ``copy=True``. Writes
+    AnnData or None
+        None, or the modified copy when ``copy=True``. Writes
 
-    ``adata.obsp[f"{key_added}_transitions"]``
-        sparse one-step Markov matrix P (cells × cells);
-    ``adata.uns[key_added]``
-        ``params``, the diffusion time ``t``, the von Neumann ``entropy`` curve (when
-        ``t="auto"``), the stationary weights ``degrees``, ``landmark_labels`` (landmark
-        mode), ``n_states`` (length of a row of Pᵗ) and ``transitions_key``.
+        ``adata.obsp[f"{key_added}_transitions"]``
+            sparse one-step Markov matrix P (cells × cells);
+        ``adata.uns[key_added]``
+            ``params``, the diffusion time ``t``, the von Neumann ``entropy`` curve (when
+            ``t="auto"``), the stationary weights ``degrees``, ``landmark_labels`` (landmark
+            mode), ``n_states`` (length of a row of Pᵗ) and ``transitions_key``.
 
     Raises
     ------

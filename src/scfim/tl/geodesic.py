@@ -250,12 +250,13 @@ def geodesic(
 
     Returns
     -------
-    None, or the modified copy when ``copy=True``. Writes ``adata.uns[key_added]`` with
-    ``paths`` (pairs × points × features, in the input space ``use_rep``), ``lengths``
-    (Fisher–Rao lengths Σ√(ΔcᵀGΔc) of the curves), ``energies``, ``endpoint_error``
-    (distance of the curve's last point to the end cell; 0 for ``"energy"``),
-    ``proximity`` (max distance of a curve point to its nearest cell), ``start`` and
-    ``end`` (obs names) and ``params``.
+    AnnData or None
+        None, or the modified copy when ``copy=True``. Writes ``adata.uns[key_added]`` with
+        ``paths`` (pairs × points × features, in the input space ``use_rep``), ``lengths``
+        (Fisher–Rao lengths Σ√(ΔcᵀGΔc) of the curves), ``energies``, ``endpoint_error``
+        (distance of the curve's last point to the end cell; 0 for ``"energy"``),
+        ``proximity`` (max distance of a curve point to its nearest cell), ``start`` and
+        ``end`` (obs names) and ``params``.
     """
     n_points, max_iter, n_steps = _check_solver_args(
         method, energy, n_points, max_iter, n_steps, density_weight, hot_start
@@ -338,9 +339,10 @@ def fisher_rao_distances(
 
     Returns
     -------
-    None, or the modified copy. Writes ``adata.uns[key_added]`` with ``cells`` (obs names),
-    ``distances`` (symmetric, zero diagonal), ``endpoint_error`` (symmetric; 0 for
-    ``"energy"``) and ``params``.
+    AnnData or None
+        None, or the modified copy. Writes ``adata.uns[key_added]`` with ``cells`` (obs names),
+        ``distances`` (symmetric, zero diagonal), ``endpoint_error`` (symmetric; 0 for
+        ``"energy"``) and ``params``.
     """
     n_points, _, n_steps = _check_solver_args(
         method, energy, n_points, 1, n_steps, density_weight, True

@@ -51,12 +51,13 @@ def jsd_phate(
 
     Returns
     -------
-    None, or the modified copy when ``copy=True``. Writes
+    AnnData or None
+        None, or the modified copy when ``copy=True``. Writes
 
-    ``adata.obsm[key_added]``
-        ``(n_obs, n_components)`` embedding;
-    ``adata.uns["jsd_phate"]``
-        ``params`` and the normalised ``stress`` of the MDS fit.
+        ``adata.obsm[key_added]``
+            ``(n_obs, n_components)`` embedding;
+        ``adata.uns["jsd_phate"]``
+            ``params`` and the normalised ``stress`` of the MDS fit.
     """
     n_components = check_int("n_components", n_components)
     max_iter = check_int("max_iter", max_iter)

@@ -121,21 +121,22 @@ def land(
 
     Returns
     -------
-    None, or the modified copy when ``copy=True``. Writes
+    AnnData or None
+        None, or the modified copy when ``copy=True``. Writes
 
-    ``adata.obs[f"{key_added}_log_likelihood"]``
-        per-cell log-likelihood ``log Σ_k π_k p_k(x)`` at the fitted parameters;
-    ``adata.obs[f"{key_added}_component"]``
-        most responsible component (categorical);
-    ``adata.obs[f"{key_added}_log_failed"]``
-        True where a Log map of the cell did not converge (its best estimate was used);
-    ``adata.obsm[f"{key_added}_responsibilities"]``
-        ``(n_obs, n_components)``;
-    ``adata.uns[key_added]``
-        ``means`` (K × d, in ``use_rep``), ``covariances`` (K × d × d, tangent
-        coordinates), ``precision_factors``, ``weights``, ``log_normalisers``, ``params``,
-        ``diagnostics`` (log-likelihood and Log-map failures per iteration, final failure
-        count and fraction, ``n_iter``, ``fit_seconds``, metric ``sigma``/``rho``).
+        ``adata.obs[f"{key_added}_log_likelihood"]``
+            per-cell log-likelihood ``log Σ_k π_k p_k(x)`` at the fitted parameters;
+        ``adata.obs[f"{key_added}_component"]``
+            most responsible component (categorical);
+        ``adata.obs[f"{key_added}_log_failed"]``
+            True where a Log map of the cell did not converge (its best estimate was used);
+        ``adata.obsm[f"{key_added}_responsibilities"]``
+            ``(n_obs, n_components)``;
+        ``adata.uns[key_added]``
+            ``means`` (K × d, in ``use_rep``), ``covariances`` (K × d × d, tangent
+            coordinates), ``precision_factors``, ``weights``, ``log_normalisers``, ``params``,
+            ``diagnostics`` (log-likelihood and Log-map failures per iteration, final failure
+            count and fraction, ``n_iter``, ``fit_seconds``, metric ``sigma``/``rho``).
 
     Raises
     ------

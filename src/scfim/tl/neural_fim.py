@@ -216,30 +216,31 @@ def neural_fim(
 
     Returns
     -------
-    None, or the modified copy when ``copy=True``. With the default ``key_added`` writes
-    (otherwise ``fim`` in these names is replaced by ``key_added``):
+    AnnData or None
+        None, or the modified copy when ``copy=True``. With the default ``key_added`` writes
+        (otherwise ``fim`` in these names is replaced by ``key_added``):
 
-    ``adata.obsm["X_neural_fim"]``
-        ``(n_obs, n_components)`` probabilities ``φ(x)`` (first ensemble member: the output
-        coordinates of different members are not aligned);
-    ``adata.obs["fim_log_volume"]``
-        ``½ Σ log λ_i`` over the top ``r`` eigenvalues of g, each clamped below at
-        ``1e-10 · λ_1`` (log of the Riemannian volume element; ensemble mean);
-    ``adata.obs["fim_volume"]``
-        ``exp(fim_log_volume)``;
-    ``adata.obs["fim_trace"]``
-        ``tr g(x)`` (ensemble mean);
-    ``adata.obsm["fim_eigenvalues"]``
-        ``(n_obs, r)`` eigenvalues of g, descending (ensemble mean);
-    ``adata.obs["fim_log_volume_std"]``, ``adata.obs["fim_trace_std"]``
-        standard deviations over the ensemble (only when ``n_ensemble > 1``);
-    ``adata.uns[key_added]``
-        ``params`` (including ``use_rep``), ``train_loss`` / ``val_loss`` (per member, one
-        value per epoch), ``models`` (per member, the model state as NumPy arrays, see
-        :meth:`~scfim.models.neural_fim.NeuralFIM.to_dict`), ``fit_seconds``, ``fields``
-        (the names above) and, when ``use_rep="X_pca"`` can be reproduced from
-        ``adata.X`` and ``varm["PCs"]``, ``pca`` (the mean scanpy centred with) for
-        :func:`neural_fim_transform`.
+        ``adata.obsm["X_neural_fim"]``
+            ``(n_obs, n_components)`` probabilities ``φ(x)`` (first ensemble member: the output
+            coordinates of different members are not aligned);
+        ``adata.obs["fim_log_volume"]``
+            ``½ Σ log λ_i`` over the top ``r`` eigenvalues of g, each clamped below at
+            ``1e-10 · λ_1`` (log of the Riemannian volume element; ensemble mean);
+        ``adata.obs["fim_volume"]``
+            ``exp(fim_log_volume)``;
+        ``adata.obs["fim_trace"]``
+            ``tr g(x)`` (ensemble mean);
+        ``adata.obsm["fim_eigenvalues"]``
+            ``(n_obs, r)`` eigenvalues of g, descending (ensemble mean);
+        ``adata.obs["fim_log_volume_std"]``, ``adata.obs["fim_trace_std"]``
+            standard deviations over the ensemble (only when ``n_ensemble > 1``);
+        ``adata.uns[key_added]``
+            ``params`` (including ``use_rep``), ``train_loss`` / ``val_loss`` (per member, one
+            value per epoch), ``models`` (per member, the model state as NumPy arrays, see
+            :meth:`~scfim.models.neural_fim.NeuralFIM.to_dict`), ``fit_seconds``, ``fields``
+            (the names above) and, when ``use_rep="X_pca"`` can be reproduced from
+            ``adata.X`` and ``varm["PCs"]``, ``pca`` (the mean scanpy centred with) for
+            :func:`neural_fim_transform`.
 
     Raises
     ------
@@ -384,11 +385,12 @@ def neural_fim_transform(
 
     Returns
     -------
-    None, or the modified copy. Writes the same per-cell fields as :func:`neural_fim`
-    (``obsm["X_neural_fim"]``, ``obs["fim_volume"]``, ``obs["fim_log_volume"]``,
-    ``obs["fim_trace"]``, ``obsm["fim_eigenvalues"]`` and, for ensembles,
-    ``obs["fim_log_volume_std"]``, ``obs["fim_trace_std"]``), and
-    ``adata_new.uns[key_added]`` with ``params`` (``model_from``'s, plus ``transform_rep``).
+    AnnData or None
+        None, or the modified copy. Writes the same per-cell fields as :func:`neural_fim`
+        (``obsm["X_neural_fim"]``, ``obs["fim_volume"]``, ``obs["fim_log_volume"]``,
+        ``obs["fim_trace"]``, ``obsm["fim_eigenvalues"]`` and, for ensembles,
+        ``obs["fim_log_volume_std"]``, ``obs["fim_trace_std"]``), and
+        ``adata_new.uns[key_added]`` with ``params`` (``model_from``'s, plus ``transform_rep``).
 
     Raises
     ------

@@ -127,22 +127,23 @@ def parameter_fim(
 
     Returns
     -------
-    None, or the modified copy when ``copy=True``. Writes ``adata.uns[key_added]``:
+    AnnData or None
+        None, or the modified copy when ``copy=True``. Writes ``adata.uns[key_added]``:
 
-    ``t_values`` ``(T,)``, ``sigma_values`` ``(S,)``
-        The grid, ascending.
-    ``fim`` ``(T, S, 2, 2)``
-        ``fim[i, j]`` = g at ``(t_values[i], sigma_values[j])``, coordinates (σ, t)
-        (or (log σ, t) with ``coordinates="log_sigma"``).
-    ``volume``, ``log_volume`` ``(T, S)``
-        ``√det g`` and ``½ log det g`` (``-inf`` where g is singular).
-    ``best``
-        ``{"t", "sigma", "t_index", "sigma_index", "volume", "on_boundary"}``: the
-        selected point.
-    ``subsample``
-        Integer positions (into ``adata.obs``) of the cells used.
-    ``params``
-        The arguments (resolved ``use_rep``; ``sigma0`` when the default σ grid was used).
+        ``t_values`` ``(T,)``, ``sigma_values`` ``(S,)``
+            The grid, ascending.
+        ``fim`` ``(T, S, 2, 2)``
+            ``fim[i, j]`` = g at ``(t_values[i], sigma_values[j])``, coordinates (σ, t)
+            (or (log σ, t) with ``coordinates="log_sigma"``).
+        ``volume``, ``log_volume`` ``(T, S)``
+            ``√det g`` and ``½ log det g`` (``-inf`` where g is singular).
+        ``best``
+            ``{"t", "sigma", "t_index", "sigma_index", "volume", "on_boundary"}``: the
+            selected point.
+        ``subsample``
+            Integer positions (into ``adata.obs``) of the cells used.
+        ``params``
+            The arguments (resolved ``use_rep``; ``sigma0`` when the default σ grid was used).
 
     Raises
     ------
