@@ -16,6 +16,22 @@ from scfim.datasets import tree
 X = tree(n_obs={n}, n_dim=100, n_branches=20, random_state=0).X
 """
 
+# our diffusion + JSD-PHATE, timed (t0 → t1 → t2); the scripts append their RESULT line
+OURS_JSD_PHATE = (
+    DATA
+    + """
+import torch
+torch.set_num_threads({threads})
+import anndata as ad, scfim
+a = ad.AnnData(X)
+t0 = time.perf_counter()
+scfim.tl.diffusion(a, use_rep="X", random_state=0)
+t1 = time.perf_counter()
+scfim.tl.jsd_phate(a)
+t2 = time.perf_counter()
+"""
+)
+
 PHATE = (
     DATA
     + """

@@ -86,43 +86,31 @@ def _stochman_solve(man, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, floa
 def sphere(quick: bool) -> None:
     m = SphereMetric()
     exact = np.pi / 2
+
+    def row(label: str, r, sec: float) -> list[str]:
+        """Reported and finely resampled errors (%) of a pole-test result, and its time."""
+        return [
+            label,
+            fmt(100 * abs(r.lengths[0] / exact - 1), ".3f"),
+            fmt(100 * abs(_fine_length(m, r.paths)[0] / exact - 1), ".3f"),
+            fmt(sec, ".3f"),
+        ]
+
     rows = []
     energy_geodesic(m, POLE_A, POLE_B, n_points=17)  # warm-up
     t0 = time.perf_counter()
     r = energy_geodesic(m, POLE_A, POLE_B)
-    sec = time.perf_counter() - t0
-    rows.append(
-        [
-            "scfim energy (97 pts, coarse-to-fine)",
-            fmt(100 * abs(r.lengths[0] / exact - 1), ".3f"),
-            fmt(100 * abs(_fine_length(m, r.paths)[0] / exact - 1), ".3f"),
-            fmt(sec, ".3f"),
-        ]
-    )
+    rows.append(row("scfim energy (97 pts, coarse-to-fine)", r, time.perf_counter() - t0))
     for n in (33, 65):
         t0 = time.perf_counter()
         r = energy_geodesic(m, POLE_A, POLE_B, n_points=n, refine=False, max_iter=500)
-        sec = time.perf_counter() - t0
-        rows.append(
-            [
-                f"scfim energy ({n} pts, one level)",
-                fmt(100 * abs(r.lengths[0] / exact - 1), ".3f"),
-                fmt(100 * abs(_fine_length(m, r.paths)[0] / exact - 1), ".3f"),
-                fmt(sec, ".3f"),
-            ]
-        )
+        rows.append(row(f"scfim energy ({n} pts, one level)", r, time.perf_counter() - t0))
     steps = 300 if quick else 1000
     t0 = time.perf_counter()
     r = ode_geodesic(m, POLE_A, POLE_B, n_steps=steps)
     sec = time.perf_counter() - t0
-    rows.append(
-        [
-            f"scfim neural ODE (17 pts, {steps} Adam steps; end miss {r.endpoint_error[0]:.1e})",
-            fmt(100 * abs(r.lengths[0] / exact - 1), ".3f"),
-            fmt(100 * abs(_fine_length(m, r.paths)[0] / exact - 1), ".3f"),
-            fmt(sec, ".3f"),
-        ]
-    )
+    label = f"scfim neural ODE (17 pts, {steps} Adam steps; end miss {r.endpoint_error[0]:.1e})"
+    rows.append(row(label, r, sec))
     man = _stochman()
     if man is not None:
         L, sec = _stochman_solve(man, POLE_A[None], POLE_B[None])

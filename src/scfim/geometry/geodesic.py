@@ -79,6 +79,18 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def end_points(metric: Metric, start, end, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``start`` and ``end`` as ``(B, d)`` tensors; ``end`` passed through
+    :meth:`Metric.canonical_end` (where the metric has it: duck-typed metrics may not)."""
+    a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype)
+    b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"start {tuple(a.shape)} and end {tuple(b.shape)} differ in shape")
+    if hasattr(metric, "canonical_end"):
+        b = metric.canonical_end(a, b)
+    return a, b
+
+
 def _segment_norms2(metric: Metric, c: torch.Tensor) -> torch.Tensor:
     """``Δc_iᵀ G(m_i) Δc_i`` for curves ``c`` of shape ``(B, n, d)`` → ``(B, n − 1)``."""
     B, n, d = c.shape
@@ -233,14 +245,9 @@ def energy_geodesic(
     -------
     :class:`GeodesicResult`.
     """
-    a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype)
-    b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"start {tuple(a.shape)} and end {tuple(b.shape)} differ in shape")
+    a, b = end_points(metric, start, end, dtype)
     if n_points < 3:
         raise ValueError("n_points must be at least 3")
-    if hasattr(metric, "canonical_end"):  # duck-typed metrics may lack it
-        b = metric.canonical_end(a, b)
     levels = refinement_levels(n_points, max(3, coarse_points)) if refine else [int(n_points)]
     if init is not None:
         c0 = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype)

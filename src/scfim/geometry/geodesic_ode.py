@@ -39,7 +39,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .geodesic import GeodesicResult, _segment_norms2, curve_energy, curve_length, torch_threads
+from .geodesic import (
+    GeodesicResult,
+    _segment_norms2,
+    curve_energy,
+    curve_length,
+    end_points,
+    torch_threads,
+)
 from .metric import Metric
 
 __all__ = ["ode_geodesic", "BatchedMLPField"]
@@ -184,54 +191,14 @@ def ode_geodesic(
     (the last point is ``x(1)``, not ``end``), their lengths and discrete energies, ``n_iter``
     the Adam steps, ``endpoint_error = ‖x(1) − end‖`` and ``method = "ode"``.
     """
-    with torch_threads(num_threads):
-        return _ode_geodesic(
-            metric,
-            start,
-            end,
-            n_points,
-            init,
-            hidden,
-            n_steps,
-            lr,
-            lam,
-            multiplier_every,
-            eps,
-            random_state,
-            dtype,
-            verbose,
-        )
-
-
-def _ode_geodesic(
-    metric,
-    start,
-    end,
-    n_points,
-    init,
-    hidden,
-    n_steps,
-    lr,
-    lam,
-    multiplier_every,
-    eps,
-    random_state,
-    dtype,
-    verbose,
-) -> GeodesicResult:
     from torchdiffeq import odeint
     from tqdm.auto import tqdm
 
-    a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype)
-    b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"start {tuple(a.shape)} and end {tuple(b.shape)} differ in shape")
+    a, b = end_points(metric, start, end, dtype)
     if n_points < 3:
         raise ValueError("n_points must be at least 3")
     if n_steps < 0 or multiplier_every < 0 or lr <= 0 or lam <= 0 or eps <= 0:
         raise ValueError("need n_steps, multiplier_every ≥ 0 and lr, lam, eps > 0")
-    if hasattr(metric, "canonical_end"):  # duck-typed metrics may lack it
-        b = metric.canonical_end(a, b)
     gen = torch.Generator().manual_seed(int(np.random.default_rng(random_state).integers(2**62)))
     c0 = None
     if init is not None:
@@ -257,21 +224,22 @@ def _ode_geodesic(
         r = (c[:, -1] - b) / field.scale
         return length / ref + lam * (r * r).sum(1) + (mult * r).sum(1), r
 
-    opt = torch.optim.Adam(field.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, n_steps), eta_min=0.1 * lr)
-    for k in tqdm(range(int(n_steps)), disable=not verbose, desc="neural ODE geodesic"):
-        opt.zero_grad()
-        loss, r = losses(trajectory())
-        loss.sum().backward()
-        if multiplier_every and (k + 1) % multiplier_every == 0:
-            mult = mult + 2 * lam * r.detach()
-        opt.step()
-        sched.step()
-    with torch.no_grad():
-        c = trajectory()
-        lengths = curve_length(metric, c)
-        energies = curve_energy(metric, c)
-        err = (c[:, -1] - b).norm(dim=1)
+    with torch_threads(num_threads):
+        opt = torch.optim.Adam(field.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, n_steps), eta_min=0.1 * lr)
+        for k in tqdm(range(int(n_steps)), disable=not verbose, desc="neural ODE geodesic"):
+            opt.zero_grad()
+            loss, r = losses(trajectory())
+            loss.sum().backward()
+            if multiplier_every and (k + 1) % multiplier_every == 0:
+                mult = mult + 2 * lam * r.detach()
+            opt.step()
+            sched.step()
+        with torch.no_grad():
+            c = trajectory()
+            lengths = curve_length(metric, c)
+            energies = curve_energy(metric, c)
+            err = (c[:, -1] - b).norm(dim=1)
     return GeodesicResult(
         c.numpy(), lengths.numpy(), energies.numpy(), int(n_steps), err.numpy(), "ode"
     )

@@ -105,14 +105,25 @@ def _hot_start_name(hot_start) -> str:
     return hot_start
 
 
-def _initial_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, hot_start: str):
-    """Starting curves: kNN-graph shortest paths, density-metric geodesics, or None."""
+def _initial_paths(
+    X: np.ndarray,
+    s: np.ndarray,
+    e: np.ndarray,
+    n_points: int,
+    hot_start: str,
+    density: DensityMetric | None = None,
+):
+    """Starting curves: kNN-graph shortest paths, density-metric geodesics, or None.
+
+    ``density``: the normalised density metric on ``X`` when the caller already has one
+    (the FIM metric's density term); built here otherwise.
+    """
     if hot_start == "graph":
         return _graph_paths(X, s, e, n_points)
     if hot_start == "density":
         # minimum-energy curves under I / (p(x) + ε) (seed 002, Part C): cheap, and they
         # follow the dense regions of the data, which the pull-back metric may not see
-        dens = DensityMetric(X, normalize=True)
+        dens = density if density is not None else DensityMetric(X, normalize=True)
         return energy_geodesic(dens, X[s], X[e], n_points=n_points, max_iter=100).paths
     return None
 
@@ -148,7 +159,7 @@ def _solve(
 ):
     X, use_rep, metric = _fim_setup(adata, fim_key, density_weight)
     if method == "ode":
-        init = _initial_paths(X, s, e, 2 * n_points, _hot_start_name(hot_start))
+        init = _initial_paths(X, s, e, 2 * n_points, _hot_start_name(hot_start), metric.density)
         res = ode_geodesic(
             metric,
             X[s],
@@ -168,7 +179,7 @@ def _solve(
                 out = out + metric.density_weight * curve_energy(metric.density, c)
             return out
 
-    init = _initial_paths(X, s, e, n_points, _hot_start_name(hot_start))
+    init = _initial_paths(X, s, e, n_points, _hot_start_name(hot_start), metric.density)
     res = energy_geodesic(
         metric, X[s], X[e], n_points=n_points, init=init, energy=fn, max_iter=max_iter
     )
