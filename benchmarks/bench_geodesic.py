@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from _common import fmt, table
 
-from scfim.geometry.geodesic import curve_length, energy_geodesic
+from scfim.geometry.geodesic import energy_geodesic
 from scfim.geometry.geodesic_ode import ode_geodesic
 from scfim.geometry.metric import SphereMetric
 
@@ -49,7 +49,7 @@ def _fine_length(metric, paths: np.ndarray, factor: int = 8) -> np.ndarray:
     fine = np.stack(
         [np.column_stack([np.interp(dst, src, p[:, j]) for j in range(p.shape[1])]) for p in paths]
     )
-    return curve_length(metric, torch.as_tensor(fine)).numpy()
+    return metric.curve_length(torch.as_tensor(fine)).numpy()
 
 
 def _stochman():
@@ -79,7 +79,7 @@ def _stochman_solve(man, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, floa
         pts = curve(torch.linspace(0, 1, 2001)).double()
         if pts.ndim == 2:
             pts = pts[None]
-        L = curve_length(SphereMetric(), pts).numpy()
+        L = SphereMetric().curve_length(pts).numpy()
     return L, sec
 
 
@@ -187,7 +187,7 @@ def swiss_roll(quick: bool) -> None:
 
     import scfim
     from scfim.datasets import swiss_roll as make_roll
-    from scfim.geometry.diffusion import knn_graph
+    from scfim.geometry.graph import knn_graph
 
     n_obs, n_pairs = (800, 20) if quick else (1500, 60)
     a = make_roll(n_obs=n_obs, sampling="arclength", random_state=0)

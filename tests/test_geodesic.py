@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from scfim.geometry.geodesic import curve_length, energy_geodesic, refinement_levels
-from scfim.geometry.metric import DensityMetric, EuclideanMetric, SphereMetric
+from scfim.geometry.geodesic import energy_geodesic, refinement_levels
+from scfim.geometry.metric import DensityMetric, EuclideanMetric, SphereMetric, SumMetric
 
 
 def test_sphere_geodesic_over_the_pole_at_default_settings():
@@ -20,7 +20,7 @@ def test_sphere_geodesic_over_the_pole_at_default_settings():
     assert res.paths[0, :, 0].min() < 0.05  # it goes over the pole
     np.testing.assert_allclose(res.endpoint_error, 0.0)
     straight = torch.as_tensor(np.linspace(a, b, 64))[None]
-    L_line = float(curve_length(m, straight)[0])
+    L_line = float(m.curve_length(straight)[0])
     assert L_line == pytest.approx(np.pi * np.sin(np.pi / 4), 1e-3)
     assert L_line > 1.3 * res.lengths[0]
 
@@ -121,34 +121,31 @@ def test_geodesic_under_a_neural_fim_metric_is_no_longer_than_the_line():
 
     model = _random_model(seed=2)
     data = np.random.default_rng(1).normal(size=(200, 4))
-    metric = NeuralFIMMetric(model, DensityMetric(data), density_weight=1e-3)
+    metric = SumMetric([NeuralFIMMetric(model), DensityMetric(data)], [1.0, 1e-3])
     a, b = data[0], data[1]
     res = energy_geodesic(metric, a, b, n_points=16)
     line = torch.as_tensor(np.linspace(a, b, 16))[None]
     assert np.isfinite(res.lengths).all()
-    assert res.lengths[0] <= float(curve_length(metric, line)[0]) + 1e-9
+    assert res.lengths[0] <= float(metric.curve_length(line)[0]) + 1e-9
 
 
 def test_fisher_rao_kl_energy_converges_to_the_metric_energy():
-    from scfim.geometry.geodesic import curve_energy, fisher_rao_energy
     from scfim.geometry.metric import NeuralFIMMetric
 
     metric = NeuralFIMMetric([_random_model(seed=3), _random_model(seed=4)])
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=4), rng.normal(size=4)
     c = torch.as_tensor(np.linspace(a, b, 400))[None]
-    kl = float(fisher_rao_energy(metric.nets, c)[0])
-    quad = float(curve_energy(metric, c)[0])
+    kl = float(metric.divergence_energy(c)[0])
+    quad = float(metric.curve_energy(c)[0])
     assert kl == pytest.approx(quad, rel=1e-2)
     single = NeuralFIMMetric(_random_model(seed=3))
-    assert float(fisher_rao_energy(single.nets, c)[0]) == pytest.approx(
-        float(curve_energy(single, c)[0]), rel=1e-2
+    assert float(single.divergence_energy(c)[0]) == pytest.approx(
+        float(single.curve_energy(c)[0]), rel=1e-2
     )
-    res = energy_geodesic(
-        single, a, b, n_points=12, energy=lambda cc: fisher_rao_energy(single.nets, cc)
-    )
+    res = energy_geodesic(single, a, b, n_points=12, energy=single.divergence_energy)
     line = torch.as_tensor(np.linspace(a, b, 12))[None]
-    assert res.energies[0] <= float(fisher_rao_energy(single.nets, line)[0]) + 1e-9
+    assert res.energies[0] <= float(single.divergence_energy(line)[0]) + 1e-9
 
 
 def test_normalized_density_is_one_at_the_median_cell_in_any_dimension():

@@ -2,7 +2,7 @@
 
 The pipeline follows Algorithm 1 of the neural-FIM paper and PHATE:
 
-1. a k-nearest-neighbour graph of the cells (:func:`knn_graph`),
+1. a k-nearest-neighbour graph of the cells (:func:`scfim.geometry.graph.knn_graph`),
 2. an affinity kernel on that graph, either PHATE's *alpha-decay* kernel
    ``exp(-(d / σ_k(x))^decay)`` (σ_k(x) the distance to the k-th neighbour, symmetrised by
    averaging) or a Gaussian kernel ``exp(-d² / σ)`` with a fixed bandwidth σ
@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from .graph import knn_graph
+
 __all__ = [
-    "knn_graph",
     "affinity_kernel",
     "markov_operator",
     "von_neumann_entropy",
@@ -39,171 +40,6 @@ __all__ = [
 ]
 
 _KERNEL_THRESHOLD = 1e-4
-
-
-# --------------------------------------------------------------------------- kNN graph
-def knn_graph(
-    X: np.ndarray,
-    n_neighbors: int,
-    *,
-    method: str = "auto",
-    clusters: np.ndarray | None = None,
-    random_state: int | None = 0,
-) -> sp.csr_matrix:
-    """k-nearest-neighbour distance graph (self excluded) as a CSR matrix.
-
-    Parameters
-    ----------
-    X
-        ``(n, d)`` float array.
-    n_neighbors
-        Neighbours per cell (not counting the cell itself).
-    method
-        ``"exact"`` (brute force in float32 blocks, distances refined in float64),
-        ``"ivf"`` (approximate: each cell's neighbours are searched among the cells of the
-        k-means clusters nearest to its own, an inverted-file index), ``"pynndescent"``
-        (approximate; its JIT compilation costs about 30 s per process) or ``"auto"``
-        (exact up to 50 000 cells, ivf beyond).
-    clusters
-        ``(n,)`` k-means labels to reuse for ``"ivf"`` (e.g. the landmarks); computed when
-        omitted.
-    random_state
-        Seed of the approximate searches.
-
-    Returns
-    -------
-    ``(n, n)`` CSR matrix whose row i stores the distances to i's neighbours.
-
-    Raises
-    ------
-    ValueError
-        If some cell has an exact duplicate (distance 0 to another cell).
-    """
-    n = X.shape[0]
-    k = int(n_neighbors)
-    if method == "auto":
-        method = "exact" if n <= 50_000 else "ivf"
-    if method == "exact":
-        idx, dist = _knn_exact(X, k)
-    elif method == "ivf":
-        if clusters is None:
-            n_lists = int(np.clip(2 * np.sqrt(n), 2, 4000))
-            clusters = assign_landmarks(X, n_lists, random_state=random_state)
-        idx, dist = _knn_ivf(X, k, np.asarray(clusters))
-    elif method == "pynndescent":
-        idx, dist = _knn_pynndescent(X, k, random_state)
-    else:
-        raise ValueError(
-            f"unknown kNN method {method!r}; use 'auto', 'exact', 'ivf' or 'pynndescent'"
-        )
-    n_dup = int(np.sum(dist[:, 0] <= 0.0))
-    if n_dup:
-        raise ValueError(
-            f"{n_dup} cells have an exact duplicate in the input representation; the "
-            "diffusion kernel is undefined for zero distances. Remove duplicated cells "
-            "first, e.g. `adata = adata[~pd.DataFrame(adata.obsm[use_rep]).duplicated().values]`."
-        )
-    indptr = np.arange(0, n * k + 1, k)
-    return sp.csr_matrix((dist.ravel().astype(np.float64), idx.ravel(), indptr), shape=(n, n))
-
-
-def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
-    block = int(max(64, min(2048, 2**26 // max(1, X.shape[0]))))  # ≤ 256 MiB of distances
-    Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
-    sq = (Xt * Xt).sum(1)
-    n = Xt.shape[0]
-    idx = np.empty((n, k), dtype=np.int64)
-    dist = np.empty((n, k), dtype=np.float64)
-    with torch.no_grad():
-        for s in range(0, n, block):
-            q = Xt[s : s + block]
-            d2 = sq[s : s + block, None] - 2.0 * (q @ Xt.T) + sq[None, :]
-            rows = torch.arange(q.shape[0])
-            d2[rows, rows + s] = float("inf")  # exclude self
-            vals, nn = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-            idx[s : s + block] = nn.numpy()
-            # recompute exactly in float64 for the chosen pairs (float32 expansion loses
-            # precision for close points, and zero distances must be detected reliably)
-            diff = X[s : s + block, None, :].astype(np.float64) - X[nn.numpy()].astype(np.float64)
-            dist[s : s + block] = np.sqrt((diff * diff).sum(-1))
-    order = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
-
-
-def _knn_ivf(
-    X: np.ndarray, k: int, labels: np.ndarray, n_probe: int = 12
-) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate kNN: search each cluster's cells among the nearest clusters.
-
-    Clusters are probed in order of centroid distance until at least ``n_probe`` clusters
-    and ``4k`` candidates are covered. The recall against the exact search is tested.
-    """
-    import torch
-
-    n = X.shape[0]
-    Xf = np.ascontiguousarray(X, dtype=np.float32)
-    Xt = torch.as_tensor(Xf)
-    sq = (Xt * Xt).sum(1)
-    L = int(labels.max()) + 1
-    counts = np.bincount(labels, minlength=L)
-    W = sp.csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(L, n))
-    C = np.asarray(W @ Xf) / np.maximum(counts, 1)[:, None]
-    n_look = min(L, max(4 * n_probe, 64))
-    with torch.no_grad():
-        Ct = torch.as_tensor(C, dtype=torch.float32)
-        dC = torch.cdist(Ct, Ct)
-        dC[:, torch.as_tensor(counts == 0)] = float("inf")
-        probe = torch.topk(dC, n_look, dim=1, largest=False).indices.numpy()
-    order = np.argsort(labels, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    idx = np.empty((n, k), dtype=np.int64)
-    for c in range(L):
-        q = order[starts[c] : starts[c + 1]]
-        if q.size == 0:
-            continue
-        cum = np.cumsum(counts[probe[c]])
-        m = max(n_probe, int(np.searchsorted(cum, 4 * k + 1)) + 1)
-        if m > n_look or cum[m - 1] <= k:
-            cand = np.arange(n)  # tiny data or tiny clusters: search everything
-        else:
-            cand = np.concatenate([order[starts[j] : starts[j + 1]] for j in probe[c, :m]])
-        with torch.no_grad():
-            qt, ct = torch.as_tensor(q), torch.as_tensor(cand)
-            d2 = sq[qt, None] - 2.0 * (Xt[qt] @ Xt[ct].T) + sq[None, ct]
-            d2[qt[:, None] == ct[None, :]] = float("inf")  # exclude self
-            nn = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
-        idx[q] = cand[nn]
-    dist = np.empty((n, k))
-    for s in range(0, n, 4096):
-        dd = X[s : s + 4096, None, :].astype(np.float64) - X[idx[s : s + 4096]]
-        dist[s : s + 4096] = np.sqrt((dd * dd).sum(-1))
-    order2 = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(idx, order2, 1), np.take_along_axis(dist, order2, 1)
-
-
-def _knn_pynndescent(X: np.ndarray, k: int, random_state) -> tuple[np.ndarray, np.ndarray]:
-    from pynndescent import NNDescent
-
-    index = NNDescent(
-        np.asarray(X, dtype=np.float32),
-        n_neighbors=k + 1,
-        random_state=random_state,
-        low_memory=True,
-        n_jobs=-1,
-    )
-    idx, dist = index.neighbor_graph
-    n = X.shape[0]
-    # drop self (normally column 0; fall back to the last column when self is missing)
-    is_self = idx == np.arange(n)[:, None]
-    has_self = is_self.any(1)
-    keep = ~is_self
-    keep[~has_self, -1] = False
-    idx = idx[keep].reshape(n, k)
-    dist = dist[keep].reshape(n, k).astype(np.float64)
-    order = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
 
 
 # --------------------------------------------------------------------------- kernels

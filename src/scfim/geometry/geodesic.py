@@ -2,7 +2,8 @@
 
 A discrete curve ``c_0 = a, c_1, …, c_{n-1} = b`` has energy
 ``E = (n − 1) Σ_i Δc_iᵀ G(m_i) Δc_i`` with ``Δc_i = c_{i+1} − c_i`` and ``m_i`` the segment
-midpoint; its length is ``L = Σ_i sqrt(Δc_iᵀ G(m_i) Δc_i)``. By Cauchy–Schwarz
+midpoint; its length is ``L = Σ_i sqrt(Δc_iᵀ G(m_i) Δc_i)`` (:meth:`Metric.curve_energy`,
+:meth:`Metric.curve_length`). By Cauchy–Schwarz
 ``L² ≤ E / (n−1) · (n−1)`` with equality for constant speed, so minimising the energy
 yields a constant-speed shortest curve. Many (a, b) pairs are solved at once: the total
 energy is a sum of independent terms, minimised by L-BFGS with a strong-Wolfe line search.
@@ -24,13 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .graph import interpolate_curves
 from .metric import Metric
 
 __all__ = [
     "GeodesicResult",
-    "curve_length",
-    "curve_energy",
-    "fisher_rao_energy",
     "energy_geodesic",
     "refinement_levels",
     "torch_threads",
@@ -81,73 +80,12 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
 def end_points(metric: Metric, start, end, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``start`` and ``end`` as ``(B, d)`` tensors; ``end`` passed through
-    :meth:`Metric.canonical_end` (where the metric has it: duck-typed metrics may not)."""
+    :meth:`Metric.canonical_end`."""
     a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype)
     b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"start {tuple(a.shape)} and end {tuple(b.shape)} differ in shape")
-    if hasattr(metric, "canonical_end"):
-        b = metric.canonical_end(a, b)
-    return a, b
-
-
-def _segment_norms2(metric: Metric, c: torch.Tensor) -> torch.Tensor:
-    """``Δc_iᵀ G(m_i) Δc_i`` for curves ``c`` of shape ``(B, n, d)`` → ``(B, n − 1)``."""
-    B, n, d = c.shape
-    dc = (c[:, 1:] - c[:, :-1]).reshape(-1, d)
-    mid = (0.5 * (c[:, 1:] + c[:, :-1])).reshape(-1, d)
-    return metric.inner(mid, dc).reshape(B, n - 1)
-
-
-def curve_length(metric: Metric, c: torch.Tensor) -> torch.Tensor:
-    """Riemannian length of discrete curves ``(B, n, d)`` → ``(B,)``."""
-    return torch.sqrt(_segment_norms2(metric, c).clamp_min(0.0)).sum(1)
-
-
-def curve_energy(metric: Metric, c: torch.Tensor) -> torch.Tensor:
-    """Discrete energy ``(n − 1) Σ Δcᵀ G Δc`` of curves ``(B, n, d)`` → ``(B,)``."""
-    return (c.shape[1] - 1) * _segment_norms2(metric, c).sum(1)
-
-
-def fisher_rao_energy(nets, c: torch.Tensor) -> torch.Tensor:
-    """Fisher–Rao discrete energy ``2(n − 1) Σ_i KL(φ(c_i) ‖ φ(c_{i+1}))`` of curves.
-
-    Needs no Jacobian: since ``KL(φ(x) ‖ φ(x + dx)) ≈ ½ dxᵀ g dx`` it converges to the
-    metric energy of the pull-back Fisher metric as the curve is refined. With several
-    networks (an ensemble) the KL is averaged over the members, each member with itself:
-    unlike the decoders of seed 002 (Part B), independently trained neural-FIM networks do
-    not share output coordinates, so a cross-member KL would not vanish along the curve.
-
-    Parameters
-    ----------
-    nets
-        Torch modules returning logits (e.g. ``NeuralFIMMetric(...).nets``).
-    c
-        ``(B, n, d)`` curves.
-
-    Returns
-    -------
-    ``(B,)`` energies.
-    """
-    B, n, d = c.shape
-    flat = c.reshape(-1, d).double()
-    logp = [torch.log_softmax(net(flat), -1).reshape(B, n, -1) for net in nets]
-    total = torch.zeros(B, dtype=torch.float64)
-    for lp in logp:
-        total = total + (lp[:, :-1].exp() * (lp[:, :-1] - lp[:, 1:])).sum((-1, -2))
-    return 2.0 * (n - 1) * total / len(logp)
-
-
-def _resample(c: torch.Tensor, t_old: torch.Tensor, t_new: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear resampling of curves ``(B, m, d)`` on grids ``t_old (B, m)``."""
-    m = c.shape[1]
-    idx = torch.searchsorted(t_old.contiguous(), t_new.contiguous(), right=True) - 1
-    idx = idx.clamp(0, m - 2)
-    t0 = torch.gather(t_old, 1, idx)
-    t1 = torch.gather(t_old, 1, idx + 1)
-    w = ((t_new - t0) / (t1 - t0).clamp_min(1e-300)).clamp(0, 1)[..., None]
-    gi = idx[..., None].expand(-1, -1, c.shape[2])
-    return (1 - w) * torch.gather(c, 1, gi) + w * torch.gather(c, 1, gi + 1)
+    return a, metric.canonical_end(a, b)
 
 
 def refinement_levels(n_points: int, coarse_points: int = 17) -> list[int]:
@@ -224,7 +162,8 @@ def energy_geodesic(
         level. Straight lines otherwise. Their end points are replaced by ``start``/``end``.
     energy
         Optional callable ``curves (B, n, d) → (B,)`` energies to minimise instead of the
-        metric energy, e.g. ``lambda c: fisher_rao_energy(nets, c)``. Lengths are always
+        metric energy, e.g. ``metric.divergence_energy`` (the Jacobian-free Fisher–Rao
+        energy of a neural-FIM metric). Lengths are always
         reported with ``metric``.
     max_iter
         L-BFGS iteration limit per level.
@@ -270,7 +209,7 @@ def _solve_levels(metric, a, b, c0, levels, energy, max_iter, tol) -> GeodesicRe
     t = torch.linspace(0.0, 1.0, c0.shape[1], dtype=dtype).expand(B, -1)
     for n in levels:
         t_new = torch.linspace(0.0, 1.0, n, dtype=dtype).expand(B, n)
-        c_init = _resample(c, t, t_new)
+        c_init = interpolate_curves(c, t, t_new)
         t = t_new
         line = (1 - t[..., None]) * a[:, None, :] + t[..., None] * b[:, None, :]
         z0 = c_init[:, 1:-1] - line[:, 1:-1]
@@ -280,14 +219,14 @@ def _solve_levels(metric, a, b, c0, levels, energy, max_iter, tol) -> GeodesicRe
 
         def objective(zz, curve=curve):
             cc = curve(zz)
-            return (curve_energy(metric, cc) if energy is None else energy(cc)).sum()
+            return (metric.curve_energy(cc) if energy is None else energy(cc)).sum()
 
         z, it = _lbfgs(objective, z0, max_iter, tol)
         n_iter += it
         c = curve(z).detach()
     with torch.no_grad():
-        lengths = curve_length(metric, c)
-        energies = curve_energy(metric, c) if energy is None else energy(c)
+        lengths = metric.curve_length(c)
+        energies = metric.curve_energy(c) if energy is None else energy(c)
     return GeodesicResult(
         c.numpy(), lengths.numpy(), energies.numpy(), n_iter, np.zeros(a.shape[0]), "energy"
     )

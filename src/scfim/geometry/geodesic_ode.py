@@ -6,7 +6,7 @@ with the fixed-step Runge–Kutta-4 solver of :mod:`torchdiffeq`. The parameters
     L(θ) = Σ_i sqrt(Δx_iᵀ G(m_i) Δx_i)  +  λ ‖x(1) − x1‖²            (Eq. 9)
 
 where the sum runs over the segments of the RK4 grid (``m_i`` the segment midpoints, the
-same quadrature as :func:`~scfim.geometry.geodesic.curve_length`), the metric is
+same quadrature as :meth:`~scfim.geometry.metric.Metric.curve_length`), the metric is
 differentiated along the path (not detached) and the square root is clamped away from 0.
 
 **Batching.** Every (x0, x1) pair gets its own small MLP (three layers of width 64 with
@@ -39,14 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .geodesic import (
-    GeodesicResult,
-    _segment_norms2,
-    curve_energy,
-    curve_length,
-    end_points,
-    torch_threads,
-)
+from .geodesic import GeodesicResult, end_points, torch_threads
 from .metric import Metric
 
 __all__ = ["ode_geodesic", "BatchedMLPField"]
@@ -139,7 +132,7 @@ def ode_geodesic(
     random_state: int | None = 0,
     dtype: torch.dtype = torch.float64,
     num_threads: int | None = 1,
-    verbose: bool = False,
+    progress: bool = False,
 ) -> GeodesicResult:
     """Geodesics from ``start[i]`` towards ``end[i]`` by the neural ODE of Eq. 9 (batched).
 
@@ -182,7 +175,7 @@ def ode_geodesic(
         Torch intra-op threads while training (restored afterwards). The operations are
         tiny, so one thread is fastest: measured 0.04 s per step with 1 thread against
         0.4 s with 2 on a busy 2-core machine. None keeps torch's setting.
-    verbose
+    progress
         Show a tqdm progress bar.
 
     Returns
@@ -212,7 +205,7 @@ def ode_geodesic(
     field = BatchedMLPField(a, b, tuple(hidden), generator=gen, init=c0)
     tau = torch.linspace(0.0, 1.0, int(n_points), dtype=dtype)
     with torch.no_grad():
-        ref = curve_length(metric, torch.stack([a, b], 1)).clamp_min(1e-12)
+        ref = metric.curve_length(torch.stack([a, b], 1)).clamp_min(1e-12)
 
     def trajectory():
         return odeint(field, a, tau, method="rk4").transpose(0, 1)  # (B, n, d)
@@ -220,14 +213,14 @@ def ode_geodesic(
     mult = torch.zeros_like(a)  # Lagrange multipliers of the end-point constraint
 
     def losses(c):
-        length = torch.sqrt(_segment_norms2(metric, c).clamp_min(eps)).sum(1)
+        length = torch.sqrt(metric.segment_norms2(c).clamp_min(eps)).sum(1)
         r = (c[:, -1] - b) / field.scale
         return length / ref + lam * (r * r).sum(1) + (mult * r).sum(1), r
 
     with torch_threads(num_threads):
         opt = torch.optim.Adam(field.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, n_steps), eta_min=0.1 * lr)
-        for k in tqdm(range(int(n_steps)), disable=not verbose, desc="neural ODE geodesic"):
+        for k in tqdm(range(int(n_steps)), disable=not progress, desc="neural ODE geodesic"):
             opt.zero_grad()
             loss, r = losses(trajectory())
             loss.sum().backward()
@@ -237,8 +230,8 @@ def ode_geodesic(
             sched.step()
         with torch.no_grad():
             c = trajectory()
-            lengths = curve_length(metric, c)
-            energies = curve_energy(metric, c)
+            lengths = metric.curve_length(c)
+            energies = metric.curve_energy(c)
             err = (c[:, -1] - b).norm(dim=1)
     return GeodesicResult(
         c.numpy(), lengths.numpy(), energies.numpy(), int(n_steps), err.numpy(), "ode"

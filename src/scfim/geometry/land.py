@@ -32,16 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .graph import resample_polyline
 from .metric import Metric
 
 __all__ = [
     "LANDMetric",
-    "SumMetric",
-    "geodesic_acceleration",
     "exp_map",
     "log_map",
     "LogResult",
-    "log_volume",
     "MetricManifold",
     "SphereManifold",
     "sphere_frame",
@@ -204,64 +202,7 @@ class LANDMetric(Metric):
         return -(2.0 * v * Jv - Jtv2) / (2.0 * M)
 
 
-class SumMetric(Metric):
-    """Weighted sum ``Σ_i c_i G_i(x)`` of metrics (e.g. a neural FIM plus a small LAND term)."""
-
-    def __init__(self, metrics, weights=None) -> None:
-        self.metrics = list(metrics)
-        if not self.metrics:
-            raise ValueError("need at least one metric")
-        self.weights = [1.0] * len(self.metrics) if weights is None else [float(w) for w in weights]
-        if len(self.weights) != len(self.metrics) or any(w < 0 for w in self.weights):
-            raise ValueError("weights must be one non-negative number per metric")
-        self.dim = self.metrics[0].dim
-        if any(m.dim != self.dim for m in self.metrics):
-            raise ValueError("metrics of different dimensions")
-
-    def metric(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(w * m.metric(x) for w, m in zip(self.weights, self.metrics, strict=True))
-
-    def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return sum(w * m.inner(x, v) for w, m in zip(self.weights, self.metrics, strict=True))
-
-
-def log_volume(metric: Metric, x: torch.Tensor) -> torch.Tensor:
-    """``log √det G(x)`` (float64 ``slogdet``; non-positive determinants give ``-inf``)."""
-    if hasattr(metric, "log_volume"):
-        return metric.log_volume(x)
-    G = metric.metric(x.to(_DT)).to(_DT)
-    G = 0.5 * (G + G.transpose(-1, -2))
-    sign, logdet = torch.linalg.slogdet(G)
-    return torch.where(sign > 0, 0.5 * logdet, torch.full_like(logdet, -math.inf))
-
-
 # ----------------------------------------------------------------------------- Exp map
-def geodesic_acceleration(metric: Metric, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``c'' = −Γ(x)[v, v]`` for a batch of positions and velocities ``(B, d)``.
-
-    Closed form when the metric provides ``acceleration`` (e.g. :class:`LANDMetric`).
-    Otherwise from the Euler–Lagrange equation of ``L = ½ vᵀG(x)v``:
-    ``G a = ½ ∇_x(vᵀGv) − (D_v G) v`` with ``(D_v G) v = ½ ∇_v[∇_x(vᵀGv) · u]|_{u=v}``,
-    both by automatic differentiation of :meth:`Metric.inner`, and ``G`` from
-    :meth:`Metric.metric`.
-    """
-    if hasattr(metric, "acceleration"):
-        return metric.acceleration(x, v)
-    with torch.enable_grad():
-        xr = x.detach().clone().requires_grad_(True)
-        vr = v.detach().clone().requires_grad_(True)
-        q = metric.inner(xr, vr).sum()
-        (gx,) = torch.autograd.grad(q, xr, create_graph=True)
-        h = (gx * v.detach()).sum()
-        (gv,) = torch.autograd.grad(h, vr, allow_unused=True)
-        if gv is None:
-            gv = torch.zeros_like(v)
-    G = metric.metric(x.detach()).to(_DT)
-    G = 0.5 * (G + G.transpose(-1, -2))
-    rhs = (0.5 * gx.detach() - 0.5 * gv).to(_DT)
-    return torch.linalg.solve(G, rhs.unsqueeze(-1)).squeeze(-1).to(x.dtype)
-
-
 def exp_map(
     metric: Metric,
     start,
@@ -306,7 +247,7 @@ def exp_map(
 
     def f(t, y):
         x, v = y[:, :d], y[:, d:]
-        return torch.cat([v, geodesic_acceleration(metric, x, v)], dim=1)
+        return torch.cat([v, metric.acceleration(x, v)], dim=1)
 
     ts = torch.linspace(0.0, 1.0, n_steps + 1, dtype=_DT) if return_path else None
     with torch.no_grad():
@@ -487,7 +428,7 @@ def log_map(
             for j, i in enumerate(bad):
                 P = init_paths[i]
                 P = np.vstack([mu, X[i]]) if P is None else np.asarray(P, dtype=np.float64)
-                curves[j] = _resample(P, energy_points)
+                curves[j] = resample_polyline(P, energy_points)
         g = energy_geodesic(
             metric,
             np.repeat(mu[None], bad.size, 0),
@@ -518,7 +459,8 @@ class MetricManifold:
     Parameters
     ----------
     metric
-        The metric (:class:`LANDMetric`, a neural-FIM metric, a :class:`SumMetric` ...).
+        The metric (:class:`LANDMetric`, a neural-FIM metric, a
+        :class:`~scfim.geometry.metric.SumMetric` ...).
     graph_data
         Optional ``(N, d)`` points (usually the data) on which a kNN graph with
         metric edge lengths is built; Log maps without an ``init`` then start from the
@@ -704,16 +646,7 @@ class MetricManifold:
     def log_volume(self, Y) -> np.ndarray:
         """``log √det M(y)``, ``(B,)``."""
         with torch.no_grad():
-            return log_volume(self.metric, _t(np.atleast_2d(Y))).double().numpy()
-
-
-def _resample(P: np.ndarray, n: int) -> np.ndarray:
-    seg = np.linalg.norm(np.diff(P, axis=0), axis=1)
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    if cum[-1] <= 0:
-        return np.repeat(P[:1], n, 0)
-    ts = np.linspace(0.0, cum[-1], n)
-    return np.column_stack([np.interp(ts, cum, P[:, j]) for j in range(P.shape[1])])
+            return self.metric.log_volume(_t(np.atleast_2d(Y))).double().numpy()
 
 
 def sphere_frame(mu) -> np.ndarray:

@@ -1,9 +1,15 @@
 """Riemannian metrics on coordinate spaces (pure torch; no AnnData).
 
-A metric maps a batch of points ``x`` of shape ``(B, d)`` to metric tensors ``(B, d, d)``.
-Solvers only need the quadratic form ``vᵀ G(x) v``, so every metric also exposes
-:meth:`Metric.inner`, which implementations override when they have a cheaper path than
-forming ``G``.
+One base class, :class:`Metric`, in the spirit of stochman's ``Manifold``: a subclass
+implements :meth:`Metric.metric` (``(B, d)`` points → ``(B, d, d)`` tensors) and, where it
+has a cheaper path than forming ``G``, the quadratic form :meth:`Metric.inner`. Everything
+else is inherited: discrete curve energy and length, the log-volume ``log √det G``, the
+geodesic acceleration ``−Γ(x)[v, v]`` (automatic differentiation of the quadratic form),
+the chart's :meth:`Metric.canonical_end`, and the connecting geodesic, Exp and Log maps
+through the solvers (:func:`~scfim.geometry.geodesic.energy_geodesic`,
+:func:`~scfim.geometry.land.exp_map`, :func:`~scfim.geometry.land.log_map`). Subclasses
+override a method only where they have a closed form (e.g. the LAND metric's Christoffel
+symbols). Metrics compose with one mechanism, :class:`SumMetric`.
 """
 
 from __future__ import annotations
@@ -13,14 +19,31 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["Metric", "SphereMetric", "DensityMetric", "EuclideanMetric", "NeuralFIMMetric"]
+__all__ = [
+    "Metric",
+    "SumMetric",
+    "SphereMetric",
+    "DensityMetric",
+    "EuclideanMetric",
+    "NeuralFIMMetric",
+    "with_density",
+]
+
+_DT = torch.float64
 
 
 class Metric:
-    """Base class: a smooth field of symmetric positive (semi-)definite matrices."""
+    """Base class: a smooth field of symmetric positive (semi-)definite matrices on ``R^d``.
+
+    Subclasses set ``dim`` and implement :meth:`metric`; they may override :meth:`inner`
+    (cheaper quadratic form), :meth:`log_volume`, :meth:`acceleration` (closed-form
+    Christoffel symbols), :meth:`canonical_end` (periodic charts) and
+    :meth:`divergence_energy` (a Jacobian-free discrete energy).
+    """
 
     dim: int
 
+    # ------------------------------------------------------------------ to implement
     def metric(self, x: torch.Tensor) -> torch.Tensor:
         """Metric tensors ``G(x)``, shape ``(B, d, d)``."""
         raise NotImplementedError
@@ -37,6 +60,131 @@ class Metric:
         (e.g. the sphere's azimuth); the default returns ``end`` unchanged.
         """
         return end
+
+    # ------------------------------------------------------------------ curves
+    def segment_norms2(self, c: torch.Tensor) -> torch.Tensor:
+        """``Δc_iᵀ G(m_i) Δc_i`` of curves ``(B, n, d)`` at segment midpoints → ``(B, n − 1)``."""
+        B, n, d = c.shape
+        dc = (c[:, 1:] - c[:, :-1]).reshape(-1, d)
+        mid = (0.5 * (c[:, 1:] + c[:, :-1])).reshape(-1, d)
+        return self.inner(mid, dc).reshape(B, n - 1)
+
+    def curve_length(self, c: torch.Tensor) -> torch.Tensor:
+        """Riemannian length ``Σ sqrt(Δcᵀ G Δc)`` of discrete curves ``(B, n, d)`` → ``(B,)``."""
+        return torch.sqrt(self.segment_norms2(c).clamp_min(0.0)).sum(1)
+
+    def curve_energy(self, c: torch.Tensor) -> torch.Tensor:
+        """Discrete energy ``(n − 1) Σ Δcᵀ G Δc`` of curves ``(B, n, d)`` → ``(B,)``.
+
+        By Cauchy–Schwarz ``L² ≤ E`` with equality for constant speed, so minimising the
+        energy yields a constant-speed shortest curve.
+        """
+        return (c.shape[1] - 1) * self.segment_norms2(c).sum(1)
+
+    def divergence_energy(self, c: torch.Tensor) -> torch.Tensor:
+        """An energy of curves ``(B, n, d)`` that converges to :meth:`curve_energy`.
+
+        The default is :meth:`curve_energy`; metrics that are pull-backs of a divergence
+        (the neural Fisher metric) return the Jacobian-free divergence form.
+        """
+        return self.curve_energy(c)
+
+    def mean_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
+        """``tr G(x) / d``, shape ``(B,)`` (d quadratic forms): a scale of the metric."""
+        eye = torch.eye(self.dim, dtype=x.dtype)
+        return sum(self.inner(x, eye[j].expand_as(x)) for j in range(self.dim)) / self.dim
+
+    # ------------------------------------------------------------------ volume, Christoffel
+    def log_volume(self, x: torch.Tensor) -> torch.Tensor:
+        """``log √det G(x)`` (float64 ``slogdet``; non-positive determinants give ``-inf``)."""
+        G = self.metric(x.to(_DT)).to(_DT)
+        G = 0.5 * (G + G.transpose(-1, -2))
+        sign, logdet = torch.linalg.slogdet(G)
+        return torch.where(sign > 0, 0.5 * logdet, torch.full_like(logdet, -math.inf))
+
+    def acceleration(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Geodesic acceleration ``c'' = −Γ(x)[v, v]`` for positions and velocities ``(B, d)``.
+
+        From the Euler–Lagrange equation of ``L = ½ vᵀG(x)v``:
+        ``G a = ½ ∇_x(vᵀGv) − (D_v G) v`` with ``(D_v G) v = ½ ∇_v[∇_x(vᵀGv) · u]|_{u=v}``,
+        both by automatic differentiation of :meth:`inner`, and ``G`` from :meth:`metric`.
+        """
+        with torch.enable_grad():
+            xr = x.detach().clone().requires_grad_(True)
+            vr = v.detach().clone().requires_grad_(True)
+            q = self.inner(xr, vr).sum()
+            (gx,) = torch.autograd.grad(q, xr, create_graph=True)
+            h = (gx * v.detach()).sum()
+            (gv,) = torch.autograd.grad(h, vr, allow_unused=True)
+            if gv is None:
+                gv = torch.zeros_like(v)
+        G = self.metric(x.detach()).to(_DT)
+        G = 0.5 * (G + G.transpose(-1, -2))
+        rhs = (0.5 * gx.detach() - 0.5 * gv).to(_DT)
+        return torch.linalg.solve(G, rhs.unsqueeze(-1)).squeeze(-1).to(x.dtype)
+
+    # ------------------------------------------------------------------ solvers
+    def geodesic(self, start, end, **kwargs):
+        """Minimum-energy curves from ``start[i]`` to ``end[i]``
+        (:func:`~scfim.geometry.geodesic.energy_geodesic`; keyword arguments passed on)."""
+        from .geodesic import energy_geodesic
+
+        return energy_geodesic(self, start, end, **kwargs)
+
+    def exp(self, start, velocity, **kwargs):
+        """Exponential map ``Exp_{start}(velocity)`` (:func:`~scfim.geometry.land.exp_map`)."""
+        from .land import exp_map
+
+        return exp_map(self, start, velocity, **kwargs)
+
+    def log(self, base, targets, **kwargs):
+        """Logarithm ``Log_{base}(targets)`` by shooting (:func:`~scfim.geometry.land.log_map`)."""
+        from .land import log_map
+
+        return log_map(self, base, targets, **kwargs)
+
+
+class SumMetric(Metric):
+    """Weighted sum ``Σ_i c_i G_i(x)`` of metrics: the one way to compose metrics.
+
+    For example a neural Fisher metric plus a small density or LAND term that keeps its
+    geodesics near the data. Energies and divergence energies add with the same weights.
+
+    Parameters
+    ----------
+    metrics
+        Metrics of the same dimension.
+    weights
+        Non-negative weights, one per metric (default all 1).
+    """
+
+    def __init__(self, metrics, weights=None) -> None:
+        self.metrics = list(metrics)
+        if not self.metrics:
+            raise ValueError("need at least one metric")
+        self.weights = [1.0] * len(self.metrics) if weights is None else [float(w) for w in weights]
+        if len(self.weights) != len(self.metrics) or any(
+            not (np.isfinite(w) and w >= 0) for w in self.weights
+        ):
+            raise ValueError("weights must be one finite non-negative number per metric")
+        self.dim = self.metrics[0].dim
+        if any(m.dim != self.dim for m in self.metrics):
+            raise ValueError("metrics of different dimensions")
+
+    def _terms(self):
+        return [(w, m) for w, m in zip(self.weights, self.metrics, strict=True) if w > 0]
+
+    def metric(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(w * m.metric(x) for w, m in self._terms())
+
+    def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return sum(w * m.inner(x, v) for w, m in self._terms())
+
+    def divergence_energy(self, c: torch.Tensor) -> torch.Tensor:
+        return sum(w * m.divergence_energy(c) for w, m in self._terms())
+
+    def canonical_end(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+        return self.metrics[0].canonical_end(start, end)
 
 
 class EuclideanMetric(Metric):
@@ -97,7 +245,7 @@ class SphereMetric(Metric):
 class DensityMetric(Metric):
     """Density metric ``G(x) = I / (p(x) + ε)`` with p an isotropic Gaussian mixture on the data.
 
-    ``p(x) = (1/N) Σ_n N(x | x_n, σ² I)`` (Hauberg; seed 002, Part C). Curves pay for
+    ``p(x) = (1/N) Σ_n N(x | x_n, σ² I)`` (Hauberg's density metric). Curves pay for
     leaving the data, so energy minimisers under this metric follow dense regions; it
     serves as a hot start and as a small additive term that keeps geodesics of degenerate
     metrics on the manifold.
@@ -176,20 +324,16 @@ class NeuralFIMMetric(Metric):
     ``vᵀ g(x) v = Σ_k φ_k(x) (u_k − Σ_j φ_j u_j)²`` with ``u = J_logits(x) v`` obtained by
     one forward-mode Jacobian–vector product: the variance of ``u`` under ``φ(x)``. No
     Jacobian or ``d × d`` matrix is formed. With several models (an ensemble) the quadratic
-    forms are averaged. A ``density`` metric with weight ``density_weight`` can be added to
-    keep geodesics of this low-rank metric near the data.
+    forms are averaged. The metric is low rank; add a density term with :class:`SumMetric`
+    to keep its geodesics near the data.
 
     Parameters
     ----------
     models
         One fitted NeuralFIM or a sequence of them (same input dimension).
-    density
-        Optional :class:`DensityMetric` on the training inputs.
-    density_weight
-        Weight of the density term.
     """
 
-    def __init__(self, models, density: DensityMetric | None = None, density_weight: float = 0.0):
+    def __init__(self, models):
         import copy
 
         models = list(models) if isinstance(models, (list, tuple)) else [models]
@@ -200,10 +344,6 @@ class NeuralFIMMetric(Metric):
             net = m._check_fitted()
             self.nets.append(copy.deepcopy(net).double().eval().requires_grad_(False))
         self.dim = int(models[0].n_features_)
-        if density is not None and density.dim != self.dim:
-            raise ValueError("the density metric lives in another dimension")
-        self.density = density
-        self.density_weight = float(density_weight)
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         x64, v64 = x.double(), v.double()
@@ -213,24 +353,24 @@ class NeuralFIMMetric(Metric):
             p = torch.softmax(logits, -1)
             mean_u = (p * u).sum(-1, keepdim=True)
             total = total + (p * (u - mean_u) ** 2).sum(-1)
-        out = total / len(self.nets)
-        if self.density is not None and self.density_weight > 0:
-            out = out + self.density_weight * self.density.inner(x64, v64)
-        return out.to(x.dtype)
+        return (total / len(self.nets)).to(x.dtype)
 
-    def mean_eigenvalue(self, x: torch.Tensor) -> torch.Tensor:
-        """``tr g(x) / d`` of the (ensemble) Fisher metric alone, shape ``(B,)``.
+    def divergence_energy(self, c: torch.Tensor) -> torch.Tensor:
+        """Fisher–Rao discrete energy ``2(n − 1) Σ_i KL(φ(c_i) ‖ φ(c_{i+1}))`` of curves.
 
-        A scale of the metric in the input units (d Jacobian–vector products), used to make
-        the weight of the density term dimensionless.
+        Needs no Jacobian: since ``KL(φ(x) ‖ φ(x + dx)) ≈ ½ dxᵀ g dx`` it converges to the
+        metric energy as the curve is refined. With several networks (an ensemble) the KL
+        is averaged over the members, each member with itself: unlike the decoders of an
+        ensemble VAE, independently trained neural-FIM networks do not share output
+        coordinates, so a cross-member KL would not vanish along the curve.
         """
-        eye = torch.eye(self.dim, dtype=x.dtype)
-        density, self.density = self.density, None
-        try:
-            tr = sum(self.inner(x, eye[j].expand_as(x)) for j in range(self.dim))
-        finally:
-            self.density = density
-        return tr / self.dim
+        B, n, d = c.shape
+        flat = c.reshape(-1, d).double()
+        total = torch.zeros(B, dtype=torch.float64)
+        for net in self.nets:
+            lp = torch.log_softmax(net(flat), -1).reshape(B, n, -1)
+            total = total + (lp[:, :-1].exp() * (lp[:, :-1] - lp[:, 1:])).sum((-1, -2))
+        return 2.0 * (n - 1) * total / len(self.nets)
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(self.dim, dtype=x.dtype)
@@ -244,3 +384,51 @@ class NeuralFIMMetric(Metric):
                 q = self.inner(x, (eye[i] + eye[j]).expand_as(x))
                 G[:, i, j] = G[:, j, i] = 0.5 * (q - diag[:, i] - diag[:, j])
         return G
+
+
+def with_density(
+    metric: Metric,
+    data: np.ndarray,
+    weight: float,
+    *,
+    n_scale: int = 500,
+    **density_kwargs,
+) -> tuple[Metric, DensityMetric | None]:
+    """``metric + w · DensityMetric(data, normalize=True)`` with a dimensionless weight.
+
+    ``w = weight · median tr G / d`` over (up to ``n_scale``, evenly spaced) data points, so
+    that the density term is about ``weight`` of ``metric`` on the data and
+    ``weight / ε`` of it far from the data (the density metric is ``I / (p/p_med + ε)``).
+    A low-rank metric such as the pull-back Fisher metric then has geodesics that stay
+    near the data.
+
+    Parameters
+    ----------
+    metric
+        The metric to complete.
+    data
+        ``(N, d)`` points of the density.
+    weight
+        Relative weight; 0 returns ``metric`` unchanged.
+    n_scale
+        Points at which the scale of ``metric`` is measured.
+    **density_kwargs
+        Passed to :class:`DensityMetric`.
+
+    Returns
+    -------
+    metric, density
+        A :class:`SumMetric` of both and the density term (``metric`` and None if
+        ``weight == 0``).
+    """
+    weight = float(weight)
+    if not (np.isfinite(weight) and weight >= 0):
+        raise ValueError(f"weight must be a finite number ≥ 0, got {weight}")
+    if weight == 0:
+        return metric, None
+    X = np.asarray(data, dtype=np.float64)
+    idx = np.linspace(0, len(X) - 1, min(int(n_scale), len(X))).astype(int)
+    with torch.no_grad():
+        scale = float(np.median(metric.mean_eigenvalue(torch.as_tensor(X[idx])).numpy()))
+    density = DensityMetric(X, normalize=True, **density_kwargs)
+    return SumMetric([metric, density], [1.0, weight * max(scale, 1e-300)]), density

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import scipy.sparse.csgraph as csgraph
-import torch
 from anndata import AnnData
 from scipy.spatial import cKDTree
 
-from ..geometry.diffusion import knn_graph
-from ..geometry.geodesic import curve_energy, energy_geodesic, fisher_rao_energy
+from ..geometry.geodesic import energy_geodesic
 from ..geometry.geodesic_ode import ode_geodesic
-from ..geometry.metric import DensityMetric, NeuralFIMMetric
+from ..geometry.graph import graph_paths, knn_graph, symmetrize
+from ..geometry.metric import DensityMetric, NeuralFIMMetric, with_density
 from ..models.neural_fim import NeuralFIM
 from ._utils import check_int, clean_for_h5ad, get_rep, require_key
 
@@ -43,48 +41,19 @@ def resolve_cells(adata: AnnData, cells) -> np.ndarray:
 
 
 def _fim_setup(adata: AnnData, fim_key: str, density_weight: float):
-    """Input data, its key and the FIM metric plus the scaled density term.
-
-    The density metric is normalised (``p ≈ 1`` on the cells) and weighted by
-    ``density_weight`` times the median ``tr g / d`` of the Fisher metric over (up to 500)
-    cells, so ``density_weight`` is relative to the FIM: about ``density_weight`` of it on
-    the cells, ``density_weight / ε`` (ε = 1e-4) of it far from them.
-    """
+    """Input data, its key, the FIM metric plus the scaled density term, and that term."""
     info = require_key(adata, fim_key, "neural_fim")
     use_rep = str(info["params"]["use_rep"])
     X, _ = get_rep(adata, use_rep)
     models = [NeuralFIM.from_dict(info["models"][k]) for k in sorted(info["models"], key=int)]
-    metric = NeuralFIMMetric(models)
-    if density_weight > 0:
-        idx = np.linspace(0, len(X) - 1, min(500, len(X))).astype(int)
-        scale = float(np.median(metric.mean_eigenvalue(torch.as_tensor(X[idx])).numpy()))
-        metric.density = DensityMetric(X, normalize=True)
-        metric.density_weight = density_weight * max(scale, 1e-300)
-    return X, use_rep, metric
+    metric, density = with_density(NeuralFIMMetric(models), X, density_weight)
+    return X, use_rep, metric, density
 
 
 def _graph_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, k: int = 15):
     """kNN-graph shortest paths from s[i] to e[i], resampled to ``n_points`` by arc length."""
-    G = knn_graph(X, min(k, X.shape[0] - 1))
-    G = G.maximum(G.T)
-    us, inv = np.unique(s, return_inverse=True)
-    _, pred = csgraph.dijkstra(G, directed=False, indices=us, return_predecessors=True)
-    paths = np.empty((len(s), n_points, X.shape[1]))
-    for i, (a, b) in enumerate(zip(s, e, strict=True)):
-        nodes = [b]
-        while nodes[-1] != a and pred[inv[i], nodes[-1]] >= 0:
-            nodes.append(pred[inv[i], nodes[-1]])
-        if nodes[-1] != a:  # disconnected graph: straight line
-            nodes = [b, a]
-        P = X[nodes[::-1]]
-        seg = np.linalg.norm(np.diff(P, axis=0), axis=1)
-        cum = np.concatenate([[0.0], np.cumsum(seg)])
-        if cum[-1] == 0:
-            paths[i] = P[0]
-            continue
-        ts = np.linspace(0, cum[-1], n_points)
-        paths[i] = np.column_stack([np.interp(ts, cum, P[:, j]) for j in range(X.shape[1])])
-    return paths
+    G = symmetrize(knn_graph(X, min(k, X.shape[0] - 1)))
+    return graph_paths(G, X, s, e, n_points)[0]
 
 
 _METHODS = ("energy", "ode")
@@ -121,7 +90,7 @@ def _initial_paths(
     if hot_start == "graph":
         return _graph_paths(X, s, e, n_points)
     if hot_start == "density":
-        # minimum-energy curves under I / (p(x) + ε) (seed 002, Part C): cheap, and they
+        # minimum-energy curves under I / (p(x) + ε) (Hauberg's density metric): cheap, and they
         # follow the dense regions of the data, which the pull-back metric may not see
         dens = density if density is not None else DensityMetric(X, normalize=True)
         return energy_geodesic(dens, X[s], X[e], n_points=n_points, max_iter=100).paths
@@ -157,9 +126,9 @@ def _solve(
     n_steps,
     random_state,
 ):
-    X, use_rep, metric = _fim_setup(adata, fim_key, density_weight)
+    X, use_rep, metric, density = _fim_setup(adata, fim_key, density_weight)
     if method == "ode":
-        init = _initial_paths(X, s, e, 2 * n_points, _hot_start_name(hot_start), metric.density)
+        init = _initial_paths(X, s, e, 2 * n_points, _hot_start_name(hot_start), density)
         res = ode_geodesic(
             metric,
             X[s],
@@ -170,16 +139,8 @@ def _solve(
             random_state=random_state,
         )
         return X, use_rep, res
-    fn = None
-    if energy == "fisher_rao":
-
-        def fn(c):
-            out = fisher_rao_energy(metric.nets, c)
-            if metric.density is not None and metric.density_weight > 0:
-                out = out + metric.density_weight * curve_energy(metric.density, c)
-            return out
-
-    init = _initial_paths(X, s, e, n_points, _hot_start_name(hot_start), metric.density)
+    fn = metric.divergence_energy if energy == "fisher_rao" else None
+    init = _initial_paths(X, s, e, n_points, _hot_start_name(hot_start), density)
     res = energy_geodesic(
         metric, X[s], X[e], n_points=n_points, init=init, energy=fn, max_iter=max_iter
     )
@@ -246,7 +207,7 @@ def geodesic(
     hot_start
         Starting curves (both methods): ``"graph"`` (or True) the kNN-graph shortest path
         between the two cells, ``"density"`` the minimum-energy curve under the density
-        metric ``I / (p(x) + ε)`` alone (seed 002, Part C), ``"none"`` (or False) the
+        metric ``I / (p(x) + ε)`` alone (Hauberg's density metric), ``"none"`` (or False) the
         straight line.
     max_iter
         L-BFGS iteration limit (``"energy"``).

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..geometry.land import LANDMetric, MetricManifold, SumMetric
+from ..geometry.land import LANDMetric, MetricManifold
+from ..geometry.metric import SumMetric
 from ._utils import check_int, clean_for_h5ad, get_rep, require_key
 
 __all__ = ["land"]

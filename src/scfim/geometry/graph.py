@@ -1,0 +1,415 @@
+"""Graphs on point clouds: kNN search, shortest paths, curve resampling (NumPy/SciPy/torch).
+
+- :func:`knn_graph`: k-nearest-neighbour distances with three back ends (exact blocked
+  brute force, an inverted-file index over k-means clusters, pynndescent).
+- :func:`symmetrize`, :func:`connect_components`, :func:`metric_edge_lengths`: the
+  undirected graph, joined into one component, with edges re-weighted by the Riemannian
+  length of the straight segment under a :class:`~scfim.geometry.metric.Metric` (short
+  edges are nearly geodesic, so graph paths approximate geodesics, Tenenbaum et al. 2000).
+- :func:`shortest_paths` / :func:`path_nodes` / :func:`graph_paths`: Dijkstra distances
+  and predecessor trees, the vertex sequences of paths, and paths as resampled polylines.
+- :func:`resample_polyline` (arc length) and :func:`interpolate_curves` (batched, on
+  given parameter grids).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "knn_graph",
+    "symmetrize",
+    "connect_components",
+    "metric_edge_lengths",
+    "shortest_paths",
+    "path_nodes",
+    "graph_paths",
+    "resample_polyline",
+    "interpolate_curves",
+]
+
+
+# --------------------------------------------------------------------------- kNN search
+def knn_graph(
+    X: np.ndarray,
+    n_neighbors: int,
+    *,
+    method: str = "auto",
+    clusters: np.ndarray | None = None,
+    random_state: int | None = 0,
+) -> sp.csr_matrix:
+    """k-nearest-neighbour distance graph (self excluded) as a CSR matrix.
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` float array.
+    n_neighbors
+        Neighbours per cell (not counting the cell itself).
+    method
+        ``"exact"`` (brute force in float32 blocks, distances refined in float64),
+        ``"ivf"`` (approximate: each cell's neighbours are searched among the cells of the
+        k-means clusters nearest to its own, an inverted-file index), ``"pynndescent"``
+        (approximate; its JIT compilation costs about 30 s per process) or ``"auto"``
+        (exact up to 50 000 cells, ivf beyond).
+    clusters
+        ``(n,)`` k-means labels to reuse for ``"ivf"`` (e.g. the landmarks); computed when
+        omitted.
+    random_state
+        Seed of the approximate searches.
+
+    Returns
+    -------
+    ``(n, n)`` CSR matrix whose row i stores the distances to i's neighbours.
+
+    Raises
+    ------
+    ValueError
+        If some cell has an exact duplicate (distance 0 to another cell).
+    """
+    n = X.shape[0]
+    k = int(n_neighbors)
+    if method == "auto":
+        method = "exact" if n <= 50_000 else "ivf"
+    if method == "exact":
+        idx, dist = _knn_exact(X, k)
+    elif method == "ivf":
+        if clusters is None:
+            from .diffusion import assign_landmarks  # k-means labels of the landmark step
+
+            n_lists = int(np.clip(2 * np.sqrt(n), 2, 4000))
+            clusters = assign_landmarks(X, n_lists, random_state=random_state)
+        idx, dist = _knn_ivf(X, k, np.asarray(clusters))
+    elif method == "pynndescent":
+        idx, dist = _knn_pynndescent(X, k, random_state)
+    else:
+        raise ValueError(
+            f"unknown kNN method {method!r}; use 'auto', 'exact', 'ivf' or 'pynndescent'"
+        )
+    n_dup = int(np.sum(dist[:, 0] <= 0.0))
+    if n_dup:
+        raise ValueError(
+            f"{n_dup} cells have an exact duplicate in the input representation; the "
+            "diffusion kernel is undefined for zero distances. Remove duplicated cells "
+            "first, e.g. `adata = adata[~pd.DataFrame(adata.obsm[use_rep]).duplicated().values]`."
+        )
+    indptr = np.arange(0, n * k + 1, k)
+    return sp.csr_matrix((dist.ravel().astype(np.float64), idx.ravel(), indptr), shape=(n, n))
+
+
+def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    block = int(max(64, min(2048, 2**26 // max(1, X.shape[0]))))  # ≤ 256 MiB of distances
+    Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
+    sq = (Xt * Xt).sum(1)
+    n = Xt.shape[0]
+    idx = np.empty((n, k), dtype=np.int64)
+    dist = np.empty((n, k), dtype=np.float64)
+    with torch.no_grad():
+        for s in range(0, n, block):
+            q = Xt[s : s + block]
+            d2 = sq[s : s + block, None] - 2.0 * (q @ Xt.T) + sq[None, :]
+            rows = torch.arange(q.shape[0])
+            d2[rows, rows + s] = float("inf")  # exclude self
+            vals, nn = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+            idx[s : s + block] = nn.numpy()
+            # recompute exactly in float64 for the chosen pairs (float32 expansion loses
+            # precision for close points, and zero distances must be detected reliably)
+            diff = X[s : s + block, None, :].astype(np.float64) - X[nn.numpy()].astype(np.float64)
+            dist[s : s + block] = np.sqrt((diff * diff).sum(-1))
+    order = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
+
+
+def _knn_ivf(
+    X: np.ndarray, k: int, labels: np.ndarray, n_probe: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate kNN: search each cluster's cells among the nearest clusters.
+
+    Clusters are probed in order of centroid distance until at least ``n_probe`` clusters
+    and ``4k`` candidates are covered. The recall against the exact search is tested.
+    """
+    import torch
+
+    n = X.shape[0]
+    Xf = np.ascontiguousarray(X, dtype=np.float32)
+    Xt = torch.as_tensor(Xf)
+    sq = (Xt * Xt).sum(1)
+    L = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=L)
+    W = sp.csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(L, n))
+    C = np.asarray(W @ Xf) / np.maximum(counts, 1)[:, None]
+    n_look = min(L, max(4 * n_probe, 64))
+    with torch.no_grad():
+        Ct = torch.as_tensor(C, dtype=torch.float32)
+        dC = torch.cdist(Ct, Ct)
+        dC[:, torch.as_tensor(counts == 0)] = float("inf")
+        probe = torch.topk(dC, n_look, dim=1, largest=False).indices.numpy()
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    idx = np.empty((n, k), dtype=np.int64)
+    for c in range(L):
+        q = order[starts[c] : starts[c + 1]]
+        if q.size == 0:
+            continue
+        cum = np.cumsum(counts[probe[c]])
+        m = max(n_probe, int(np.searchsorted(cum, 4 * k + 1)) + 1)
+        if m > n_look or cum[m - 1] <= k:
+            cand = np.arange(n)  # tiny data or tiny clusters: search everything
+        else:
+            cand = np.concatenate([order[starts[j] : starts[j + 1]] for j in probe[c, :m]])
+        with torch.no_grad():
+            qt, ct = torch.as_tensor(q), torch.as_tensor(cand)
+            d2 = sq[qt, None] - 2.0 * (Xt[qt] @ Xt[ct].T) + sq[None, ct]
+            d2[qt[:, None] == ct[None, :]] = float("inf")  # exclude self
+            nn = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
+        idx[q] = cand[nn]
+    dist = np.empty((n, k))
+    for s in range(0, n, 4096):
+        dd = X[s : s + 4096, None, :].astype(np.float64) - X[idx[s : s + 4096]]
+        dist[s : s + 4096] = np.sqrt((dd * dd).sum(-1))
+    order2 = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(idx, order2, 1), np.take_along_axis(dist, order2, 1)
+
+
+def _knn_pynndescent(X: np.ndarray, k: int, random_state) -> tuple[np.ndarray, np.ndarray]:
+    from pynndescent import NNDescent
+
+    index = NNDescent(
+        np.asarray(X, dtype=np.float32),
+        n_neighbors=k + 1,
+        random_state=random_state,
+        low_memory=True,
+        n_jobs=-1,
+    )
+    idx, dist = index.neighbor_graph
+    n = X.shape[0]
+    # drop self (normally column 0; fall back to the last column when self is missing)
+    is_self = idx == np.arange(n)[:, None]
+    has_self = is_self.any(1)
+    keep = ~is_self
+    keep[~has_self, -1] = False
+    idx = idx[keep].reshape(n, k)
+    dist = dist[keep].reshape(n, k).astype(np.float64)
+    order = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
+
+
+# --------------------------------------------------------------------------- graph edges
+def symmetrize(G: sp.spmatrix) -> sp.csr_matrix:
+    """Undirected version of a kNN distance graph: ``max(G, Gᵀ)`` (an edge if either way)."""
+    G = sp.csr_matrix(G)
+    return G.maximum(G.T).tocsr()
+
+
+def connect_components(G: sp.spmatrix, X: np.ndarray, weight=None) -> sp.csr_matrix:
+    """Join the connected components of an undirected graph by their closest vertex pairs.
+
+    Repeatedly links the component of vertex 0 to the nearest vertex outside it (Euclidean
+    distance in ``X``) until the graph is connected, so that every pair has a path.
+
+    Parameters
+    ----------
+    G
+        ``(n, n)`` symmetric sparse graph with positive edge weights.
+    X
+        ``(n, d)`` vertex coordinates.
+    weight
+        Optional callable ``(A, B) → (m,)`` giving the weights of new edges between the
+        rows of ``A`` and ``B`` (e.g. their metric lengths); Euclidean lengths otherwise.
+
+    Returns
+    -------
+    The symmetric graph with the added edges.
+    """
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    G = sp.csr_matrix(G)
+    n_comp, comp = connected_components(G, directed=False)
+    if n_comp == 1:
+        return G
+    main = comp == comp[0]
+    rows, cols = [], []
+    while not main.all():
+        rest = np.flatnonzero(~main)
+        d, j = cKDTree(X[rest]).query(X[main])
+        a = int(np.argmin(d))
+        u, v = int(np.flatnonzero(main)[a]), int(rest[j[a]])
+        rows.append(u)
+        cols.append(v)
+        main |= comp == comp[v]
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    if weight is None:
+        w = np.linalg.norm(X[rows] - X[cols], axis=1)
+    else:
+        w = np.asarray(weight(X[rows], X[cols]), dtype=np.float64)
+    w = np.maximum(w, 1e-12)
+    extra = sp.csr_matrix((w, (rows, cols)), shape=G.shape)
+    return (G + extra + extra.T).tocsr()
+
+
+def metric_edge_lengths(
+    G: sp.spmatrix, X: np.ndarray, metric, *, n_quad: int = 1, batch_size: int = 65536
+) -> sp.csr_matrix:
+    """Re-weight the edges of ``G`` by their Riemannian lengths under ``metric``.
+
+    The length of the straight segment ``x_i → x_j`` is
+    ``Σ_q sqrt(Δ_qᵀ G(m_q) Δ_q)`` over ``n_quad`` equal pieces (midpoint rule); with one
+    piece it is ``sqrt(Δᵀ G((x_i + x_j)/2) Δ)``. Short edges are nearly geodesic, so
+    shortest paths of the re-weighted graph approximate geodesic distances.
+
+    Parameters
+    ----------
+    G
+        ``(n, n)`` sparse graph (only its pattern is used; symmetric for undirected use).
+    X
+        ``(n, d)`` vertex coordinates.
+    metric
+        A :class:`~scfim.geometry.metric.Metric`.
+    n_quad
+        Pieces per segment.
+    batch_size
+        Segments per metric evaluation.
+
+    Returns
+    -------
+    CSR matrix of the same pattern with the metric lengths (floored at 1e-12).
+    """
+    import torch
+
+    G = sp.csr_matrix(G)
+    coo = G.tocoo()
+    r, c = coo.row, coo.col
+    keep = r <= c  # evaluate each undirected edge once
+    rr, cc = r[keep], c[keep]
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    out = np.empty(rr.size)
+    n_quad = max(1, int(n_quad))
+    s = torch.linspace(0.0, 1.0, n_quad + 1, dtype=torch.float64)[:, None, None]
+    with torch.no_grad():
+        for i in range(0, rr.size, batch_size):
+            a, b = Xt[rr[i : i + batch_size]], Xt[cc[i : i + batch_size]]
+            pts = (1 - s) * a[None] + s * b[None]  # (n_quad + 1, m, d)
+            curves = pts.transpose(0, 1)
+            out[i : i + batch_size] = metric.curve_length(curves).numpy()
+    w = np.maximum(out, 1e-12)
+    H = sp.csr_matrix((w, (rr, cc)), shape=G.shape)
+    return H.maximum(H.T).tocsr()
+
+
+# --------------------------------------------------------------------------- shortest paths
+def shortest_paths(
+    G: sp.spmatrix, sources, *, return_predecessors: bool = False, limit: float = np.inf
+):
+    """Dijkstra distances (and predecessor trees) from ``sources`` on an undirected graph.
+
+    Parameters
+    ----------
+    G
+        ``(n, n)`` sparse graph with non-negative weights.
+    sources
+        Vertex index or indices.
+    return_predecessors
+        Also return the ``(len(sources), n)`` predecessor matrix (−9999 where none).
+    limit
+        Stop at this distance (scipy's ``limit``).
+
+    Returns
+    -------
+    ``(len(sources), n)`` distances (inf where unreachable), and the predecessors if asked.
+    """
+    import scipy.sparse.csgraph as csgraph
+
+    idx = np.atleast_1d(np.asarray(sources, dtype=np.int64))
+    return csgraph.dijkstra(
+        G, directed=False, indices=idx, return_predecessors=return_predecessors, limit=limit
+    )
+
+
+def path_nodes(pred: np.ndarray, source: int, target: int) -> np.ndarray | None:
+    """Vertices of the path ``source → target`` in a predecessor row (None if unreachable)."""
+    nodes = [int(target)]
+    while nodes[-1] != source and pred[nodes[-1]] >= 0:
+        nodes.append(int(pred[nodes[-1]]))
+    if nodes[-1] != source:
+        return None
+    return np.asarray(nodes[::-1], dtype=np.int64)
+
+
+def graph_paths(
+    G: sp.spmatrix, X: np.ndarray, s, e, n_points: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shortest paths from ``s[i]`` to ``e[i]`` as polylines resampled to ``n_points``.
+
+    Parameters
+    ----------
+    G
+        ``(n, n)`` undirected weighted graph on the rows of ``X``.
+    X
+        ``(n, d)`` vertex coordinates.
+    s, e
+        Equally long arrays of start and end vertices.
+    n_points
+        Points per returned polyline (by arc length, :func:`resample_polyline`).
+
+    Returns
+    -------
+    paths, distances
+        ``(B, n_points, d)`` polylines (the straight line where no path exists) and the
+        ``(B,)`` graph distances (inf where unreachable).
+    """
+    s = np.asarray(s, dtype=np.int64)
+    e = np.asarray(e, dtype=np.int64)
+    us, inv = np.unique(s, return_inverse=True)
+    dist, pred = shortest_paths(G, us, return_predecessors=True)
+    paths = np.empty((len(s), int(n_points), X.shape[1]))
+    for i, (a, b) in enumerate(zip(s, e, strict=True)):
+        nodes = path_nodes(pred[inv[i]], a, b)
+        if nodes is None:  # disconnected graph: straight line
+            nodes = np.array([a, b])
+        paths[i] = resample_polyline(X[nodes], n_points)
+    return paths, dist[inv, e]
+
+
+# --------------------------------------------------------------------------- resampling
+def resample_polyline(P: np.ndarray, n: int) -> np.ndarray:
+    """``n`` points equally spaced by Euclidean arc length along the polyline ``P (m, d)``.
+
+    The end points are kept; a polyline of zero length gives ``n`` copies of its start.
+    """
+    P = np.asarray(P, dtype=np.float64)
+    seg = np.linalg.norm(np.diff(P, axis=0), axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    if cum[-1] <= 0:
+        return np.repeat(P[:1], n, 0)
+    ts = np.linspace(0.0, cum[-1], n)
+    return np.column_stack([np.interp(ts, cum, P[:, j]) for j in range(P.shape[1])])
+
+
+def interpolate_curves(c, t_old, t_new):
+    """Piecewise-linear resampling of batched curves (torch).
+
+    Parameters
+    ----------
+    c
+        ``(B, m, d)`` curves sampled at the increasing parameters ``t_old (B, m)``.
+    t_old, t_new
+        ``(B, m)`` and ``(B, n)`` parameter grids.
+
+    Returns
+    -------
+    ``(B, n, d)`` curves at ``t_new`` (clamped to the ends).
+    """
+    import torch
+
+    m = c.shape[1]
+    idx = torch.searchsorted(t_old.contiguous(), t_new.contiguous(), right=True) - 1
+    idx = idx.clamp(0, m - 2)
+    t0 = torch.gather(t_old, 1, idx)
+    t1 = torch.gather(t_old, 1, idx + 1)
+    w = ((t_new - t0) / (t1 - t0).clamp_min(1e-300)).clamp(0, 1)[..., None]
+    gi = idx[..., None].expand(-1, -1, c.shape[2])
+    return (1 - w) * torch.gather(c, 1, gi) + w * torch.gather(c, 1, gi + 1)

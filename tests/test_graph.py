@@ -1,0 +1,67 @@
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from scfim.geometry.graph import (
+    connect_components,
+    graph_paths,
+    interpolate_curves,
+    knn_graph,
+    metric_edge_lengths,
+    path_nodes,
+    resample_polyline,
+    shortest_paths,
+    symmetrize,
+)
+from scfim.geometry.metric import EuclideanMetric, SphereMetric
+
+
+def test_resample_polyline_is_equally_spaced_by_arc_length():
+    P = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 3.0]])  # length 4
+    Q = resample_polyline(P, 5)
+    np.testing.assert_allclose(Q, [[0, 0], [1, 0], [1, 1], [1, 2], [1, 3]], atol=1e-12)
+    np.testing.assert_allclose(resample_polyline(np.zeros((3, 2)), 4), np.zeros((4, 2)))
+
+
+def test_interpolate_curves_reproduces_a_line():
+    c = torch.tensor([[[0.0, 0.0], [2.0, 4.0]]], dtype=torch.float64)
+    t_old = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    t_new = torch.linspace(0, 1, 5, dtype=torch.float64)[None]
+    out = interpolate_curves(c, t_old, t_new)
+    np.testing.assert_allclose(out[0].numpy(), np.linspace([0, 0], [2, 4], 5), atol=1e-12)
+
+
+def test_shortest_paths_on_a_line_graph():
+    x = np.arange(6, dtype=float)[:, None]
+    G = symmetrize(knn_graph(x, 1))
+    D, pred = shortest_paths(G, [0, 5], return_predecessors=True)
+    np.testing.assert_allclose(D[0], np.arange(6))
+    np.testing.assert_allclose(D[1], 5 - np.arange(6))
+    np.testing.assert_array_equal(path_nodes(pred[0], 0, 4), [0, 1, 2, 3, 4])
+    paths, dist = graph_paths(G, x, [0], [5], 11)
+    np.testing.assert_allclose(paths[0, :, 0], np.linspace(0, 5, 11))
+    assert dist[0] == 5.0
+
+
+def test_connect_components_joins_two_clusters_by_their_closest_pair():
+    X = np.array([[0.0, 0], [0.1, 0], [0.2, 0], [5.0, 0], [5.1, 0], [5.2, 0]])
+    G = symmetrize(knn_graph(X, 2))
+    assert np.isinf(shortest_paths(G, 0)[0, 3])
+    H = connect_components(G, X)
+    assert (H != H.T).nnz == 0
+    assert shortest_paths(H, 0)[0, 3] == np.float64(0.2 + 4.8)
+    assert path_nodes(shortest_paths(H, 0, return_predecessors=True)[1][0], 0, 5) is not None
+
+
+def test_metric_edge_lengths_euclidean_and_sphere():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    G = symmetrize(knn_graph(X, 5))
+    H = metric_edge_lengths(G, X, EuclideanMetric(3))
+    np.testing.assert_allclose(H.toarray(), G.toarray(), rtol=1e-12)
+    # on the sphere chart a short meridian step of Δθ has length Δθ; an azimuth step sinθ Δψ
+    Y = np.array([[1.0, 0.0], [1.1, 0.0], [1.0, 0.1]])
+    G2 = sp.csr_matrix(np.array([[0, 1, 1], [1, 0, 0], [1, 0, 0]], dtype=float))
+    H2 = metric_edge_lengths(G2, Y, SphereMetric(), n_quad=8).toarray()
+    assert abs(H2[0, 1] - 0.1) < 1e-12
+    assert abs(H2[0, 2] - np.sin(1.0) * 0.1) < 1e-12
