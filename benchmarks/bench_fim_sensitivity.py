@@ -35,7 +35,7 @@ def fim_trace(
     a = ad.AnnData(X.astype(np.float32))
     scfim.tl.diffusion(a, use_rep="X", n_neighbors=n_neighbors, t=t, random_state=0)
     scfim.tl.neural_fim(
-        a, hidden=hidden, n_components=n_components, random_state=seed, verbose=False
+        a, hidden=hidden, n_components=n_components, random_state=seed, progress=False
     )
     return np.asarray(a.obs["fim_trace"], dtype=float)
 

@@ -200,7 +200,7 @@ def swiss_roll(quick: bool) -> None:
 
     t0 = time.perf_counter()
     scfim.tl.diffusion(a, use_rep="X", random_state=0)
-    scfim.tl.neural_fim(a, epochs=60 if quick else 150, random_state=0, verbose=False)
+    scfim.tl.neural_fim(a, epochs=60 if quick else 150, random_state=0, progress=False)
     train_s = time.perf_counter() - t0
 
     rows = []

@@ -64,7 +64,7 @@ def main() -> None:
                 hidden=(64, 64),
                 n_components=20,
                 random_state=100 * run,  # members use seeds 100·run + i
-                verbose=False,
+                progress=False,
             )
             for en in ("metric", "fisher_rao"):
                 scfim.tl.geodesic(a, pairs[:, 0], pairs[:, 1], n_points=24, energy=en)

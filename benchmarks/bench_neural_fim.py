@@ -27,7 +27,7 @@ from _common import OURS_JSD_PHATE, fmt, measure, side_by_side, table
 OURS = (
     OURS_JSD_PHATE
     + """
-scfim.tl.neural_fim(a, random_state=0, verbose=False)
+scfim.tl.neural_fim(a, random_state=0, progress=False)
 t3 = time.perf_counter()
 RESULT = {{"seconds": t3 - t0, "diffusion_s": t1 - t0, "jsd_phate_s": t2 - t1,
           "neural_fim_s": t3 - t2, "epochs": int(a.uns["neural_fim"]["val_loss"]["0"].size)}}

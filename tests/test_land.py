@@ -266,7 +266,7 @@ def moons():
 def test_tl_land_writes_documented_keys(moons, tmp_path):
     a = moons.copy()
     scfim.tl.land(
-        a, n_components=2, use_rep="X", max_iter=2, n_samples=100, n_steps=6, verbose=False
+        a, n_components=2, use_rep="X", max_iter=2, n_samples=100, n_steps=6, progress=False
     )
     assert a.obs["land_log_likelihood"].dtype.kind == "f"
     assert np.isfinite(a.obs["land_log_likelihood"]).all()
@@ -289,7 +289,7 @@ def test_tl_land_writes_documented_keys(moons, tmp_path):
     ax = scfim.pl.land(a, basis="X")
     assert ax.get_title().startswith("LAND")
     c = scfim.tl.land(
-        moons, use_rep="X", max_iter=1, n_samples=20, n_steps=4, verbose=False, copy=True
+        moons, use_rep="X", max_iter=1, n_samples=20, n_steps=4, progress=False, copy=True
     )
     assert "land" in c.uns and "land" not in moons.uns
 
@@ -314,7 +314,7 @@ def test_tl_land_bad_input_leaves_adata_unchanged(moons, kwargs, exc):
     a = moons.copy()
     snap = snapshot(a)
     with pytest.raises(exc):
-        scfim.tl.land(a, verbose=False, **kwargs)
+        scfim.tl.land(a, progress=False, **kwargs)
     assert_unchanged(a, snap)
 
 
@@ -323,7 +323,7 @@ def test_tl_land_rejects_nan_and_pl_needs_fit(moons):
     a.X[3, 0] = np.nan
     snap = snapshot(a)
     with pytest.raises(ValueError):
-        scfim.tl.land(a, use_rep="X", verbose=False)
+        scfim.tl.land(a, use_rep="X", progress=False)
     assert_unchanged(a, snap)
     with pytest.raises(KeyError):
         scfim.pl.land(moons, basis="X")
@@ -333,7 +333,7 @@ def test_tl_land_with_neural_fim_metric():
     X = _arc(40, seed=5)
     a = AnnData(X.astype(np.float32))
     scfim.tl.diffusion(a, use_rep="X", t=5)
-    scfim.tl.neural_fim(a, epochs=5, hidden=(8, 8), n_components=4, verbose=False)
+    scfim.tl.neural_fim(a, epochs=5, hidden=(8, 8), n_components=4, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scfim.tl.land(
@@ -343,12 +343,12 @@ def test_tl_land_with_neural_fim_metric():
             n_samples=20,
             n_steps=4,
             log_tol=1e-2,
-            verbose=False,
+            progress=False,
         )
     u = a.uns["land"]
     assert u["params"]["metric"] == "neural_fim"
     assert u["means"].shape == (1, 2) and np.isfinite(a.obs["land_log_likelihood"]).all()
     snap = snapshot(a)
     with pytest.raises(ValueError):
-        scfim.tl.land(a, metric="neural_fim", use_rep="X_other", verbose=False)
+        scfim.tl.land(a, metric="neural_fim", use_rep="X_other", progress=False)
     assert_unchanged(a, snap)

@@ -71,7 +71,7 @@ def tree_fit():
     """Toy tree (1500 cells, 100-D), diffusion and a short neural FIM fit."""
     ad = scfim.datasets.tree(n_obs=1500, n_dim=100, random_state=0)
     scfim.tl.diffusion(ad)
-    scfim.tl.neural_fim(ad, epochs=40, verbose=False, random_state=0)
+    scfim.tl.neural_fim(ad, epochs=40, progress=False, random_state=0)
     return ad
 
 
@@ -83,7 +83,7 @@ def small_fit():
     ad = AnnData(branching(n_per_branch=80, n_dim=10).astype(np.float32))
     ad.obs_names = [f"c{i}" for i in range(ad.n_obs)]
     scfim.tl.diffusion(ad, n_neighbors=10)
-    scfim.tl.neural_fim(ad, n_components=8, hidden=(16, 16), epochs=5, verbose=False)
+    scfim.tl.neural_fim(ad, n_components=8, hidden=(16, 16), epochs=5, progress=False)
     return ad
 
 
@@ -289,7 +289,7 @@ def test_copy_leaves_the_input_alone(small_fit):
     ad = small_fit.copy()
     del ad.uns["neural_fim"]
     before = _state(ad)
-    out = scfim.tl.neural_fim(ad, n_components=4, hidden=(8,), epochs=2, verbose=False, copy=True)
+    out = scfim.tl.neural_fim(ad, n_components=4, hidden=(8,), epochs=2, progress=False, copy=True)
     _assert_same(ad, before)
     assert out.obsm["X_neural_fim"].shape == (ad.n_obs, 4)
     assert out.obsm["fim_eigenvalues"].shape == (ad.n_obs, 3)  # min(d = 10, m − 1 = 3)
@@ -303,7 +303,7 @@ def test_ensemble_writes_mean_and_std(small_fit):
         hidden=(16, 16),
         epochs=3,
         n_ensemble=2,
-        verbose=False,
+        progress=False,
         key_added="ens",
     )
     assert set(ad.uns["ens"]["models"]) == {"0", "1"}
@@ -325,7 +325,7 @@ def test_transform_projects_with_stored_pca():
     ad.var_names = [f"g{i}" for i in range(40)]
     sc.pp.pca(ad, n_comps=8)
     scfim.tl.diffusion(ad)
-    scfim.tl.neural_fim(ad, n_components=6, hidden=(16,), epochs=3, verbose=False)
+    scfim.tl.neural_fim(ad, n_components=6, hidden=(16,), epochs=3, progress=False)
     assert "pca" in ad.uns["neural_fim"]
     # new cells: the genes in another order, no X_pca
     new = AnnData(genes[:50, ::-1].copy())
@@ -362,7 +362,7 @@ def test_bad_arguments_leave_adata_unchanged(small_fit, kwargs, err):
     del ad.uns["neural_fim"]
     before = _state(ad)
     with pytest.raises(err):
-        scfim.tl.neural_fim(ad, verbose=False, **kwargs)
+        scfim.tl.neural_fim(ad, progress=False, **kwargs)
     _assert_same(ad, before)
 
 
@@ -370,7 +370,7 @@ def test_no_diffusion_and_nan_input_raise(small_fit):
     bare = AnnData(np.asarray(small_fit.X).copy())
     before = _state(bare)
     with pytest.raises(KeyError, match="diffusion"):
-        scfim.tl.neural_fim(bare, verbose=False)
+        scfim.tl.neural_fim(bare, progress=False)
     _assert_same(bare, before)
 
     ad = small_fit.copy()
@@ -380,7 +380,7 @@ def test_no_diffusion_and_nan_input_raise(small_fit):
     ad.X = X
     before = _state(ad)
     with pytest.raises(ValueError, match="NaN"):
-        scfim.tl.neural_fim(ad, verbose=False)
+        scfim.tl.neural_fim(ad, progress=False)
     _assert_same(ad, before)
 
     new = AnnData(X)

@@ -273,7 +273,7 @@ def test_tl_default_grid_reproducible_and_copy(tree_adata):
         ({"alpha": "1"}, TypeError),
         ({"coordinates": "log"}, ValueError),
         ({"use_rep": "X_missing"}, KeyError),
-        ({"key_added": ""}, TypeError),
+        ({"key_added": ""}, ValueError),
         ({"random_state": -1}, ValueError),
     ],
 )
@@ -308,6 +308,9 @@ def test_pl_parameter_landscape(tree_adata):
     assert isinstance(ax, Axes)
     assert "σ" in ax.get_xlabel() and "t" in ax.get_ylabel()
     plt.close("all")
+    with pytest.raises(KeyError, match="parameter_embeddings"):
+        scfim.pl.parameter_landscape(tree_adata, embeddings_at="best")
+    scfim.tl.parameter_embeddings(tree_adata, [(1.0, 1.0), (4.0, 3.0)])
     fig = scfim.pl.parameter_landscape(
         tree_adata, embeddings_at=[(1.0, 1.0), (4.0, 3.0)], color="branch", log=False
     )
@@ -315,6 +318,8 @@ def test_pl_parameter_landscape(tree_adata):
     scatters = [a for a in fig.axes if a.collections and a.get_title().startswith(("1:", "2:"))]
     assert len(scatters) == 2 and scatters[0].collections[0].get_offsets().shape == (60, 2)
     plt.close("all")
+    scfim.tl.parameter_embeddings(tree_adata, "best")
+    assert tree_adata.uns["parameter_fim"]["embeddings"]["coordinates"].shape[1:] == (60, 2)
     fig = scfim.pl.parameter_landscape(tree_adata, embeddings_at="best")
     assert isinstance(fig, Figure)
     plt.close("all")
@@ -328,7 +333,7 @@ def test_pl_parameter_landscape(tree_adata):
 def test_jsd_phate_at_separates_branches(tree_adata):
     """The embedding helper reproduces the tree: cells of one branch stay together."""
     X = np.asarray(tree_adata.X, dtype=np.float64)
-    Y = scfim.pl._parameter.jsd_phate_at(X, 2.0, 1.0)
+    Y = pf.jsd_phate_at(X, 2.0, 1.0)
     lab = tree_adata.obs["branch"].cat.codes.to_numpy()
     tips = [np.argmax(np.linalg.norm(X[lab == b], axis=1)) for b in range(3)]
     centres = [Y[lab == b][i] for b, i in enumerate(tips)]

@@ -5,7 +5,7 @@ from anndata import AnnData, read_h5ad
 from conftest import assert_unchanged, branching, snapshot
 
 import scfim
-from scfim.tl._operator import operator_from_adata
+from scfim.tl._store import read_operator as operator_from_adata
 
 
 def test_diffusion_writes_the_contract(small_adata):

@@ -17,7 +17,7 @@ def fitted():
     a.obs_names = [f"c{i}" for i in range(a.n_obs)]
     scfim.tl.diffusion(a, t=5)
     scfim.tl.jsd_phate(a)
-    scfim.tl.neural_fim(a, epochs=15, hidden=(16, 16), n_components=6, verbose=False)
+    scfim.tl.neural_fim(a, epochs=15, hidden=(16, 16), n_components=6, progress=False)
     return a
 
 

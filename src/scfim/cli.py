@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "run_pipeline"]
+from . import _logging as logg
 
-logger = logging.getLogger("scfim")
+__all__ = ["main", "run_pipeline"]
 
 
 def run_pipeline(
@@ -22,7 +21,7 @@ def run_pipeline(
     *,
     color: str | None,
     random_state: int = 0,
-    verbose: bool = True,
+    progress: bool = True,
     curvature: bool = True,
 ) -> None:
     """Run the pipeline on ``adata`` and write ``{name}.h5ad`` and figures into ``out``.
@@ -41,21 +40,21 @@ def run_pipeline(
 
     t0 = time.perf_counter()
     tl.diffusion(adata, random_state=random_state)
-    print(
+    logg.info(
         f"[{name}] diffusion: t = {adata.uns['diffusion']['t']} "
         f"({adata.uns['diffusion']['n_states']} states) in {time.perf_counter() - t0:.1f} s"
     )
     t0 = time.perf_counter()
     tl.jsd_phate(adata)
-    print(
+    logg.info(
         f"[{name}] JSD-PHATE: stress {adata.uns['jsd_phate']['stress']:.3f} "
         f"in {time.perf_counter() - t0:.1f} s"
     )
 
     t0 = time.perf_counter()
-    tl.neural_fim(adata, random_state=random_state, verbose=verbose)
+    tl.neural_fim(adata, random_state=random_state, progress=progress)
     fim = adata.uns["neural_fim"]
-    print(
+    logg.info(
         f"[{name}] neural FIM: {np.asarray(fim['val_loss']['0']).size} epochs, held-out loss "
         f"{np.min(fim['val_loss']['0']):.4f}, in {time.perf_counter() - t0:.1f} s"
     )
@@ -81,13 +80,13 @@ def run_pipeline(
     if curvature:
         t0 = time.perf_counter()
         tl.diffusion_curvature(adata, random_state=random_state)
-        print(f"[{name}] diffusion curvature in {time.perf_counter() - t0:.1f} s")
+        logg.info(f"[{name}] diffusion curvature in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
     axis = np.asarray(adata.obsm["X_jsd_phate"])[:, 0]
     ends = int(np.argmin(axis)), int(np.argmax(axis))
     tl.geodesic(adata, start=ends[0], end=ends[1])
     geo = adata.uns["geodesic"]
-    print(
+    logg.info(
         f"[{name}] geodesic {adata.obs_names[ends[0]]} → {adata.obs_names[ends[1]]}: "
         f"Fisher–Rao length {float(np.ravel(geo['lengths'])[0]):.3f}, proximity "
         f"{float(np.ravel(geo['proximity'])[0]):.3g}, in {time.perf_counter() - t0:.1f} s"
@@ -104,7 +103,7 @@ def run_pipeline(
     plt.close(fig)
 
     adata.write_h5ad(out / f"{name}.h5ad")
-    print(f"[{name}] wrote {name}.h5ad and {name}_{{jsd_phate,fim,geometry}}.png in {out}")
+    logg.info(f"[{name}] wrote {name}.h5ad and {name}_{{jsd_phate,fim,geometry}}.png in {out}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -117,7 +116,7 @@ def _demo(args: argparse.Namespace) -> int:
     tree = datasets.tree(n_obs=args.n_tree, random_state=args.random_state)
     # curvature of the 100-D tree takes about a minute; its signal is the FIM at branch points
     run_pipeline(tree, out, "tree", color="branch", random_state=args.random_state, curvature=False)
-    print(f"done: results in {out.resolve()}")
+    logg.info(f"done: results in {out.resolve()}")
     return 0
 
 
@@ -126,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
 
     src = Path(args.input)
     if not src.exists():
-        print(f"error: {src} does not exist", file=sys.stderr)
+        logg.error(f"{src} does not exist")
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         "--no-curvature", action="store_true", help="skip diffusion curvature (slow on big data)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
     return {"demo": _demo, "run": _run}[args.command](args)
 
 

@@ -84,6 +84,7 @@ __all__ = [
     "fim_volume",
     "fim_log_volume",
     "select_parameters",
+    "jsd_phate_at",
 ]
 
 _DTYPE = torch.float64
@@ -465,7 +466,7 @@ def parameter_fim_grid(
     -------
     :class:`ParameterFIMGrid`
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     if coordinates not in ("sigma", "log_sigma"):
         raise ValueError(f"coordinates must be 'sigma' or 'log_sigma', got {coordinates!r}")
@@ -475,7 +476,7 @@ def parameter_fim_grid(
     n = D2.shape[0]
     tol = eig_tolerance(n)
     fim = np.empty((t_values.size, sigma_values.size, 2, 2))
-    for j, s in enumerate(tqdm(sigma_values, desc="parameter FIM (σ)", disable=not progress)):
+    for j, s in enumerate(progress_bar(sigma_values, desc="parameter FIM (σ)", progress=progress)):
         A, _ = symmetric_operator(D2, float(s), alpha)
         lam, U = torch.linalg.eigh(A)
         cache: dict = {}  # Uᵀ (∂A/∂σ) U, shared by all t at this σ
@@ -505,3 +506,33 @@ def select_parameters(grid: ParameterFIMGrid) -> tuple[float, float, int, int]:
     flat = int(np.argmax(np.where(np.isfinite(lv), lv, -np.inf)))
     i, j = np.unravel_index(flat, lv.shape)
     return float(grid.t_values[i]), float(grid.sigma_values[j]), int(i), int(j)
+
+
+def jsd_phate_at(
+    X: np.ndarray,
+    t: float,
+    sigma: float,
+    *,
+    alpha: float = 1.0,
+    n_components: int = 2,
+    max_iter: int = 300,
+) -> np.ndarray:
+    """JSD-PHATE embedding of a (small) point cloud for given (t, σ).
+
+    Rows of Pᵗ of the dense Gaussian operator (:func:`diffusion_rows`; round-off negatives
+    set to 0 and rows renormalised), distances ``sqrt(JS(Pᵗ(i,·), Pᵗ(j,·)))``, metric MDS
+    (SMACOF from classical MDS).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, n_components)`` coordinates.
+    """
+    from .divergences import pairwise_js
+    from .mds import metric_mds
+
+    P = diffusion_rows(squared_distances(X), float(sigma), float(t), alpha).numpy()
+    P = np.clip(P, 0.0, None)
+    P /= P.sum(1, keepdims=True)
+    Y, _ = metric_mds(np.sqrt(pairwise_js(P)), n_components, max_iter=max_iter)
+    return Y

@@ -310,6 +310,24 @@ class LANDMixture:
             "history": dict(self.history_),
         }
 
+    @classmethod
+    def from_dict(cls, state: dict, manifold, **kwargs) -> LANDMixture:
+        """Rebuild a fitted mixture on ``manifold`` from :meth:`to_dict` output.
+
+        Also accepts the ``uns`` entry of :func:`scfim.tl.land` (after an h5ad round trip);
+        ``kwargs`` are the constructor's options (they matter only for a refit).
+        """
+        A = np.asarray(state["precision_factors"], dtype=np.float64)
+        model = cls(manifold, n_components=A.shape[0], **kwargs)
+        model.means_ = np.asarray(state["means"], dtype=np.float64)
+        model.precision_factors_ = A
+        model.weights_ = np.asarray(state["weights"], dtype=np.float64)
+        model.log_normalisers_ = np.asarray(state["log_normalisers"], dtype=np.float64)
+        model.n_iter_ = int(state.get("n_iter", 0))
+        model.converged_ = bool(state.get("converged", False))
+        model.history_ = {k: np.asarray(v) for k, v in dict(state.get("history", {})).items()}
+        return model
+
 
 class LAND(LANDMixture):
     """A single locally adaptive normal distribution (:class:`LANDMixture` with K = 1)."""

@@ -385,6 +385,11 @@ class NeuralFIM:
             raise RuntimeError("NeuralFIM is not fitted; call fit() or load a model first")
         return self.net_
 
+    @property
+    def network(self) -> _SimplexNet:
+        """The fitted network ``φ`` (``RuntimeError`` when the model is not fitted)."""
+        return self._check_fitted()
+
     def _as_input(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:

@@ -53,7 +53,7 @@ def geodesic(
     Axes
         The Axes.
     """
-    from ..tl._utils import get_rep
+    from .._keys import rep_array
     from ._embedding import embedding
 
     if key not in adata.uns or "paths" not in adata.uns[key]:
@@ -62,7 +62,7 @@ def geodesic(
     emb = basis if basis in adata.obsm else f"X_{basis}"
     if emb not in adata.obsm or np.asarray(adata.obsm[emb]).shape[1] < 2:
         raise KeyError(f"basis {basis!r} is not a 2-D embedding in adata.obsm")
-    X, _ = get_rep(adata, str(res["params"]["use_rep"]))
+    X = rep_array(adata, str(res["params"]["use_rep"]))
     Y = np.asarray(adata.obsm[emb])[:, :2].astype(float)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4.5))

@@ -55,7 +55,7 @@ def land(
     """
     from scipy.spatial import cKDTree
 
-    from ..tl._utils import get_rep
+    from .._keys import rep_array
 
     if key not in adata.uns or "means" not in adata.uns[key]:
         raise KeyError(f"adata.uns[{key!r}] has no LAND fit; run scfim.tl.land first")
@@ -105,7 +105,7 @@ def land(
         if same:
             P = means[:, :2]
         else:
-            X, _ = get_rep(adata, use_rep)
+            X = rep_array(adata, use_rep)
             d, i = cKDTree(X).query(means, k=min(5, len(X)))
             d, i = np.atleast_2d(d), np.atleast_2d(i)
             w = 1.0 / np.maximum(d, 1e-12)

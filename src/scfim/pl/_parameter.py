@@ -11,38 +11,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["parameter_landscape", "jsd_phate_at"]
-
-
-def jsd_phate_at(
-    X: np.ndarray,
-    t: float,
-    sigma: float,
-    *,
-    alpha: float = 1.0,
-    n_components: int = 2,
-    max_iter: int = 300,
-) -> np.ndarray:
-    """JSD-PHATE embedding of a (small) point cloud for given (t, σ).
-
-    Rows of Pᵗ of the dense Gaussian operator of :mod:`scfim.geometry.parameter_fim`
-    (round-off negatives set to 0 and rows renormalised), distances
-    ``sqrt(JS(Pᵗ(i,·), Pᵗ(j,·)))``, metric MDS (SMACOF from classical MDS).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n, n_components)`` coordinates.
-    """
-    from ..geometry.divergences import pairwise_js
-    from ..geometry.mds import metric_mds
-    from ..geometry.parameter_fim import diffusion_rows, squared_distances
-
-    P = diffusion_rows(squared_distances(X), float(sigma), float(t), alpha).numpy()
-    P = np.clip(P, 0.0, None)
-    P /= P.sum(1, keepdims=True)
-    Y, _ = metric_mds(np.sqrt(pairwise_js(P)), n_components, max_iter=max_iter)
-    return Y
+__all__ = ["parameter_landscape"]
 
 
 def _grid_position(value: float, grid: np.ndarray, log: bool) -> float | None:
@@ -53,6 +22,16 @@ def _grid_position(value: float, grid: np.ndarray, log: bool) -> float | None:
         return 0.0
     f = np.log if log else (lambda v: v)
     return float(np.interp(f(value), f(grid), np.arange(grid.size)))
+
+
+def _stored_index(points: np.ndarray, pt: tuple[float, float], key: str) -> int:
+    hit = np.flatnonzero(np.all(np.isclose(points, np.asarray(pt)[None]), axis=1))
+    if not hit.size:
+        raise KeyError(
+            f"no embedding at (t, sigma) = {pt} in adata.uns[{key!r}]['embeddings']; run "
+            f"`scfim.tl.parameter_embeddings(adata, [{pt}], key={key!r})` first"
+        )
+    return int(hit[-1])
 
 
 def _ticks(ax: Axes, axis: str, values: np.ndarray, max_ticks: int = 9) -> None:
@@ -93,8 +72,9 @@ def parameter_landscape(
         ``√det g``.
     embeddings_at
         None (heat map only), ``"best"`` (the selected point) or a sequence of
-        ``(t, sigma)`` pairs (any positive values, on the grid or not). Each embedding
-        recomputes the subsample's operator (dense, seconds for 500 cells).
+        ``(t, sigma)`` pairs. The embeddings are computed by
+        :func:`scfim.tl.parameter_embeddings` (or ``tl.parameter_fim(embeddings_at=...)``)
+        and read here.
     color
         ``obs`` column used to colour the embeddings (categorical or numeric).
     cmap
@@ -135,6 +115,14 @@ def parameter_landscape(
             raise ValueError("ax can only be given without embeddings_at")
         if color is not None and color not in adata.obs:
             raise KeyError(f"color={color!r} is not a column of adata.obs")
+        stored = res.get("embeddings")
+        if stored is None:
+            raise KeyError(
+                f"adata.uns[{key!r}] has no embeddings; run "
+                f"`scfim.tl.parameter_embeddings(adata, embeddings_at, key={key!r})` first"
+            )
+        stored_points = np.asarray(stored["points"], dtype=np.float64)
+        index = [_stored_index(stored_points, pt, key) for pt in points]
 
     if points:
         fig, axes = plt.subplots(
@@ -163,12 +151,7 @@ def parameter_landscape(
     if not points:
         return hax
 
-    from ..tl._utils import get_rep
-
-    X, _ = get_rep(adata, res["params"]["use_rep"])
     sub = np.asarray(res["subsample"], dtype=np.int64)
-    Xs = X[sub]
-    alpha = float(res["params"].get("alpha", 1.0))
     c = None
     if color is not None:
         col = adata.obs[color].iloc[sub]
@@ -191,7 +174,7 @@ def parameter_landscape(
                 fontweight="bold",
                 bbox={"boxstyle": "circle,pad=0.15", "fc": "k", "alpha": 0.6},
             )
-        Y = jsd_phate_at(Xs, t, s, alpha=alpha)
+        Y = np.asarray(stored["coordinates"][index[k - 1]])
         eax = axes[k]
         kw = {"s": 6, "linewidths": 0}
         if c is not None:

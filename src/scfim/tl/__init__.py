@@ -6,7 +6,7 @@ from .geodesic import fisher_rao_distances, geodesic
 from .jsd_phate import jsd_phate
 from .land import land
 from .neural_fim import neural_fim, neural_fim_transform
-from .parameter_fim import parameter_fim
+from .parameter_fim import parameter_embeddings, parameter_fim
 
 __all__ = [
     "diffusion",
@@ -17,5 +17,6 @@ __all__ = [
     "land",
     "neural_fim",
     "neural_fim_transform",
+    "parameter_embeddings",
     "parameter_fim",
 ]

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from anndata import AnnData
 
+from .. import _logging as logg
+from .._docs import doc_params
+from .._keys import curvature_keys
 from ..geometry.curvature import diffusion_curvature as _diffusion_curvature
-from ._utils import check_common, check_int, clean_for_h5ad, get_rep
+from ._store import clean_for_h5ad
+from ._validate import check_bool, check_common, check_int, get_rep
 
 __all__ = ["diffusion_curvature"]
 
-logger = logging.getLogger("scfim")
 
-
+@doc_params()
 def diffusion_curvature(
     adata: AnnData,
     *,
@@ -57,8 +58,7 @@ def diffusion_curvature(
         Average C over the cell and its ``smooth`` nearest neighbours (0: none), and the
         flat reference likewise; a variance reduction (single-cell values vary by ~13 %
         between samples of a 2000-point disc).
-    use_rep
-        ``obsm`` key of the input space; default ``"X_pca"`` when present, else ``X``.
+    {use_rep}
     flat_reference
         Subtract the flat reference (recommended; the raw value depends on dimension and
         density).
@@ -68,10 +68,8 @@ def diffusion_curvature(
         neighbourhood) when None.
     random_state
         Seed of the flat samples and of the dimension estimate.
-    key_added
-        Name of the result (see below).
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {key_added}
+    {copy}
 
     Returns
     -------
@@ -96,8 +94,7 @@ def diffusion_curvature(
     n_neighbors = check_int("n_neighbors", n_neighbors)
     ball_neighbors = check_int("ball_neighbors", ball_neighbors)
     smooth = check_int("smooth", smooth, minimum=0)
-    if not isinstance(flat_reference, (bool, np.bool_)):
-        raise TypeError(f"flat_reference must be True or False, got {flat_reference!r}")
+    flat_reference = check_bool("flat_reference", flat_reference)
     if dim is not None:
         dim = check_int("dim", dim)
     random_state = check_common(random_state, key_added, copy)
@@ -112,6 +109,7 @@ def diffusion_curvature(
     if dim is not None and dim > X.shape[1]:
         raise ValueError(f"dim={dim} exceeds the {X.shape[1]} features of use_rep={rep!r}")
 
+    start = logg.info(f"computing diffusion curvature of {n} cells (use_rep={rep!r})")
     res = _diffusion_curvature(
         X,
         t=t,
@@ -122,13 +120,13 @@ def diffusion_curvature(
         dim=dim,
         random_state=random_state,
     )
-    logger.info("diffusion_curvature: %d cells, sigma=%.3g", n, res.sigma)
 
     # ---------------- write
+    keys = curvature_keys(key_added)
     adata = adata.copy() if copy else adata
-    adata.obs[key_added] = np.asarray(res.curvature, dtype=np.float64)
+    adata.obs[keys["curvature"][1]] = np.asarray(res.curvature, dtype=np.float64)
     if flat_reference:
-        adata.obs[f"{key_added}_raw"] = np.asarray(res.raw, dtype=np.float64)
+        adata.obs[keys["raw"][1]] = np.asarray(res.raw, dtype=np.float64)
     result = {
         "params": {
             "t": t,
@@ -145,4 +143,10 @@ def diffusion_curvature(
     if flat_reference:
         result["dim"] = int(res.dim[0])
     adata.uns[key_added] = clean_for_h5ad(result)
+    fields = [keys["curvature"], *([keys["raw"]] if flat_reference else []), keys["uns"]]
+    logg.info(
+        f"    finished: kernel bandwidth sigma = {res.sigma:.3g}",
+        time=start,
+        deep=logg.added(fields),
+    )
     return adata if copy else None

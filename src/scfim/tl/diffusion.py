@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .. import _logging as logg
+from .._docs import doc_params
 from ..geometry.diffusion import build_operator
-from ._utils import check_int, clean_for_h5ad, get_rep
+from ._store import write_operator
+from ._validate import check_choice, check_common, check_float, check_int, get_rep
 
 __all__ = ["diffusion"]
-
-logger = logging.getLogger("scfim")
 
 
 def _neighbors_distances(adata: AnnData, neighbors_key: str) -> tuple[sp.csr_matrix, dict]:
@@ -31,6 +30,7 @@ def _neighbors_distances(adata: AnnData, neighbors_key: str) -> tuple[sp.csr_mat
     return D, dict(nb.get("params", {}))
 
 
+@doc_params()
 def diffusion(
     adata: AnnData,
     *,
@@ -62,8 +62,7 @@ def diffusion(
     ----------
     adata
         Annotated data matrix (cells × features).
-    use_rep
-        ``obsm`` key of the input space; default ``"X_pca"`` when present, else ``X``.
+    {use_rep}
     n_neighbors
         k of the kNN graph and of the adaptive bandwidth.
     kernel
@@ -85,10 +84,8 @@ def diffusion(
         ``"pynndescent"``.
     random_state
         Seed of the approximate kNN search and of the landmark clustering.
-    key_added
-        Name of the result (see below).
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {key_added}
+    {copy}
 
     Returns
     -------
@@ -109,14 +106,12 @@ def diffusion(
     """
     # ---------------- validate everything before touching adata
     n_neighbors = check_int("n_neighbors", n_neighbors)
-    if kernel not in ("alpha_decay", "gaussian"):
-        raise ValueError(f"kernel must be 'alpha_decay' or 'gaussian', got {kernel!r}")
-    if kernel == "gaussian" and (sigma is None or not np.isfinite(sigma) or sigma <= 0):
+    check_choice("kernel", kernel, ("alpha_decay", "gaussian"))
+    sigma = check_float("sigma", sigma, minimum=0, exclusive_minimum=True, allow_none=True)
+    if kernel == "gaussian" and sigma is None:
         raise ValueError("kernel='gaussian' needs a bandwidth sigma > 0")
-    if not np.isfinite(decay) or decay <= 0:
-        raise ValueError(f"decay must be > 0, got {decay}")
-    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    decay = check_float("decay", decay, minimum=0, exclusive_minimum=True)
+    alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0)
     if isinstance(t, str):
         if t != "auto":
             raise ValueError(f"t must be a positive integer or 'auto', got {t!r}")
@@ -124,10 +119,10 @@ def diffusion(
         t = check_int("t", t)
     if n_landmarks is not None:
         n_landmarks = check_int("n_landmarks", n_landmarks, minimum=2)
-    if knn_method not in ("auto", "exact", "ivf", "pynndescent"):
-        raise ValueError(
-            f"knn_method must be 'auto', 'exact', 'ivf' or 'pynndescent', got {knn_method!r}"
-        )
+    if neighbors_key is not None and not isinstance(neighbors_key, str):
+        raise TypeError(f"neighbors_key must be a string or None, got {neighbors_key!r}")
+    check_choice("knn_method", knn_method, ("auto", "exact", "ivf", "pynndescent"))
+    random_state = check_common(random_state, key_added, copy)
 
     X, rep = get_rep(adata, use_rep)
     n = X.shape[0]
@@ -144,6 +139,7 @@ def diffusion(
         if distances.shape != (n, n):
             raise ValueError("the neighbour graph does not match adata's cells")
 
+    start = logg.info(f"computing the diffusion operator of {n} cells (use_rep={rep!r})")
     op, info = build_operator(
         X,
         distances=distances,
@@ -151,40 +147,32 @@ def diffusion(
         kernel=kernel,
         decay=decay,
         sigma=sigma,
-        alpha=float(alpha),
+        alpha=alpha,
         t=t,
         n_landmarks=n_landmarks,
         knn_method=knn_method,
         random_state=random_state,
     )
-    logger.info("diffusion: %d cells, %d states, t=%d", n, op.n_states, op.t)
 
     # ---------------- write
     adata = adata.copy() if copy else adata
-    tkey = f"{key_added}_transitions"
-    adata.obsp[tkey] = op.transitions.astype(np.float64)
-    result = {
-        "params": {
-            "use_rep": rep,
-            "n_neighbors": n_neighbors,
-            "kernel": kernel,
-            "decay": float(decay),
-            "sigma": None if sigma is None else float(sigma),
-            "alpha": float(alpha),
-            "t": t if isinstance(t, str) else int(t),
-            "n_landmarks": n_landmarks,
-            "neighbors_key": neighbors_key,
-            "knn_method": knn_method,
-            "random_state": random_state,
-        },
-        "t": int(op.t),
-        "degrees": op.degrees,
-        "n_states": int(op.n_states),
-        "transitions_key": tkey,
+    params = {
+        "use_rep": rep,
+        "n_neighbors": n_neighbors,
+        "kernel": kernel,
+        "decay": decay,
+        "sigma": sigma,
+        "alpha": alpha,
+        "t": t if isinstance(t, str) else int(t),
+        "n_landmarks": n_landmarks,
+        "neighbors_key": neighbors_key,
+        "knn_method": knn_method,
+        "random_state": random_state,
     }
-    if "entropy" in info:
-        result["entropy"] = info["entropy"]
-    if op.landmark_labels is not None:
-        result["landmark_labels"] = op.landmark_labels
-    adata.uns[key_added] = clean_for_h5ad(result)
+    fields = write_operator(adata, op, key_added, params=params, entropy=info.get("entropy"))
+    logg.info(
+        f"    finished: {op.n_states} states, t = {op.t}",
+        time=start,
+        deep=logg.added(fields),
+    )
     return adata if copy else None

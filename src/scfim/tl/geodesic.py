@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from anndata import AnnData
 from scipy.spatial import cKDTree
 
+from .. import _logging as logg
+from .._docs import doc_params
 from ..geometry.geodesic import energy_geodesic
 from ..geometry.geodesic_ode import ode_geodesic
 from ..geometry.graph import graph_paths, knn_graph, symmetrize
 from ..geometry.metric import DensityMetric, NeuralFIMMetric, with_density
-from ..models.neural_fim import NeuralFIM
-from ._utils import check_int, clean_for_h5ad, get_rep, require_key
+from ._store import clean_for_h5ad, read_fim_ensemble
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_common,
+    check_float,
+    check_int,
+    check_key_added,
+    get_rep,
+)
 
 __all__ = ["geodesic", "fisher_rao_distances"]
-
-logger = logging.getLogger("scfim")
 
 
 def resolve_cells(adata: AnnData, cells) -> np.ndarray:
@@ -42,10 +48,9 @@ def resolve_cells(adata: AnnData, cells) -> np.ndarray:
 
 def _fim_setup(adata: AnnData, fim_key: str, density_weight: float):
     """Input data, its key, the FIM metric plus the scaled density term, and that term."""
-    info = require_key(adata, fim_key, "neural_fim")
+    models, info = read_fim_ensemble(adata, fim_key)
     use_rep = str(info["params"]["use_rep"])
     X, _ = get_rep(adata, use_rep)
-    models = [NeuralFIM.from_dict(info["models"][k]) for k in sorted(info["models"], key=int)]
     metric, density = with_density(NeuralFIMMetric(models), X, density_weight)
     return X, use_rep, metric, density
 
@@ -99,16 +104,13 @@ def _initial_paths(
 
 def _check_solver_args(method, energy, n_points, max_iter, n_steps, density_weight, hot_start):
     _hot_start_name(hot_start)
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    if energy not in _ENERGIES:
-        raise ValueError(f"energy must be one of {_ENERGIES}, got {energy!r}")
+    check_choice("method", method, _METHODS)
+    check_choice("energy", energy, _ENERGIES)
     n_points = check_int("n_points", n_points, minimum=3)
     max_iter = check_int("max_iter", max_iter)
     n_steps = check_int("n_steps", n_steps)
-    if not np.isfinite(density_weight) or density_weight < 0:
-        raise ValueError(f"density_weight must be ≥ 0, got {density_weight}")
-    return n_points, max_iter, n_steps
+    density_weight = check_float("density_weight", density_weight, minimum=0.0)
+    return n_points, max_iter, n_steps, density_weight
 
 
 def _solve(
@@ -125,6 +127,7 @@ def _solve(
     max_iter,
     n_steps,
     random_state,
+    progress,
 ):
     X, use_rep, metric, density = _fim_setup(adata, fim_key, density_weight)
     if method == "ode":
@@ -137,6 +140,7 @@ def _solve(
             init=init,
             n_steps=n_steps,
             random_state=random_state,
+            progress=progress,
         )
         return X, use_rep, res
     fn = metric.divergence_energy if energy == "fisher_rao" else None
@@ -147,6 +151,7 @@ def _solve(
     return X, use_rep, res
 
 
+@doc_params()
 def geodesic(
     adata: AnnData,
     start,
@@ -161,6 +166,7 @@ def geodesic(
     max_iter: int = 300,
     n_steps: int = 300,
     random_state: int | None = 0,
+    progress: bool = True,
     key_added: str = "geodesic",
     copy: bool = False,
 ) -> AnnData | None:
@@ -215,10 +221,11 @@ def geodesic(
         Adam steps (``"ode"``).
     random_state
         Seed of the ODE networks' initial weights (``"ode"``).
+    progress
+        Show a progress bar over the Adam steps (``"ode"``).
     key_added
         ``uns`` key of the result.
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
 
     Returns
     -------
@@ -230,12 +237,16 @@ def geodesic(
         ``proximity`` (max distance of a curve point to its nearest cell), ``start`` and
         ``end`` (obs names) and ``params``.
     """
-    n_points, max_iter, n_steps = _check_solver_args(
+    n_points, max_iter, n_steps, density_weight = _check_solver_args(
         method, energy, n_points, max_iter, n_steps, density_weight, hot_start
     )
+    progress = check_bool("progress", progress)
+    random_state = check_common(random_state, key_added, copy)
+    check_key_added(fim_key, "fim_key")
     s, e = resolve_cells(adata, start), resolve_cells(adata, end)
     if s.size != e.size:
         raise ValueError(f"{s.size} start cells but {e.size} end cells")
+    start_time = logg.info(f"computing {s.size} geodesic(s) ({method}, {energy} energy)")
     X, use_rep, res = _solve(
         adata,
         s,
@@ -249,6 +260,7 @@ def geodesic(
         max_iter=max_iter,
         n_steps=n_steps,
         random_state=random_state,
+        progress=progress,
     )
     prox = cKDTree(X).query(res.paths.reshape(-1, X.shape[1]))[0].reshape(len(s), -1).max(1)
 
@@ -273,9 +285,11 @@ def geodesic(
             },
         }
     )
+    logg.info("    finished", time=start_time, deep=logg.added(("uns", key_added)))
     return adata if copy else None
 
 
+@doc_params()
 def fisher_rao_distances(
     adata: AnnData,
     cells=None,
@@ -287,6 +301,7 @@ def fisher_rao_distances(
     density_weight: float = 1e-3,
     n_steps: int = 300,
     random_state: int | None = 0,
+    progress: bool = True,
     max_cells: int = 100,
     key_added: str = "fisher_rao_distances",
     copy: bool = False,
@@ -299,15 +314,14 @@ def fisher_rao_distances(
         Annotated data on which :func:`scfim.tl.neural_fim` ran.
     cells
         Obs names or positions; None takes ``max_cells`` evenly spaced cells.
-    method, energy, n_points, fim_key, density_weight, n_steps, random_state
+    method, energy, n_points, fim_key, density_weight, n_steps, random_state, progress
         As in :func:`geodesic`. With ``"ode"`` a distance is the length of the ODE curve,
         whose end misses the cell by ``endpoint_error`` (written as a matrix too).
     max_cells
         Refuse more cells than this (the cost grows with the square).
     key_added
         ``uns`` key of the result.
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
 
     Returns
     -------
@@ -316,9 +330,12 @@ def fisher_rao_distances(
         ``distances`` (symmetric, zero diagonal), ``endpoint_error`` (symmetric; 0 for
         ``"energy"``) and ``params``.
     """
-    n_points, _, n_steps = _check_solver_args(
+    n_points, _, n_steps, density_weight = _check_solver_args(
         method, energy, n_points, 1, n_steps, density_weight, True
     )
+    progress = check_bool("progress", progress)
+    random_state = check_common(random_state, key_added, copy)
+    check_key_added(fim_key, "fim_key")
     max_cells = check_int("max_cells", max_cells, minimum=2)
     if cells is None:
         idx = np.unique(np.linspace(0, adata.n_obs - 1, min(max_cells, adata.n_obs)).astype(int))
@@ -327,6 +344,7 @@ def fisher_rao_distances(
     if idx.size < 2 or idx.size > max_cells:
         raise ValueError(f"need between 2 and max_cells={max_cells} cells, got {idx.size}")
     iu = np.triu_indices(idx.size, 1)
+    start_time = logg.info(f"computing Fisher–Rao distances among {idx.size} cells ({method})")
     _, _, res = _solve(
         adata,
         idx[iu[0]],
@@ -340,6 +358,7 @@ def fisher_rao_distances(
         max_iter=300,
         n_steps=n_steps,
         random_state=random_state,
+        progress=progress,
     )
     D = np.zeros((idx.size, idx.size))
     D[iu] = res.lengths
@@ -353,4 +372,5 @@ def fisher_rao_distances(
         "endpoint_error": miss + miss.T,
         "params": {"method": method, "energy": energy, "n_points": n_points},
     }
+    logg.info("    finished", time=start_time, deep=logg.added(("uns", key_added)))
     return adata if copy else None

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from anndata import AnnData
 
+from .. import _logging as logg
+from .._docs import doc_params
+from .._keys import jsd_phate_keys
 from ..geometry.divergences import pairwise_js
 from ..geometry.mds import interpolate, metric_mds
-from ._operator import operator_from_adata
-from ._utils import check_int
+from ._store import read_operator
+from ._validate import check_bool, check_int, check_key_added
 
 __all__ = ["jsd_phate"]
 
-logger = logging.getLogger("scfim")
 
-
+@doc_params()
 def jsd_phate(
     adata: AnnData,
     *,
     n_components: int = 2,
     diffusion_key: str = "diffusion",
     max_iter: int = 300,
-    key_added: str = "X_jsd_phate",
+    key_added: str = "jsd_phate",
     copy: bool = False,
 ) -> AnnData | None:
     """JSD-PHATE: metric MDS of Jensen–Shannon distances between rows of Pᵗ.
@@ -45,37 +45,46 @@ def jsd_phate(
     max_iter
         SMACOF iteration limit.
     key_added
-        ``obsm`` key of the embedding.
-    copy
-        Return a modified copy instead of writing into ``adata``.
+        Name of the result: the embedding is ``obsm[f"X_{key_added}"]``, the fit
+        statistics ``uns[key_added]``.
+    {copy}
 
     Returns
     -------
     AnnData or None
         None, or the modified copy when ``copy=True``. Writes
 
-        ``adata.obsm[key_added]``
-            ``(n_obs, n_components)`` embedding;
-        ``adata.uns["jsd_phate"]``
+        ``adata.obsm[f"X_{key_added}"]``
+            ``(n_obs, n_components)`` embedding (``"X_jsd_phate"`` by default);
+        ``adata.uns[key_added]``
             ``params`` and the normalised ``stress`` of the MDS fit.
+
+    Raises
+    ------
+    ValueError, KeyError, TypeError
+        On invalid input; ``adata`` is then left unchanged.
     """
     n_components = check_int("n_components", n_components)
     max_iter = check_int("max_iter", max_iter)
-    op = operator_from_adata(adata, diffusion_key)
+    check_key_added(diffusion_key, "diffusion_key")
+    check_key_added(key_added)
+    check_bool("copy", copy)
+    op = read_operator(adata, diffusion_key)
     if n_components >= op.n_states:
         raise ValueError(
             f"n_components={n_components} must be smaller than the number of diffusion "
             f"states ({op.n_states})"
         )
+    start = logg.info(f"computing JSD-PHATE of {op.n_states} diffusion states")
     rows = op.landmark_rows()
     D = np.sqrt(pairwise_js(rows))
     Y_states, s1 = metric_mds(D, n_components, max_iter=max_iter)
     Y = interpolate(op.cell_to_landmark(), Y_states) if op.is_landmark else Y_states
-    logger.info("jsd_phate: %d states, stress-1 %.3f", op.n_states, s1)
 
+    keys = jsd_phate_keys(key_added)
     adata = adata.copy() if copy else adata
-    adata.obsm[key_added] = Y.astype(np.float32)
-    adata.uns["jsd_phate"] = {
+    adata.obsm[keys["embedding"][1]] = Y.astype(np.float32)
+    adata.uns[key_added] = {
         "params": {
             "n_components": n_components,
             "diffusion_key": diffusion_key,
@@ -83,4 +92,9 @@ def jsd_phate(
         },
         "stress": float(s1),
     }
+    logg.info(
+        f"    finished: stress-1 {s1:.3f}",
+        time=start,
+        deep=logg.added(keys["embedding"], keys["uns"]),
+    )
     return adata if copy else None

@@ -2,52 +2,30 @@
 
 from __future__ import annotations
 
-import logging
-
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..geometry.land import LANDMetric, MetricManifold
-from ..geometry.metric import SumMetric
-from ._utils import check_int, clean_for_h5ad, get_rep, require_key
+from .. import _logging as logg
+from .._docs import doc_params
+from .._keys import land_keys
+from ._store import clean_for_h5ad, land_manifold
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_common,
+    check_float,
+    check_int,
+    check_key_added,
+    get_rep,
+    require_key,
+)
 
 __all__ = ["land"]
-
-logger = logging.getLogger("scfim")
 
 _METRICS = ("land", "neural_fim")
 
 
-def _positive(name: str, value, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _neural_metric(adata: AnnData, fim_key: str, X: np.ndarray, land_weight: float):
-    """The neural-FIM metric of ``adata.uns[fim_key]`` (+ a LAND term so it is full rank)."""
-    from ..geometry.metric import NeuralFIMMetric
-    from ..models.neural_fim import NeuralFIM
-
-    info = require_key(adata, fim_key, "neural_fim")
-    if "models" not in info or not len(info["models"]):
-        raise KeyError(f"adata.uns[{fim_key!r}] holds no neural FIM models")
-    models = [NeuralFIM.from_dict(info["models"][k]) for k in sorted(info["models"], key=int)]
-    if models[0].n_features_ != X.shape[1]:
-        raise ValueError(
-            f"the neural FIM takes {models[0].n_features_} features, use_rep has {X.shape[1]}"
-        )
-    fim = NeuralFIMMetric(models)
-    if land_weight > 0:
-        return SumMetric([fim, LANDMetric(X)], [1.0, land_weight])
-    return fim
-
-
+@doc_params()
 def land(
     adata: AnnData,
     *,
@@ -67,7 +45,7 @@ def land(
     n_steps: int = 12,
     log_tol: float = 1e-3,
     random_state: int | None = 0,
-    verbose: bool = True,
+    progress: bool = True,
     key_added: str = "land",
     copy: bool = False,
 ) -> AnnData | None:
@@ -113,12 +91,11 @@ def land(
         Relative tolerance of the Log-map boundary-value problems.
     random_state
         Seed (k-means start and Monte Carlo samples).
-    verbose
+    progress
         Progress bar over EM iterations.
     key_added
         ``uns`` key and prefix of the ``obs`` columns.
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
 
     Returns
     -------
@@ -147,25 +124,22 @@ def land(
     from ..models.land import LANDMixture
 
     # ---------------- validate everything before touching adata
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    check_choice("metric", metric, _METRICS)
     n_components = check_int("n_components", n_components)
     max_iter = check_int("max_iter", max_iter)
     n_samples = check_int("n_samples", n_samples, minimum=2)
     n_steps = check_int("n_steps", n_steps, minimum=2)
     max_points = check_int("max_points", max_points, minimum=2)
-    if random_state is not None:
-        random_state = check_int("random_state", random_state, minimum=0)
-    sigma = _positive("sigma", sigma, allow_none=True)
-    rho = _positive("rho", rho, allow_none=True)
-    rho_rel = _positive("rho_rel", rho_rel)
-    mean_step = _positive("mean_step", mean_step)
-    cov_step = _positive("cov_step", cov_step)
-    log_tol = _positive("log_tol", log_tol)
-    if isinstance(land_weight, bool) or not np.isfinite(land_weight) or land_weight < 0:
-        raise ValueError(f"land_weight must be ≥ 0, got {land_weight!r}")
-    if not isinstance(key_added, str) or not key_added or "/" in key_added:
-        raise ValueError(f"key_added must be a non-empty string without '/', got {key_added!r}")
+    sigma = check_float("sigma", sigma, minimum=0, exclusive_minimum=True, allow_none=True)
+    rho = check_float("rho", rho, minimum=0, exclusive_minimum=True, allow_none=True)
+    rho_rel = check_float("rho_rel", rho_rel, minimum=0, exclusive_minimum=True)
+    mean_step = check_float("mean_step", mean_step, minimum=0, exclusive_minimum=True)
+    cov_step = check_float("cov_step", cov_step, minimum=0, exclusive_minimum=True)
+    log_tol = check_float("log_tol", log_tol, minimum=0, exclusive_minimum=True)
+    land_weight = check_float("land_weight", land_weight, minimum=0.0)
+    progress = check_bool("progress", progress)
+    random_state = check_common(random_state, key_added, copy)
+    check_key_added(fim_key, "fim_key")
     if metric == "neural_fim":
         info = require_key(adata, fim_key, "neural_fim")
         fim_rep = str(info.get("params", {}).get("use_rep", "X"))
@@ -182,13 +156,24 @@ def land(
         )
 
     # ---------------- compute
-    if metric == "land":
-        G = LANDMetric(
-            X, sigma, rho, rho_rel=rho_rel, max_points=max_points, random_state=random_state
-        )
-    else:
-        G = _neural_metric(adata, fim_key, X, float(land_weight))
-    manifold = MetricManifold(G, graph_data=X, n_steps=n_steps, tol=log_tol)
+    start = logg.info(
+        f"fitting a {n_components}-component LAND mixture ({metric} metric) to "
+        f"{X.shape[0]} cells (use_rep={use_rep!r})"
+    )
+    manifold, _, land_metric = land_manifold(
+        adata,
+        X,
+        metric=metric,
+        sigma=sigma,
+        rho=rho,
+        rho_rel=rho_rel,
+        max_points=max_points,
+        fim_key=fim_key,
+        land_weight=land_weight,
+        n_steps=n_steps,
+        log_tol=log_tol,
+        random_state=random_state,
+    )
     model = LANDMixture(
         manifold,
         n_components,
@@ -197,30 +182,26 @@ def land(
         mean_step=mean_step,
         cov_step=cov_step,
         random_state=random_state,
-        verbose=verbose,
+        verbose=progress,
     ).fit(X)
     failed = model.log_failed_.any(1)
+    keys = land_keys(key_added)
     if failed.any():
-        logger.warning(
-            "land: the Log maps of %d of %d cells did not converge (flagged in obs[%r])",
-            int(failed.sum()),
-            X.shape[0],
-            f"{key_added}_log_failed",
+        logg.warning(
+            f"land: the Log maps of {int(failed.sum())} of {X.shape[0]} cells did not "
+            f"converge (flagged in obs[{keys['log_failed'][1]!r}])"
         )
-    land_metric = G if isinstance(G, LANDMetric) else None
-    if land_metric is None and isinstance(G, SumMetric):
-        land_metric = G.metrics[1]
     st = model.to_dict()
     hist = st.pop("history")
 
     # ---------------- write
     adata = adata.copy() if copy else adata
-    adata.obs[f"{key_added}_log_likelihood"] = model.log_likelihood_
-    adata.obs[f"{key_added}_component"] = pd.Categorical(
+    adata.obs[keys["log_likelihood"][1]] = model.log_likelihood_
+    adata.obs[keys["component"][1]] = pd.Categorical(
         model.labels_.astype(str), categories=[str(k) for k in range(n_components)]
     )
-    adata.obs[f"{key_added}_log_failed"] = failed
-    adata.obsm[f"{key_added}_responsibilities"] = model.responsibilities_
+    adata.obs[keys["log_failed"][1]] = failed
+    adata.obsm[keys["responsibilities"][1]] = model.responsibilities_
     adata.uns[key_added] = clean_for_h5ad(
         {
             **st,
@@ -233,7 +214,7 @@ def land(
                 "rho_rel": rho_rel,
                 "max_points": max_points,
                 "fim_key": fim_key if metric == "neural_fim" else None,
-                "land_weight": float(land_weight) if metric == "neural_fim" else None,
+                "land_weight": land_weight if metric == "neural_fim" else None,
                 "max_iter": max_iter,
                 "n_samples": n_samples,
                 "mean_step": mean_step,
@@ -248,5 +229,10 @@ def land(
                 "log_failed_fraction": float(failed.mean()),
             },
         }
+    )
+    logg.info(
+        f"    finished: mean log-likelihood {float(model.log_likelihood_.mean()):.4g}",
+        time=start,
+        deep=logg.added(list(keys.values())),
     )
     return adata if copy else None

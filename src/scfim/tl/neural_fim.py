@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,13 +10,22 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from .. import _logging as logg
+from .._docs import doc_params
+from .._keys import neural_fim_keys
 from ..models.neural_fim import EIG_RTOL, NeuralFIM
-from ._operator import operator_from_adata
-from ._utils import check_int, clean_for_h5ad, get_rep, require_key
+from ._store import clean_for_h5ad, fim_ensemble_state, read_fim_ensemble, read_operator
+from ._validate import (
+    check_bool,
+    check_common,
+    check_float,
+    check_int,
+    check_key_added,
+    get_rep,
+    require_key,
+)
 
 __all__ = ["neural_fim", "neural_fim_transform"]
-
-logger = logging.getLogger("scfim")
 
 _PCA_CHECK_CELLS = 500
 
@@ -41,24 +49,9 @@ def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
     return tuple(check_int("hidden width", h) for h in hidden)
 
 
-def _check_random_state(random_state: int | None) -> int | None:
-    if random_state is None:
-        return None
-    return check_int("random_state", random_state, minimum=0)
-
-
 def _fields(key_added: str) -> dict[str, str]:
     """Names written by ``neural_fim``; ``fim_*`` for the default key, ``{key_added}_*`` else."""
-    p = "fim" if key_added == "neural_fim" else key_added
-    return {
-        "embedding": f"X_{key_added}",
-        "volume": f"{p}_volume",
-        "log_volume": f"{p}_log_volume",
-        "trace": f"{p}_trace",
-        "eigenvalues": f"{p}_eigenvalues",
-        "log_volume_std": f"{p}_log_volume_std",
-        "trace_std": f"{p}_trace_std",
-    }
+    return {k: v[1] for k, v in neural_fim_keys(key_added).items() if k != "uns"}
 
 
 # ---------------------------------------------------------------------- PCA projection
@@ -144,16 +137,20 @@ def _summaries(models: list[NeuralFIM], X: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _write(adata: AnnData, res: dict[str, np.ndarray], key_added: str) -> None:
-    f = _fields(key_added)
-    adata.obsm[f["embedding"]] = res["embedding"].astype(np.float32)
-    adata.obsm[f["eigenvalues"]] = res["eigenvalues"]
+def _write(adata: AnnData, res: dict[str, np.ndarray], key_added: str) -> list[tuple[str, str]]:
+    keys = neural_fim_keys(key_added)
+    adata.obsm[keys["embedding"][1]] = res["embedding"].astype(np.float32)
+    adata.obsm[keys["eigenvalues"][1]] = res["eigenvalues"]
+    written = [keys["embedding"], keys["eigenvalues"]]
     for k in ("volume", "log_volume", "trace", "log_volume_std", "trace_std"):
         if k in res:
-            adata.obs[f[k]] = res[k]
+            adata.obs[keys[k][1]] = res[k]
+            written.append(keys[k])
+    return [*written, keys["uns"]]
 
 
 # ---------------------------------------------------------------------- public
+@doc_params()
 def neural_fim(
     adata: AnnData,
     *,
@@ -167,7 +164,7 @@ def neural_fim(
     device: str = "cpu",
     diffusion_key: str = "diffusion",
     random_state: int | None = 0,
-    verbose: bool = True,
+    progress: bool = True,
     key_added: str = "neural_fim",
     copy: bool = False,
 ) -> AnnData | None:
@@ -205,14 +202,10 @@ def neural_fim(
         Torch device (``"cpu"``, ``"cuda"``…).
     diffusion_key
         ``key_added`` of :func:`scfim.tl.diffusion`.
-    random_state
-        Seed; with a fixed seed results are bit-reproducible on CPU.
-    verbose
-        Show a progress bar.
-    key_added
-        Name of the result (see below).
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {random_state}
+    {progress}
+    {key_added}
+    {copy}
 
     Returns
     -------
@@ -254,18 +247,17 @@ def neural_fim(
     batch_size = check_int("batch_size", batch_size)
     max_pairs = check_int("max_pairs", max_pairs)
     n_ensemble = check_int("n_ensemble", n_ensemble)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    lr = check_float("lr", lr, minimum=0, exclusive_minimum=True)
     dev = _check_device(device)
-    random_state = _check_random_state(random_state)
-    if not isinstance(key_added, str) or not key_added or "/" in key_added:
-        raise ValueError(f"key_added must be a non-empty string without '/', got {key_added!r}")
+    progress = check_bool("progress", progress)
+    random_state = check_common(random_state, key_added, copy)
+    check_key_added(diffusion_key, "diffusion_key")
     info = require_key(adata, diffusion_key, "diffusion")
     use_rep = info.get("params", {}).get("use_rep")
     if use_rep is None:
         raise KeyError(f"adata.uns[{diffusion_key!r}]['params']['use_rep'] is missing")
     use_rep = str(use_rep)
-    op = operator_from_adata(adata, diffusion_key)
+    op = read_operator(adata, diffusion_key)
     X, use_rep = get_rep(adata, use_rep)
     if X.shape[0] != op.n_obs:
         raise ValueError(f"the diffusion operator has {op.n_obs} cells, adata has {X.shape[0]}")
@@ -276,6 +268,10 @@ def neural_fim(
     pca = _pca_projection(adata, X) if use_rep == "X_pca" else None
 
     # ---------------- compute
+    start = logg.info(
+        f"training neural FIM ({n_ensemble} network{'s' if n_ensemble > 1 else ''}) "
+        f"on {X.shape[0]} cells (use_rep={use_rep!r})"
+    )
     models = []
     for i in range(n_ensemble):
         model = NeuralFIM(
@@ -284,30 +280,28 @@ def neural_fim(
             epochs=epochs,
             max_pairs=max_pairs,
             batch_size=batch_size,
-            lr=float(lr),
+            lr=lr,
             random_state=None if random_state is None else random_state + i,
             device=dev,
-            verbose=verbose,
+            verbose=progress,
         )
         models.append(model.fit(X, op.rows))
-        logger.info(
-            "neural_fim: member %d, %d epochs, held-out loss %.4g",
-            i,
-            model.history_["val_loss"].size,
-            float(model.history_["best_val_loss"]),
+        logg.info(
+            f"    member {i}: {model.history_['val_loss'].size} epochs, held-out loss "
+            f"{float(model.history_['best_val_loss']):.4g}"
         )
     res = _summaries(models, X)
 
     # ---------------- write
     adata = adata.copy() if copy else adata
-    _write(adata, res, key_added)
+    fields = _write(adata, res, key_added)
     uns = {
         "params": {
             "n_components": n_components,
             "hidden": np.asarray(hidden, dtype=np.int64),
             "epochs": epochs,
             "batch_size": batch_size,
-            "lr": float(lr),
+            "lr": lr,
             "max_pairs": max_pairs,
             "n_ensemble": n_ensemble,
             "device": str(dev),
@@ -316,7 +310,7 @@ def neural_fim(
             "use_rep": use_rep,
             "eig_rtol": EIG_RTOL,
         },
-        "models": {str(i): m.to_dict() for i, m in enumerate(models)},
+        "models": fim_ensemble_state(models),
         "train_loss": {str(i): m.history_["train_loss"] for i, m in enumerate(models)},
         "val_loss": {str(i): m.history_["val_loss"] for i, m in enumerate(models)},
         "fit_seconds": np.asarray([float(m.history_["fit_seconds"]) for m in models]),
@@ -324,6 +318,7 @@ def neural_fim(
         "pca": pca,
     }
     adata.uns[key_added] = clean_for_h5ad(uns)
+    logg.info("    finished", time=start, deep=logg.added(fields))
     return adata if copy else None
 
 
@@ -338,12 +333,7 @@ def _dense(M) -> np.ndarray:
 
 
 def _models_from(model_from: AnnData, key: str, device: torch.device) -> tuple[list, dict]:
-    info = require_key(model_from, key, "neural_fim")
-    if "models" not in info or "params" not in info:
-        raise KeyError(f"model_from.uns[{key!r}] holds no neural FIM models")
-    states = info["models"]
-    models = [NeuralFIM.from_dict(states[k], device=device) for k in sorted(states, key=int)]
-    return models, info
+    return read_fim_ensemble(model_from, key, device=device, what="model_from")
 
 
 def neural_fim_transform(
@@ -394,9 +384,13 @@ def neural_fim_transform(
 
     Raises
     ------
-    ValueError, KeyError
+    ValueError, KeyError, TypeError
         On invalid input; ``adata_new`` is then left unchanged.
     """
+    check_key_added(key_added)
+    if use_rep is not None and not isinstance(use_rep, str):
+        raise TypeError(f"use_rep must be a string or None, got {use_rep!r}")
+    check_bool("copy", copy)
     dev = _check_device(device)
     models, info = _models_from(model_from, key_added, dev)
     params = dict(info["params"])
@@ -434,10 +428,12 @@ def neural_fim_transform(
         raise ValueError(f"the input ({rep}) of adata_new contains NaN or infinite values")
     if X.shape[1] != d:
         raise ValueError(f"the model expects {d} input features, got {X.shape[1]} from {rep}")
+    start = logg.info(f"evaluating {len(models)} neural FIM model(s) on {X.shape[0]} new cells")
     res = _summaries(models, X)
 
     adata_new = adata_new.copy() if copy else adata_new
-    _write(adata_new, res, key_added)
+    fields = _write(adata_new, res, key_added)
     params["transform_rep"] = rep
     adata_new.uns[key_added] = clean_for_h5ad({"params": params, "fields": _fields(key_added)})
+    logg.info("    finished", time=start, deep=logg.added(fields))
     return adata_new if copy else None

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from anndata import AnnData
 
+from .. import _logging as logg
+from .._docs import doc_params
 from ..geometry.parameter_fim import (
     default_sigma_values,
+    jsd_phate_at,
     parameter_fim_grid,
     select_parameters,
     squared_distances,
 )
-from ._utils import check_common, check_int, clean_for_h5ad, get_rep
+from ._store import clean_for_h5ad
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_common,
+    check_float,
+    check_int,
+    check_key_added,
+    get_rep,
+    require_key,
+)
 
-__all__ = ["parameter_fim"]
-
-logger = logging.getLogger("scfim")
+__all__ = ["parameter_fim", "parameter_embeddings"]
 
 DEFAULT_T_VALUES = tuple(float(t) for t in range(1, 16))  # the paper's t ∈ [1, 15]
 MIN_CELLS = 10
@@ -50,6 +61,7 @@ def _check_grid(name: str, values: Any) -> np.ndarray:
     return out
 
 
+@doc_params()
 def parameter_fim(
     adata: AnnData,
     *,
@@ -63,6 +75,7 @@ def parameter_fim(
     random_state: int | None = 0,
     key_added: str = "parameter_fim",
     progress: bool = True,
+    embeddings_at: str | Sequence[tuple[float, float]] | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Fisher information of the diffusion operator over its parameters (σ, t).
@@ -106,8 +119,7 @@ def parameter_fim(
         the subsample (on the toy tree the volume peaks near σ₀/4 at t = 1).
     n_cells
         Size of the random subsample (10 ≤ n_cells ≤ 5000).
-    use_rep
-        ``obsm`` key of the input space; default ``"X_pca"`` when present, else ``X``.
+    {use_rep}
     alpha
         Anisotropy in [0, 1] (1, the default, is the paper's Algorithm 1).
     n_neighbors
@@ -122,8 +134,10 @@ def parameter_fim(
         ``uns`` key of the result.
     progress
         Show a progress bar over σ.
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    embeddings_at
+        Also compute JSD-PHATE embeddings of the subsample at these points (see
+        :func:`parameter_embeddings`): None, ``"best"`` or a sequence of ``(t, sigma)``.
+    {copy}
 
     Returns
     -------
@@ -144,6 +158,8 @@ def parameter_fim(
             Integer positions (into ``adata.obs``) of the cells used.
         ``params``
             The arguments (resolved ``use_rep``; ``sigma0`` when the default σ grid was used).
+        ``embeddings``
+            Only with ``embeddings_at``: see :func:`parameter_embeddings`.
 
     Raises
     ------
@@ -161,19 +177,22 @@ def parameter_fim(
             f"use at most {MAX_CELLS}"
         )
     n_neighbors = check_int("n_neighbors", n_neighbors)
-    if coordinates not in ("sigma", "log_sigma"):
-        raise ValueError(f"coordinates must be 'sigma' or 'log_sigma', got {coordinates!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
-        raise TypeError(f"alpha must be a number in [0, 1], got {alpha!r}")
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    check_choice("coordinates", coordinates, ("sigma", "log_sigma"))
+    alpha = check_float("alpha", alpha, minimum=0.0, maximum=1.0)
+    progress = check_bool("progress", progress)
     random_state = check_common(random_state, key_added, copy)
+    if embeddings_at is not None:
+        _check_points(embeddings_at)
     X, rep = get_rep(adata, use_rep)
     n_obs = X.shape[0]
     if n_obs < MIN_CELLS:
         raise ValueError(f"need at least {MIN_CELLS} cells, got {n_obs}")
 
     # ---------------- compute
+    start = logg.info(
+        f"computing the parameter FIM on a {t_grid.size} × "
+        f"{'default' if s_grid is None else s_grid.size} (t, sigma) grid"
+    )
     if n_obs > n_cells:
         rng = np.random.default_rng(random_state)
         sub = np.sort(rng.choice(n_obs, size=n_cells, replace=False))
@@ -193,15 +212,18 @@ def parameter_fim(
         (i in (0, t_grid.size - 1) and t_grid.size > 1)
         or (j in (0, s_grid.size - 1) and s_grid.size > 1)
     )
-    logger.info(
-        "parameter_fim: %d cells, %d × %d grid, largest volume at t=%g, sigma=%g%s",
-        sub.size,
-        t_grid.size,
-        s_grid.size,
-        t_best,
-        s_best,
-        " (on the edge of the grid)" if on_boundary else "",
-    )
+    best = {
+        "t": t_best,
+        "sigma": s_best,
+        "t_index": i,
+        "sigma_index": j,
+        "volume": float(grid.volume[i, j]),
+        "on_boundary": on_boundary,
+    }
+    embeddings = None
+    if embeddings_at is not None:
+        points = _check_points(embeddings_at, best)
+        embeddings = _embeddings(Xs, points, float(alpha), 2, 300)
 
     # ---------------- write
     adata = adata.copy() if copy else adata
@@ -212,14 +234,7 @@ def parameter_fim(
             "fim": grid.fim,
             "volume": grid.volume,
             "log_volume": grid.log_volume,
-            "best": {
-                "t": t_best,
-                "sigma": s_best,
-                "t_index": i,
-                "sigma_index": j,
-                "volume": float(grid.volume[i, j]),
-                "on_boundary": on_boundary,
-            },
+            "best": best,
             "subsample": sub.astype(np.int64),
             "params": {
                 "n_cells": n_cells,
@@ -230,6 +245,119 @@ def parameter_fim(
                 "random_state": random_state,
                 "sigma0": sigma0,
             },
+            "embeddings": embeddings,
         }
     )
+    logg.info(
+        f"    finished: {sub.size} cells, largest volume at t = {t_best:g}, sigma = {s_best:g}"
+        + (" (on the edge of the grid)" if on_boundary else ""),
+        time=start,
+        deep=logg.added(("uns", key_added)),
+    )
+    return adata if copy else None
+
+
+def _check_points(embeddings_at: Any, best: dict | None = None) -> list[tuple[float, float]]:
+    """``"best"`` or positive ``(t, sigma)`` pairs; ``"best"`` resolved when ``best`` is given."""
+    if isinstance(embeddings_at, str):
+        if embeddings_at != "best":
+            raise ValueError("embeddings_at must be None, 'best' or a list of (t, sigma)")
+        return [] if best is None else [(float(best["t"]), float(best["sigma"]))]
+    points = []
+    for pt in embeddings_at:
+        if isinstance(pt, str) or len(pt) != 2:
+            raise ValueError(f"embeddings_at needs (t, sigma) pairs, got {pt!r}")
+        t = check_float("t of embeddings_at", pt[0], minimum=0, exclusive_minimum=True)
+        s = check_float("sigma of embeddings_at", pt[1], minimum=0, exclusive_minimum=True)
+        points.append((t, s))
+    if not points:
+        raise ValueError("embeddings_at is empty")
+    return points
+
+
+def _embeddings(Xs, points, alpha: float, n_components: int, max_iter: int) -> dict:
+    Y = np.stack(
+        [
+            jsd_phate_at(Xs, t, s, alpha=alpha, n_components=n_components, max_iter=max_iter)
+            for t, s in points
+        ]
+    )
+    return {"points": np.asarray(points, dtype=np.float64), "coordinates": Y}
+
+
+@doc_params()
+def parameter_embeddings(
+    adata: AnnData,
+    embeddings_at: str | Sequence[tuple[float, float]] = "best",
+    *,
+    key: str = "parameter_fim",
+    n_components: int = 2,
+    max_iter: int = 300,
+    copy: bool = False,
+) -> AnnData | None:
+    """JSD-PHATE embeddings of the parameter-FIM subsample at chosen (t, σ) (paper Fig. 2A).
+
+    For each point, the subsample of :func:`parameter_fim` is embedded with the dense
+    Gaussian operator of bandwidth σ and diffusion time t
+    (:func:`scfim.geometry.parameter_fim.jsd_phate_at`): rows of Pᵗ, Jensen–Shannon
+    distances, metric MDS. :func:`scfim.pl.parameter_landscape` draws them.
+
+    Parameters
+    ----------
+    adata
+        Annotated data on which :func:`parameter_fim` ran.
+    embeddings_at
+        ``"best"`` (the selected point) or a sequence of ``(t, sigma)`` pairs (any
+        positive values, on the grid or not). Seconds per point for 500 cells.
+    key
+        ``key_added`` of :func:`parameter_fim`.
+    n_components
+        Embedding dimension.
+    max_iter
+        SMACOF iteration limit.
+    {copy}
+
+    Returns
+    -------
+    AnnData or None
+        None, or the modified copy when ``copy=True``. Writes
+        ``adata.uns[key]["embeddings"]``: ``points`` ``(m, 2)`` (t, σ) and ``coordinates``
+        ``(m, n_subsample, n_components)``; points computed before are kept (a point given
+        again is recomputed).
+
+    Raises
+    ------
+    ValueError, KeyError, TypeError
+        On invalid input; ``adata`` is then left unchanged.
+    """
+    check_key_added(key, "key")
+    n_components = check_int("n_components", n_components)
+    max_iter = check_int("max_iter", max_iter)
+    check_bool("copy", copy)
+    _check_points(embeddings_at)
+    res = require_key(adata, key, "parameter_fim")
+    if "subsample" not in res or "best" not in res:
+        raise KeyError(f"adata.uns[{key!r}] holds no parameter FIM grid")
+    points = _check_points(embeddings_at, res["best"])
+    X, _ = get_rep(adata, str(res["params"]["use_rep"]))
+    Xs = X[np.asarray(res["subsample"], dtype=np.int64)]
+    alpha = float(res["params"].get("alpha", 1.0))
+    start = logg.info(f"computing {len(points)} JSD-PHATE embeddings of {len(Xs)} cells")
+    new = _embeddings(Xs, points, alpha, n_components, max_iter)
+    old = res.get("embeddings")
+    if old is not None and np.asarray(old["coordinates"]).shape[2] == n_components:
+        keep = [
+            k
+            for k, p in enumerate(np.asarray(old["points"]))
+            if not any(np.allclose(p, q) for q in points)
+        ]
+        new = {
+            "points": np.concatenate([np.asarray(old["points"])[keep], new["points"]]),
+            "coordinates": np.concatenate(
+                [np.asarray(old["coordinates"])[keep], new["coordinates"]]
+            ),
+        }
+    adata = adata.copy() if copy else adata
+    adata.uns[key]["embeddings"] = new
+    logg.info("    finished", time=start, deep=logg.added(("uns", f"{key}/embeddings")))
     return adata if copy else None
