@@ -47,9 +47,19 @@ def clean_for_h5ad(d: dict) -> dict:
 
 # ---------------------------------------------------------------------- diffusion operator
 def write_operator(
-    adata: AnnData, op: DiffusionOperator, key: str, *, params: dict, entropy=None
+    adata: AnnData,
+    op: DiffusionOperator,
+    key: str,
+    *,
+    params: dict,
+    entropy=None,
+    extra: dict | None = None,
 ) -> list[tuple[str, str]]:
-    """Write ``op`` under ``key`` (``obsp`` transitions and ``uns``); returns the fields."""
+    """Write ``op`` under ``key`` (``obsp`` transitions and ``uns``); returns the fields.
+
+    ``extra`` entries are merged into ``uns[key]`` (e.g. per-cell quantities a later
+    out-of-sample transform needs).
+    """
     keys = diffusion_keys(key)
     tkey = keys["transitions"][1]
     adata.obsp[tkey] = op.transitions.astype(np.float64)
@@ -64,6 +74,7 @@ def write_operator(
         result["entropy"] = entropy
     if op.landmark_labels is not None:
         result["landmark_labels"] = op.landmark_labels
+    result.update(extra or {})
     adata.uns[key] = clean_for_h5ad(result)
     return [keys["transitions"], keys["uns"]]
 
