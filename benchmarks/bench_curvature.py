@@ -54,6 +54,7 @@ def centre_curvature(
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clouds", type=int, default=20)
     p.add_argument("--n-obs", type=int, default=2000)

@@ -30,6 +30,7 @@ RESULT = {{"seconds": t2 - t0, "diffusion_s": t1 - t0, "jsd_phate_s": t2 - t1,
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3000, 20000, 100000])
     parser.add_argument("--threads", type=int, default=2)

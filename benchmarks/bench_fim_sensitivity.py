@@ -32,6 +32,7 @@ def fim_trace(
     seed: int = 0,
     t: int | str = "auto",
 ) -> np.ndarray:
+    """Per-cell FIM trace of one fit with the given settings."""
     a = ad.AnnData(X.astype(np.float32))
     scfim.tl.diffusion(a, use_rep="X", n_neighbors=n_neighbors, t=t, random_state=0)
     scfim.tl.neural_fim(
@@ -41,6 +42,7 @@ def fim_trace(
 
 
 def correlations(name: str, labels: list[str], traces: list[np.ndarray]) -> str:
+    """Table rows of the Spearman correlations between the traces of the settings."""
     rows = []
     for la, ta in zip(labels, traces, strict=True):
         rows.append(
@@ -51,6 +53,7 @@ def correlations(name: str, labels: list[str], traces: list[np.ndarray]) -> str:
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-obs", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)

@@ -67,7 +67,7 @@ def _stochman():
 
 
 def _stochman_solve(man, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, float]:
-    """stochman defaults (float32 CubicSpline, Adam); lengths on 2001 points, seconds."""
+    """Stochman defaults (float32 CubicSpline, Adam); lengths on 2001 points, seconds."""
     p0 = torch.as_tensor(A, dtype=torch.float32)
     # the same copy of the end point as ours (ψ shifted by 2πk to within π of the start)
     B = SphereMetric().canonical_end(torch.as_tensor(A), torch.as_tensor(B)).numpy()
@@ -84,6 +84,7 @@ def _stochman_solve(man, A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, floa
 
 
 def sphere(quick: bool) -> None:
+    """Sphere geodesics against the exact great-circle distance."""
     m = SphereMetric()
     exact = np.pi / 2
 
@@ -182,6 +183,7 @@ def sphere(quick: bool) -> None:
 
 
 def swiss_roll(quick: bool) -> None:
+    """Swiss-roll geodesics against the true (unrolled) distances."""
     import scipy.sparse.csgraph as csgraph
     from scipy.stats import spearmanr
 
@@ -254,6 +256,7 @@ def swiss_roll(quick: bool) -> None:
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer pairs, cells and steps")
     args = ap.parse_args()

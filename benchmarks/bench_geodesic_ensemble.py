@@ -37,6 +37,7 @@ from scfim.datasets import tree
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller tree, fewer epochs")
     ap.add_argument("--members", type=int, default=5, help="ensemble size")

@@ -45,6 +45,7 @@ def _angle(a, b) -> float:
 
 
 def known_sphere(n: int, s: float, seed: int) -> dict:
+    """LAND on the known sphere manifold: fitted against true parameters."""
     a = datasets.land_sphere(n, cov=(s**2, s**2), random_state=seed)
     X = SphereManifold.project(np.asarray(a.X, dtype=np.float64))
     tr = a.uns["land_truth"]
@@ -59,6 +60,7 @@ def known_sphere(n: int, s: float, seed: int) -> dict:
 
 
 def learned_sphere(n: int, s: float, seed: int, iters: int, tol: float) -> dict:
+    """LAND with the learned LAND metric on sphere samples."""
     a = datasets.land_sphere(n, cov=(s**2, s**2), random_state=seed)
     X = np.asarray(a.X, dtype=np.float64)
     tr = a.uns["land_truth"]
@@ -81,6 +83,7 @@ def learned_sphere(n: int, s: float, seed: int, iters: int, tol: float) -> dict:
 
 
 def moons(n: int, iters: int, seed: int, tol: float) -> dict:
+    """Two-moons LAND mixture: clustering accuracy and log-likelihood."""
     a = datasets.two_moons(n, noise=0.08, random_state=seed)
     X = np.asarray(a.X, dtype=np.float64)
     y = a.obs["cluster"].cat.codes.to_numpy()
@@ -101,6 +104,7 @@ def moons(n: int, iters: int, seed: int, tol: float) -> dict:
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes")
     p.add_argument("--seed", type=int, default=0)

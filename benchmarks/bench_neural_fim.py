@@ -54,6 +54,7 @@ RESULT = {{"seconds": time.perf_counter() - t0, "finite": bool(np.isfinite(s["tr
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20000, 100000])
     parser.add_argument("--fim-cells", type=int, default=200_000)

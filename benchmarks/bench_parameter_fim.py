@@ -39,6 +39,7 @@ def fd_agreement(X: np.ndarray, sigma: float, t: float) -> float:
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n-obs", type=int, default=1000)
     p.add_argument("--branches", type=int, default=5)

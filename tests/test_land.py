@@ -2,18 +2,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import warnings  # noqa: E402
+import warnings
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from anndata import AnnData, read_h5ad  # noqa: E402
-from conftest import assert_unchanged, snapshot  # noqa: E402
-from sklearn.metrics import adjusted_rand_score  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from anndata import AnnData, read_h5ad
+from conftest import assert_unchanged, snapshot
+from sklearn.metrics import adjusted_rand_score
 
-import scfim  # noqa: E402
-from scfim import datasets  # noqa: E402
-from scfim.geometry.land import (  # noqa: E402
+import scfim
+from scfim import datasets
+from scfim.geometry.land import (
     LANDMetric,
     MetricManifold,
     SphereManifold,
@@ -21,8 +21,8 @@ from scfim.geometry.land import (  # noqa: E402
     log_map,
     sphere_frame,
 )
-from scfim.geometry.metric import Metric, SphereMetric  # noqa: E402
-from scfim.models.land import LAND, LANDMixture  # noqa: E402
+from scfim.geometry.metric import Metric, SphereMetric
+from scfim.models.land import LAND, LANDMixture
 
 
 def _arc(n=200, seed=0):

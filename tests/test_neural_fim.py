@@ -163,7 +163,7 @@ def test_identical_pairs_do_not_give_nan():
 def test_fit_is_reproducible():
     X = np.random.default_rng(0).normal(size=(120, 6))
     rows = _rows_from_points(X)
-    kw = dict(epochs=4, batch_size=32, n_val_pairs=64, verbose=False)
+    kw = {"epochs": 4, "batch_size": 32, "n_val_pairs": 64, "verbose": False}
     a = NeuralFIM(5, (12, 12), random_state=3, **kw).fit(X, rows).to_dict()
     b = NeuralFIM(5, (12, 12), random_state=3, **kw).fit(X, rows).to_dict()
     c = NeuralFIM(5, (12, 12), random_state=4, **kw).fit(X, rows).to_dict()
@@ -181,7 +181,7 @@ def test_pooled_rows_path_is_reproducible():
         calls.append(len(idx))
         return _rows_from_points(X)(idx)
 
-    kw = dict(epochs=3, batch_size=16, n_val_pairs=32, pool_size=40, cache_entries=0)
+    kw = {"epochs": 3, "batch_size": 16, "n_val_pairs": 32, "pool_size": 40, "cache_entries": 0}
     a = NeuralFIM(4, (8,), random_state=0, verbose=False, **kw).fit(X, rows)
     assert max(calls[1:]) <= 40  # after the held-out pairs: one pool at a time
     b = NeuralFIM(4, (8,), random_state=0, verbose=False, **kw).fit(X, _rows_from_points(X))
@@ -344,17 +344,17 @@ def test_transform_projects_with_stored_pca():
 @pytest.mark.parametrize(
     ("kwargs", "err"),
     [
-        (dict(n_components=1), ValueError),
-        (dict(n_components=0), ValueError),
-        (dict(n_components=2.5), TypeError),
-        (dict(n_components=10_000), ValueError),
-        (dict(n_ensemble=0), ValueError),
-        (dict(device="gpu-please"), ValueError),
-        (dict(device="cuda:7"), ValueError),
-        (dict(hidden=()), TypeError),
-        (dict(hidden=(10, 0)), ValueError),
-        (dict(lr=-1.0), ValueError),
-        (dict(diffusion_key="nope"), KeyError),
+        ({"n_components": 1}, ValueError),
+        ({"n_components": 0}, ValueError),
+        ({"n_components": 2.5}, TypeError),
+        ({"n_components": 10_000}, ValueError),
+        ({"n_ensemble": 0}, ValueError),
+        ({"device": "gpu-please"}, ValueError),
+        ({"device": "cuda:7"}, ValueError),
+        ({"hidden": ()}, TypeError),
+        ({"hidden": (10, 0)}, ValueError),
+        ({"lr": -1.0}, ValueError),
+        ({"diffusion_key": "nope"}, KeyError),
     ],
 )
 def test_bad_arguments_leave_adata_unchanged(small_fit, kwargs, err):

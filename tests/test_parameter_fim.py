@@ -2,17 +2,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from anndata import AnnData, read_h5ad  # noqa: E402
-from conftest import assert_unchanged, branching, snapshot  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from anndata import AnnData, read_h5ad
+from conftest import assert_unchanged, branching, snapshot
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-import scfim  # noqa: E402
-from scfim.geometry import parameter_fim as pf  # noqa: E402
+import scfim
+from scfim.geometry import parameter_fim as pf
 
 
 def _cloud(n=40, d=3, seed=0):

@@ -2,13 +2,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from anndata import AnnData, read_h5ad  # noqa: E402
-from conftest import assert_unchanged, branching, snapshot  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from anndata import AnnData, read_h5ad
+from conftest import assert_unchanged, branching, snapshot
 
-import scfim  # noqa: E402
+import scfim
 
 
 @pytest.fixture(scope="module")

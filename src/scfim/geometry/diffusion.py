@@ -276,10 +276,12 @@ class DiffusionOperator:
     # ---- structure
     @property
     def n_obs(self) -> int:
+        """Number of cells."""
         return self.transitions.shape[0]
 
     @property
     def is_landmark(self) -> bool:
+        """Whether the states are landmarks (else the cells themselves)."""
         return self.landmark_labels is not None
 
     @property

@@ -79,8 +79,7 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
 
 def end_points(metric: Metric, start, end, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``start`` and ``end`` as ``(B, d)`` tensors; ``end`` passed through
-    :meth:`Metric.canonical_end`."""
+    """``start`` and ``end`` as ``(B, d)`` tensors, ``end`` through :meth:`Metric.canonical_end`."""
     a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype)
     b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype)
     if a.shape != b.shape or a.ndim != 2:

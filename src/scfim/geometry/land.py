@@ -178,9 +178,11 @@ class LANDMetric(Metric):
         return (1.0 / (S + self.rho)).to(x.dtype)
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
+        """Metric tensors ``(B, D, D)``: the diagonal ``M(x)`` as a matrix."""
         return torch.diag_embed(self.diagonal(x))
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Squared norms ``vᵀ M(x) v`` ``(B,)`` from the diagonal."""
         return (self.diagonal(x) * v * v).sum(-1)
 
     def log_volume(self, x: torch.Tensor) -> torch.Tensor:
@@ -292,6 +294,7 @@ class LogResult:
 
     @property
     def n_failed(self) -> int:
+        """Number of Log maps that did not converge."""
         return int((~self.converged).sum())
 
 
@@ -414,7 +417,7 @@ def log_map(
     if V.shape != X.shape:
         raise ValueError(f"init must have shape {X.shape}")
     V[~np.isfinite(V)] = 0.0
-    kw = dict(n_steps=n_steps, tol=tol, fd_eps=fd_eps)
+    kw = {"n_steps": n_steps, "tol": tol, "fd_eps": fd_eps}
     V, ok, res = _newton_shoot(metric, mu, X, V, max_iter=max_iter, **kw)
     n_energy = 0
     if energy_fallback and not ok.all():
@@ -690,6 +693,7 @@ class SphereManifold:
         return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
     def exp(self, mu, V) -> np.ndarray:
+        """Exponential map at ``mu`` of tangent coordinates ``V`` (great circles)."""
         mu = self.project(mu)
         U = np.atleast_2d(V) @ sphere_frame(mu).T
         n = np.linalg.norm(U, axis=1, keepdims=True)
@@ -697,6 +701,7 @@ class SphereManifold:
         return np.cos(n) * mu + sinc * U
 
     def log(self, mu, X, init=None) -> LogResult:
+        """Logarithm map at ``mu`` of the points ``X`` (closed form; ``init`` unused)."""
         mu = self.project(mu)
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         c = np.clip(X @ mu, -1.0, 1.0)
@@ -710,4 +715,5 @@ class SphereManifold:
         return LogResult(V, ok & (res < 1e-6), res, 0)
 
     def log_volume(self, Y) -> np.ndarray:
+        """Log-volume of the metric in tangent coordinates (0: the sphere is isometric)."""
         return np.zeros(len(np.atleast_2d(Y)))

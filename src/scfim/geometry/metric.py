@@ -125,8 +125,10 @@ class Metric:
 
     # ------------------------------------------------------------------ solvers
     def geodesic(self, start, end, **kwargs):
-        """Minimum-energy curves from ``start[i]`` to ``end[i]``
-        (:func:`~scfim.geometry.geodesic.energy_geodesic`; keyword arguments passed on)."""
+        """Minimum-energy curves from ``start[i]`` to ``end[i]``.
+
+        See :func:`~scfim.geometry.geodesic.energy_geodesic` (keyword arguments passed on).
+        """
         from .geodesic import energy_geodesic
 
         return energy_geodesic(self, start, end, **kwargs)
@@ -175,15 +177,19 @@ class SumMetric(Metric):
         return [(w, m) for w, m in zip(self.weights, self.metrics, strict=True) if w > 0]
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the terms' metric tensors ``(B, d, d)``."""
         return sum(w * m.metric(x) for w, m in self._terms())
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the terms' squared norms ``(B,)``."""
         return sum(w * m.inner(x, v) for w, m in self._terms())
 
     def divergence_energy(self, c: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the terms' divergence energies of the curves ``c``."""
         return sum(w * m.divergence_energy(c) for w, m in self._terms())
 
     def canonical_end(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+        """The first term's choice of end point (see :meth:`Metric.canonical_end`)."""
         return self.metrics[0].canonical_end(start, end)
 
 
@@ -194,9 +200,11 @@ class EuclideanMetric(Metric):
         self.dim = int(dim)
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity matrices ``(B, d, d)``."""
         return torch.eye(self.dim, dtype=x.dtype).expand(x.shape[0], self.dim, self.dim)
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Squared Euclidean norms ``(B,)``."""
         return (v * v).sum(-1)
 
 
@@ -213,6 +221,7 @@ class SphereMetric(Metric):
         self.radius = float(radius)
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
+        """Round metric ``r² diag(1, sin²θ)`` in (θ, φ) ``(B, 2, 2)``."""
         s2 = torch.sin(x[:, 0]) ** 2
         G = torch.zeros(x.shape[0], 2, 2, dtype=x.dtype)
         G[:, 0, 0] = 1.0
@@ -220,6 +229,7 @@ class SphereMetric(Metric):
         return self.radius**2 * G
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Squared norms ``r² (v_θ² + sin²θ v_φ²)`` ``(B,)``."""
         return self.radius**2 * (v[:, 0] ** 2 + torch.sin(x[:, 0]) ** 2 * v[:, 1] ** 2)
 
     def canonical_end(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
@@ -311,9 +321,11 @@ class DensityMetric(Metric):
         return torch.exp(self._log_density(x)).to(x.dtype)
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Squared norms ``‖v‖² / (p(x) + ε)`` ``(B,)``."""
         return (v * v).sum(-1) / (self.density(x) + self.eps)
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
+        """``I / (p(x) + ε)`` ``(B, d, d)``."""
         w = 1.0 / (self.density(x) + self.eps)
         return w[:, None, None] * torch.eye(self.dim, dtype=x.dtype)
 
@@ -346,6 +358,7 @@ class NeuralFIMMetric(Metric):
         self.dim = int(models[0].n_features_)
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Squared norms ``vᵀ g(x) v`` ``(B,)`` by Jacobian-vector products (ensemble mean)."""
         x64, v64 = x.double(), v.double()
         total = torch.zeros(x.shape[0], dtype=torch.float64)
         for net in self.nets:
@@ -373,6 +386,7 @@ class NeuralFIMMetric(Metric):
         return 2.0 * (n - 1) * total / len(self.nets)
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
+        """Pull-back Fisher metric ``(B, d, d)``, averaged over the ensemble."""
         eye = torch.eye(self.dim, dtype=x.dtype)
         cols = []
         for j in range(self.dim):  # polarisation: G_ij = (q(e_i + e_j) − q(e_i) − q(e_j)) / 2
