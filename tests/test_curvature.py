@@ -7,55 +7,103 @@ from conftest import assert_unchanged, snapshot
 import scfim
 from scfim import datasets
 from scfim.geometry.curvature import (
-    ball_indices,
     diffusion_curvature,
-    gaussian_operator,
-    pointwise_curvature,
-    walk_rows,
+    estimate_dimension,
+    neighbor_graph,
+    patch_curvature,
+    patch_neighbors,
 )
 
-# the benchmark's setting (benchmarks/bench_curvature.py), on smaller clouds
-KW = {"t": 16, "ball_neighbors": 30, "smooth": 15, "dim": 2}
-SHAPES = {"sphere": datasets.sphere, "plane": datasets.plane, "saddle": datasets.saddle}
+
+def _cloud(shape: str, n_obs: int = 800, n_dim: int = 2, seed: int = 0) -> np.ndarray:
+    gen = {"sphere": datasets.sphere, "plane": datasets.plane, "saddle": datasets.saddle}[shape]
+    return np.asarray(gen(n_obs=n_obs, n_dim=n_dim, random_state=seed).X, dtype=np.float64)
 
 
-def _centre(shape: str, seed: int, n_obs: int = 1500):
-    X = np.asarray(SHAPES[shape](n_obs=n_obs, n_dim=2, random_state=seed).X, dtype=np.float64)
-    return diffusion_curvature(X, idx=np.array([0]), random_state=seed, **KW)
+@pytest.mark.parametrize("n_dim", [2, 3])
+def test_sign_on_sphere_saddle_and_plane(n_dim):
+    """Whole sphere: every scored cell positive; saddle centre negative; disc exactly 0."""
+    sphere = diffusion_curvature(_cloud("sphere", n_dim=n_dim), cells=np.arange(0, 800, 40))
+    assert sphere.dim == n_dim
+    assert np.all(sphere.curvature > 0), sphere.curvature
+    saddle = diffusion_curvature(_cloud("saddle", n_dim=n_dim), cells=np.array([0]))
+    assert saddle.curvature[0] < 0, saddle.curvature
+    plane = diffusion_curvature(_cloud("plane", n_dim=n_dim), cells=np.array([0, 7]))
+    # the flattening of a flat patch is an isometry: the two walks coincide
+    assert np.all(np.abs(plane.curvature) <= 1e-9 * plane.raw)
+    assert np.all(np.abs(plane.curvature) < 1e-3 * np.abs(saddle.curvature[0]))
 
 
-def test_rows_of_pt_match_dense_powers():
-    X = np.asarray(datasets.plane(n_obs=300, random_state=0).X, dtype=np.float64)
-    P, D, sigma = gaussian_operator(X, n_neighbors=10)
-    assert sigma > 0
-    # rows of D stay sorted by distance (affinity_kernel must not reorder them)
-    assert np.all(np.diff(D.data.reshape(300, -1), axis=1) >= 0)
-    idx = np.array([0, 7, 299])
-    R = walk_rows(P, idx, 5).toarray()
-    Pd = P.toarray()
-    np.testing.assert_allclose(R, np.linalg.matrix_power(Pd, 5)[idx], atol=1e-12)
-    balls = ball_indices(D, 12)
-    assert balls.shape == (300, 13) and np.all(balls[:, 0] == np.arange(300))
-    C, _ = pointwise_curvature(P, balls, idx, 5)
-    Pt = np.linalg.matrix_power(Pd, 5)
-    np.testing.assert_allclose(C, [Pt[i, balls[i]].mean() for i in idx], atol=1e-12)
+def test_chosen_cells_equal_full_run():
+    X = _cloud("sphere", n_obs=400, seed=3)
+    full = diffusion_curvature(X, t=5, patch_size=64, smooth=3)
+    cells = np.array([250, 3, 17, 3, -1])
+    part = diffusion_curvature(X, t=5, patch_size=64, smooth=3, cells=cells)
+    np.testing.assert_array_equal(part.idx, [250, 3, 17, 3, 399])
+    np.testing.assert_allclose(part.curvature, full.curvature[part.idx], rtol=1e-9, atol=0)
+    np.testing.assert_allclose(part.raw, full.raw[part.idx], rtol=1e-9, atol=0)
+    assert part.sigma == full.sigma and part.dim == full.dim
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_sphere_plane_saddle_order_and_sign(seed):
-    r = {s: _centre(s, seed) for s in SHAPES}
-    rel = {s: float(v.curvature[0] / v.flat[0]) for s, v in r.items()}
-    assert rel["sphere"] > rel["plane"] > rel["saddle"], rel
-    assert r["sphere"].curvature[0] > 0, rel
-    assert r["saddle"].curvature[0] < 0, rel
+def test_patch_walk_matches_dense_reference():
+    """C and C_flat of one patch against a direct NumPy evaluation of the definition."""
+    X = _cloud("saddle", n_obs=300, seed=1)
+    nbrs, dist = neighbor_graph(X, 39)
+    patch = patch_neighbors(nbrs, dist, np.array([0]), 40)
+    sigma, t, ball = float(np.median(dist[:, 10]) ** 2), 4, 12
+    C, C_flat = patch_curvature(X, patch, dim=2, sigma=sigma, t=t, ball_neighbors=ball,
+                                noise_aware=False)
+
+    def mass(Y):
+        K = np.exp(-((Y[:, None] - Y[None]) ** 2).sum(-1) / sigma)
+        q = K.sum(1)
+        K = K / np.outer(q, q)
+        P = K / K.sum(1, keepdims=True)
+        return np.linalg.matrix_power(P, t)[0, : ball + 1].mean()
+
+    Y = X[patch[0]] - X[patch[0, 0]]
+    nb = Y[: ball + 1] - Y[: ball + 1].mean(0)
+    V = np.linalg.svd(nb, full_matrices=False)[2][:2].T
+    Z = Y @ V
+    r = np.linalg.norm(Z, axis=1)
+    Z[r > 0] *= (np.linalg.norm(Y, axis=1)[r > 0] / r[r > 0])[:, None]
+    np.testing.assert_allclose(C, [mass(Y)], rtol=1e-10)
+    np.testing.assert_allclose(C_flat, [mass(Z)], rtol=1e-10)
 
 
-def test_without_reference_is_raw():
-    X = np.asarray(datasets.sphere(n_obs=400, random_state=0).X, dtype=np.float64)
-    res = diffusion_curvature(X, idx=np.array([0, 1]), flat_reference=False, t=4)
-    assert res.flat is None and res.dim is None
-    np.testing.assert_array_equal(res.curvature, res.raw)
-    assert np.all((res.raw > 0) & (res.raw < 1))
+def test_two_step_patches():
+    X = _cloud("sphere", n_obs=200, seed=0)
+    nbrs, dist = neighbor_graph(X, 6)
+    cells = np.array([0, 5, 199])
+    P = patch_neighbors(nbrs, dist, cells, 30)
+    np.testing.assert_array_equal(P[:, :7], nbrs[cells])  # the cell, then its kNN in order
+    for row, c in zip(P, cells):
+        kept = row[row >= 0]
+        assert kept.size == np.unique(kept).size  # each cell once
+        two_step = set(nbrs[nbrs[c]].ravel())
+        assert set(kept) <= two_step
+    # fewer two-step cells than asked: padded with -1
+    P = patch_neighbors(nbrs, dist, cells, 60)
+    assert np.any(P < 0) and np.all(P[:, :7] >= 0)
+
+
+def test_dimension_estimate():
+    for d in (2, 3, 4):
+        _, dist = neighbor_graph(_cloud("sphere", n_obs=1000, n_dim=d), 10)
+        assert estimate_dimension(dist) == d
+
+
+def test_noise_aware_flat_reference_reduces_noise_bias():
+    """Noise thickens the data's walk; keeping the scatter off the fitted surface in the
+    flat reference removes most of the spurious negative curvature of a noisy disc."""
+    rng = np.random.default_rng(0)
+    X = _cloud("plane", n_obs=800) + 0.01 * rng.normal(size=(800, 3))
+    kw = {"cells": np.arange(0, 800, 80), "dim": 2}
+    aware = diffusion_curvature(X, **kw)
+    naive = diffusion_curvature(X, noise_aware=False, **kw)
+    rel_a = np.abs(aware.curvature / aware.flat).mean()
+    rel_n = np.abs(naive.curvature / naive.flat).mean()
+    assert rel_a < 0.5 * rel_n, (rel_a, rel_n)
 
 
 # --------------------------------------------------------------------------- AnnData

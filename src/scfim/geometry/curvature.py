@@ -223,6 +223,29 @@ def _walk_mass(sq, sigma: float, t: int, ball: int, pad=None):
     return r[:, 0, : ball + 1].mean(1)
 
 
+def _off_surface(Y, T, V):
+    """Scatter of the patch's cells off a quadratic surface fitted over the tangent space.
+
+    The normal part ``N = Y − T Vᵀ`` of each cell is regressed (least squares over the
+    patch) on ``[1, T, T_i T_j]``; the residual estimates the noise, the fit the curvature.
+    Returns ``(residual, fit)``, or None when the patch is too small for the fit
+    (``4p > M``, p regressors).
+    """
+    B, M, dim = T.shape
+    if 4 * (1 + dim + dim * (dim + 1) // 2) > M:
+        return None
+    iu = torch.triu_indices(dim, dim)
+    quad = (T[:, :, :, None] * T[:, :, None, :])[:, :, iu[0], iu[1]]
+    Phi = torch.cat([torch.ones(B, M, 1, dtype=T.dtype), T, quad], dim=2)
+    N = Y - torch.bmm(T, V.transpose(1, 2))
+    G = torch.bmm(Phi.transpose(1, 2), Phi)
+    G.diagonal(dim1=1, dim2=2).add_(1e-10 * G.diagonal(dim1=1, dim2=2).mean(1, keepdim=True))
+    coef = torch.linalg.solve(G, torch.bmm(Phi.transpose(1, 2), N))
+    fit = torch.bmm(Phi, coef)
+    quad = torch.bmm(Phi[:, :, 1 + dim :], coef[:, 1 + dim :, :])
+    return N - fit, fit, quad
+
+
 def _squared_distances(Y):
     g = (Y * Y).sum(2)
     sq = torch.bmm(Y, Y.transpose(1, 2)).mul_(-2.0)
@@ -238,6 +261,7 @@ def patch_curvature(
     sigma: float,
     t: int,
     ball_neighbors: int,
+    noise_aware: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(C, C_flat)`` for a batch of patches.
 
@@ -258,6 +282,9 @@ def patch_curvature(
     ball_neighbors
         The ball is the cell and its ``ball_neighbors`` nearest neighbours; the tangent
         space is fitted to the same cells.
+    noise_aware
+        Keep each cell's scatter off a quadratic surface fitted to the patch (its noise)
+        in the flattened patch, so that noise thickens both walks alike.
 
     Returns
     -------
@@ -280,21 +307,31 @@ def patch_curvature(
             w, A = torch.linalg.eigh(torch.bmm(nb, nb.transpose(1, 2)))
             V = torch.bmm(nb.transpose(1, 2), A[:, :, -dim:])  # (B, D, dim), unnormalised
             V /= torch.linalg.vector_norm(V, dim=1, keepdim=True).clamp_(min=1e-300)
-        Z = torch.bmm(Y, V)  # (B, M, dim)
-        # radial normal coordinates: keep each cell's distance from the centre
-        ny = torch.linalg.vector_norm(Y, dim=2)
-        nz = torch.linalg.vector_norm(Z, dim=2)
-        ok = nz > 1e-12 * ny
-        scale = torch.where(ok, ny / torch.where(ok, nz, torch.ones_like(nz)), torch.ones_like(nz))
-        Z *= scale[:, :, None]
+        T = torch.bmm(Y, V)  # (B, M, dim) tangent coordinates
+        ny2 = (Y * Y).sum(2)
+        fitted = _off_surface(Y, T, V) if noise_aware else None
+        # radial normal coordinates: each cell keeps its distance from the centre, measured
+        # on the fitted surface when the scatter E off it is kept (E then enters separately)
+        if fitted is None:
+            E, target = None, ny2
+        else:
+            E, fit, _ = fitted
+            target = (T * T).sum(2) + ((fit - fit[:, :1, :]) ** 2).sum(2)
+        nt2 = (T * T).sum(2)
+        ok = nt2 > 1e-24 * ny2
+        scale = torch.where(ok, (target / torch.where(ok, nt2, torch.ones_like(nt2))).sqrt(), 1.0)
+        Z = T * scale[:, :, None]
+        if E is not None:
+            Z = torch.cat([Z, E], dim=2)
         C = _walk_mass(_squared_distances(Y), sigma, t, ball_neighbors, pad)
         C_flat = _walk_mass(_squared_distances(Z), sigma, t, ball_neighbors, pad)
     return C.numpy(), C_flat.numpy()
 
 
 def _batch_size(patch_size: int, D: int) -> int:
-    """Cells per batch: about 2²¹ entries per ``(B, M, M)`` or ``(B, M, D)`` array."""
-    return int(max(1, min(4096, 2**21 // max(patch_size * max(patch_size, D), 1))))
+    """Cells per batch: about 2¹⁹ entries (4 MiB) per ``(B, M, M)`` or ``(B, M, D)`` array,
+    so that the t steps of the walk reuse a kernel from cache."""
+    return int(max(1, min(4096, 2**19 // max(patch_size * max(patch_size, D), 1))))
 
 
 # --------------------------------------------------------------------------- main entry
@@ -317,6 +354,7 @@ def diffusion_curvature(
     dim: int | None = None,
     sigma: float | None = None,
     smooth: int = 0,
+    noise_aware: bool = True,
     progress: bool = False,
     random_state: int | None = 0,
 ) -> CurvatureResult:
@@ -347,6 +385,10 @@ def diffusion_curvature(
     smooth
         Average C and C_flat over each cell and its ``smooth`` nearest neighbours (0: no
         averaging).
+    noise_aware
+        Keep the cells' scatter off a quadratic surface fitted to each patch (their noise)
+        in the flat reference (see :func:`patch_curvature`); without it, noise of a tenth of
+        the kernel width already reads as negative curvature.
     progress
         Show a progress bar over batches of cells.
     random_state
@@ -422,7 +464,13 @@ def diffusion_curvature(
         b = need_cells[s : s + size]
         patches = patch_neighbors(nbrs, dist, b, patch_size)
         raw[s : s + b.size], flat[s : s + b.size] = patch_curvature(
-            X, patches, dim=d, sigma=sigma, t=t, ball_neighbors=ball_neighbors
+            X,
+            patches,
+            dim=d,
+            sigma=sigma,
+            t=t,
+            ball_neighbors=ball_neighbors,
+            noise_aware=noise_aware,
         )
     pos = np.searchsorted(need_cells, nbrs[idx, : smooth + 1])
     raw_i, flat_i = raw[pos].mean(1), flat[pos].mean(1)
