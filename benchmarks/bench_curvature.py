@@ -92,7 +92,11 @@ def main() -> None:
                 v = relative(shapes.saddle(args.n_obs, d, rng, scheme), centre, d, args, seed)
                 ok["saddle"].append(bool(v[0] < 0))
                 curved.append(abs(v[0]))
-                flat.append(abs(relative(shapes.plane(args.n_obs, d, rng, scheme), centre, d, args, seed)[0]))
+                flat.append(
+                    abs(
+                        relative(shapes.plane(args.n_obs, d, rng, scheme), centre, d, args, seed)[0]
+                    )
+                )
             for k in totals:
                 totals[k].extend(ok[k])
             rows.append(

@@ -46,7 +46,16 @@ def main() -> None:
         ours, _, cells = side_by_side(OURS, n, args.threads, not args.no_peer)
         rows.append([f"{n:,}", str(ours.get("dim")), *cells])
         print(f"n={n} done (load {os.getloadavg()[0]:.1f})", flush=True)
-    header = ["cells", "dim", "ours s", "PHATE s", "time ratio", "ours MiB", "PHATE MiB", "mem ratio"]
+    header = [
+        "cells",
+        "dim",
+        "ours s",
+        "PHATE s",
+        "time ratio",
+        "ours MiB",
+        "PHATE MiB",
+        "mem ratio",
+    ]
     print(table(rows, header))
 
 

@@ -51,8 +51,9 @@ def test_patch_walk_matches_dense_reference():
     nbrs, dist = neighbor_graph(X, 39)
     patch = patch_neighbors(nbrs, dist, np.array([0]), 40)
     sigma, t, ball = float(np.median(dist[:, 10]) ** 2), 4, 12
-    C, C_flat = patch_curvature(X, patch, dim=2, sigma=sigma, t=t, ball_neighbors=ball,
-                                noise_aware=False)
+    C, C_flat = patch_curvature(
+        X, patch, dim=2, sigma=sigma, t=t, ball_neighbors=ball, noise_aware=False
+    )
 
     def mass(Y):
         K = np.exp(-((Y[:, None] - Y[None]) ** 2).sum(-1) / sigma)
@@ -77,7 +78,7 @@ def test_two_step_patches():
     cells = np.array([0, 5, 199])
     P = patch_neighbors(nbrs, dist, cells, 30)
     np.testing.assert_array_equal(P[:, :7], nbrs[cells])  # the cell, then its kNN in order
-    for row, c in zip(P, cells):
+    for row, c in zip(P, cells, strict=True):
         kept = row[row >= 0]
         assert kept.size == np.unique(kept).size  # each cell once
         two_step = set(nbrs[nbrs[c]].ravel())
@@ -155,6 +156,14 @@ def test_tl_copy_key_and_estimated_dim(sphere_adata):
         ({"use_rep": "X_missing"}, KeyError),
         ({"key_added": 3}, TypeError),
         ({"random_state": "a"}, TypeError),
+        ({"patch_size": 20}, ValueError),  # smaller than the ball
+        ({"patch_size": 1.5}, TypeError),
+        ({"noise_aware": 1}, TypeError),
+        ({"progress": "no"}, TypeError),
+        ({"cells": [0, 300]}, IndexError),
+        ({"cells": ["nope"]}, KeyError),
+        ({"cells": [0.5]}, TypeError),
+        ({"cells": []}, ValueError),
     ],
 )
 def test_bad_input_leaves_adata_unchanged(sphere_adata, kwargs, err):
@@ -196,12 +205,28 @@ def test_sparse_input_matches_dense():
 
 
 # --------------------------------------------------------------------------- defaults, input
-def test_default_t_is_shared_with_the_tool():
+def test_defaults_are_shared_with_the_tool():
     import inspect
 
-    t_geo = inspect.signature(diffusion_curvature).parameters["t"].default
-    t_tl = inspect.signature(scfim.tl.diffusion_curvature).parameters["t"].default
-    assert t_geo == t_tl == 16
+    geo = inspect.signature(diffusion_curvature).parameters
+    tool = inspect.signature(scfim.tl.diffusion_curvature).parameters
+    for name in ("t", "n_neighbors", "ball_neighbors", "patch_size", "smooth", "noise_aware"):
+        assert geo[name].default == tool[name].default, name
+    assert tool["t"].default == 8 and tool["patch_size"].default == 128
+
+
+def test_tl_chosen_cells(sphere_adata):
+    full = scfim.tl.diffusion_curvature(sphere_adata, t=4, patch_size=64, copy=True)
+    names = [sphere_adata.obs_names[7], 250]
+    part = scfim.tl.diffusion_curvature(
+        sphere_adata, t=4, patch_size=64, cells=names, copy=True, progress=True
+    )
+    c_full = full.obs["diffusion_curvature"].to_numpy()
+    c_part = part.obs["diffusion_curvature"].to_numpy()
+    assert np.isnan(c_part).sum() == 298
+    np.testing.assert_allclose(c_part[[7, 250]], c_full[[7, 250]], rtol=1e-9)
+    assert part.uns["diffusion_curvature"]["n_cells"] == 2
+    assert full.uns["diffusion_curvature"]["n_cells"] == 300
 
 
 @pytest.mark.parametrize(

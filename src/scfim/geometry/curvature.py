@@ -55,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._progress import progress_bar
 from .graph import knn_graph
 
 _EXACT_PATCHES = 50_000  # largest data set whose patches are exact nearest neighbours
@@ -62,6 +63,7 @@ _EXACT_PATCHES = 50_000  # largest data set whose patches are exact nearest neig
 __all__ = [
     "CurvatureResult",
     "neighbor_graph",
+    "nearest_cells",
     "patch_neighbors",
     "estimate_dimension",
     "patch_curvature",
@@ -114,6 +116,29 @@ def neighbor_graph(
     D = knn_graph(X, k, random_state=random_state)
     idx = np.column_stack([np.arange(n), D.indices.reshape(n, k)])
     return idx, np.column_stack([np.zeros(n), D.data.reshape(n, k)])
+
+
+def nearest_cells(X: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
+    """``(B, k)`` exact nearest cells of ``cells`` (itself first, then by distance).
+
+    A query of chosen rows against all cells (float64), so that a patch depends only on
+    its cell and the data: chosen-cell runs give the values of a full run. Candidates are
+    ranked by the Gram expansion, then re-sorted by directly computed distances.
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    n = X.shape[0]
+    m = min(n, k + 8)  # margin against rounding of the Gram expansion at the cut
+    with torch.no_grad(), _one_thread():
+        Xt = torch.from_numpy(X)
+        sq = (Xt * Xt).sum(1)
+        q = Xt[torch.from_numpy(cells)]
+        d2 = sq[cells][:, None] - 2.0 * (q @ Xt.T) + sq[None, :]
+        d2[torch.arange(cells.size), torch.from_numpy(cells)] = -1.0  # the cell first
+        cand = torch.topk(d2, m, dim=1, largest=False, sorted=True)[1].numpy()
+    exact = np.sqrt(((X[cand] - X[cells][:, None, :]) ** 2).sum(-1))
+    exact[:, 0] = -1.0
+    order = np.argsort(exact, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(cand, order, 1)
 
 
 def patch_neighbors(
@@ -442,14 +467,14 @@ def diffusion_curvature(
             raise ValueError(f"cell indices must lie in [-{n}, {n}), got {idx.min()}..{idx.max()}")
         idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
 
-    # patches: the exact patch_size − 1 nearest neighbours up to 50 000 cells; beyond,
-    # the two-step neighbourhood of a smaller (approximate) kNN graph, ranked by path length
+    # patches: the exact patch_size − 1 nearest neighbours of the evaluated cells up to
+    # 50 000 cells; beyond, the two-step neighbourhood of a kNN graph ranked by path length
     small = n <= _EXACT_PATCHES
-    k_graph = patch_size - 1 if small else max(n_neighbors, ball_neighbors, smooth)
+    k_graph = max(n_neighbors, smooth, 10) if small else max(n_neighbors, ball_neighbors, smooth)
     nbrs, dist = neighbor_graph(X, min(n - 1, k_graph), random_state=random_state)
     if sigma is None:
         sigma = float(np.median(dist[:, n_neighbors]) ** 2)
-    d = dim if dim is not None else estimate_dimension(dist, k=min(10, k_graph))
+    d = dim if dim is not None else estimate_dimension(dist, k=min(10, n - 1))
     d = min(d, X.shape[1])
 
     # cells whose values are needed: the chosen ones, and their neighbours when smoothing
@@ -457,12 +482,13 @@ def diffusion_curvature(
     raw = np.empty(need_cells.size)
     flat = np.empty(need_cells.size)
     size = _batch_size(patch_size, X.shape[1])
-    from tqdm.auto import tqdm
-
     starts = range(0, need_cells.size, size)
-    for s in tqdm(starts, desc="diffusion curvature", disable=not progress, unit="batch"):
+    for s in progress_bar(starts, desc="diffusion curvature", unit="batch", progress=progress):
         b = need_cells[s : s + size]
-        patches = patch_neighbors(nbrs, dist, b, patch_size)
+        if small:
+            patches = nearest_cells(X, b, min(n, patch_size))
+        else:
+            patches = patch_neighbors(nbrs, dist, b, patch_size)
         raw[s : s + b.size], flat[s : s + b.size] = patch_curvature(
             X,
             patches,
