@@ -45,6 +45,7 @@ SEED0 = 10_000  # reporting seeds; tuning used 200–399
 
 
 def relative(X, cells, d, args, seed) -> np.ndarray:
+    """Relative curvature ``(C − C_flat) / C_flat`` of ``cells``."""
     res = diffusion_curvature(
         X,
         cells=cells,
@@ -57,6 +58,7 @@ def relative(X, cells, d, args, seed) -> np.ndarray:
 
 
 def main() -> None:
+    """Run the sign-accuracy table."""
     """Run the benchmark and print its table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clouds", type=int, default=8)

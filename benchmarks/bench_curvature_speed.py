@@ -35,6 +35,7 @@ RESULT = {{"seconds": time.perf_counter() - t0, "dim": int(a.uns["diffusion_curv
 
 
 def main() -> None:
+    """Run the timing table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[3000, 20000])
     p.add_argument("--threads", type=int, default=2)

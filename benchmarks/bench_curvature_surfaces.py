@@ -41,6 +41,7 @@ SIZES = {2: 2000, 3: 3000, 4: 4000, 5: 6000, 6: 8000}
 
 
 def main() -> None:
+    """Run the random-surface table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--surfaces", type=int, default=6)
     p.add_argument("--n-obs", type=float, default=1.0, help="scale of the cloud sizes")

@@ -219,8 +219,11 @@ def estimate_dimension(distances: np.ndarray, *, k: int = 10) -> int:
 # --------------------------------------------------------------------------- per patch
 @contextmanager
 def _one_thread():
-    """Run torch on one thread: the batched kernels are small, and two threads were up to
-    25× slower on a busy 2-core machine."""
+    """Run torch on one thread.
+
+    The batched kernels are small, and two threads were up to 25× slower on a busy 2-core
+    machine.
+    """
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -354,8 +357,10 @@ def patch_curvature(
 
 
 def _batch_size(patch_size: int, D: int) -> int:
-    """Cells per batch: about 2¹⁹ entries (4 MiB) per ``(B, M, M)`` or ``(B, M, D)`` array,
-    so that the t steps of the walk reuse a kernel from cache."""
+    """Cells per batch: about 2¹⁹ entries (4 MiB) per ``(B, M, M)`` or ``(B, M, D)`` array.
+
+    Small enough that the t steps of the walk reuse a kernel from cache.
+    """
     return int(max(1, min(4096, 2**19 // max(patch_size * max(patch_size, D), 1))))
 
 
