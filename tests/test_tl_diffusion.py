@@ -63,7 +63,12 @@ def test_reuses_scanpy_neighbors(small_adata):
         (lambda a: a.X.__setitem__((3, 2), np.nan), {}, ValueError, "NaN or infinite"),
         (lambda a: a.X.__setitem__((4, 1), np.inf), {}, ValueError, "NaN or infinite"),
         (lambda a: None, {"n_neighbors": 500}, ValueError, "n_neighbors"),
-        (lambda a: a.X.__setitem__(slice(1, 2), a.X[0]), {}, ValueError, "duplicate"),
+        (
+            lambda a: a.X.__setitem__(slice(None), np.tile(a.X[:10], (45, 1))),
+            {},
+            ValueError,
+            "distinct",
+        ),
         (lambda a: a.X.__setitem__(slice(None), 1.0), {}, ValueError, "constant"),
         (lambda a: None, {"use_rep": "X_missing"}, KeyError, "X_missing"),
         (lambda a: None, {"neighbors_key": "nope"}, KeyError, "nope"),
@@ -165,3 +170,67 @@ def test_jsd_phate_rank_correlates_with_phate():
 def test_branching_helper_is_y_shaped():
     X = branching(50, 4, 1)
     assert X.shape == (150, 4)
+
+
+# ---------------------------------------------------------------- scanpy's neighbour graph
+def test_default_reuses_the_scanpy_graph_and_says_so(small_adata, caplog):
+    import logging
+
+    import scanpy as sc
+
+    sc.pp.neighbors(small_adata, n_neighbors=15, use_rep="X")
+    with caplog.at_level(logging.INFO, logger="scfim"):
+        scfim.tl.diffusion(small_adata, t=4)
+    assert "uns['neighbors']" in caplog.text
+    P_default = small_adata.obsp["diffusion_transitions"].toarray()
+    assert small_adata.uns["diffusion"]["params"]["neighbors_key"] == "neighbors"
+    explicit = scfim.tl.diffusion(small_adata, t=4, neighbors_key="neighbors", copy=True)
+    np.testing.assert_array_equal(P_default, explicit.obsp["diffusion_transitions"].toarray())
+    # transitions only along scanpy's edges (symmetrised) and self-loops
+    D = small_adata.obsp["distances"]
+    allowed = ((D + D.T + sp.identity(D.shape[0])) > 0).toarray()
+    assert np.all(allowed[P_default > 0])
+    own = scfim.tl.diffusion(small_adata, t=4, neighbors_key=None, copy=True)
+    assert "neighbors_key" in own.uns["diffusion"]["params"]
+    assert own.uns["diffusion"]["params"]["neighbors_key"] is None
+    assert not np.array_equal(P_default, own.obsp["diffusion_transitions"].toarray())
+
+
+def test_scanpy_graph_on_another_representation_is_not_reused(small_adata, caplog):
+    import logging
+
+    import scanpy as sc
+
+    small_adata.obsm["X_other"] = np.asarray(small_adata.X)[:, :3] * 10.0
+    sc.pp.neighbors(small_adata, n_neighbors=15, use_rep="X_other")
+    with caplog.at_level(logging.INFO, logger="scfim"):
+        scfim.tl.diffusion(small_adata, t=4, use_rep="X")
+    assert small_adata.uns["diffusion"]["params"]["neighbors_key"] is None
+    assert "X_other" in caplog.text
+    ref = AnnData(small_adata.X.copy())
+    scfim.tl.diffusion(ref, t=4)
+    np.testing.assert_array_equal(
+        small_adata.obsp["diffusion_transitions"].toarray(),
+        ref.obsp["diffusion_transitions"].toarray(),
+    )
+
+
+def test_warns_when_n_neighbors_exceeds_the_stored_k(small_adata):
+    import scanpy as sc
+
+    sc.pp.neighbors(small_adata, n_neighbors=6, use_rep="X")
+    with pytest.warns(UserWarning, match="n_neighbors=15.*k=6"):
+        scfim.tl.diffusion(small_adata, t=4)
+    with pytest.warns(UserWarning, match="n_neighbors=15.*k=6"):
+        scfim.tl.diffusion(small_adata, t=4, neighbors_key="neighbors")
+    assert small_adata.uns["diffusion"]["params"]["neighbors_key"] == "neighbors"
+
+
+def test_explicit_nones_are_kept_in_the_params(tmp_path, small_adata):
+    scfim.tl.diffusion(small_adata, t=4, sigma=None, n_landmarks=None, random_state=None)
+    params = small_adata.uns["diffusion"]["params"]
+    for k in ("sigma", "n_landmarks", "random_state", "neighbors_key"):
+        assert k in params and params[k] is None, k
+    small_adata.write_h5ad(tmp_path / "a.h5ad")
+    back = read_h5ad(tmp_path / "a.h5ad")
+    assert set(back.uns["diffusion"]["params"]) == set(params)
