@@ -142,3 +142,49 @@ def test_ivf_knn_recall_against_exact():
         assert np.mean(hits) / 10 >= 0.97
     with pytest.raises(ValueError, match="unknown kNN method"):
         dm.knn_graph(Xs, 10, method="annoy")
+
+
+# ---------------------------------------------------------------- new points
+@pytest.mark.parametrize(
+    "kernel, kw, n_landmarks, copies",
+    [
+        ("alpha_decay", {}, None, False),
+        ("alpha_decay", {}, 60, False),
+        ("gaussian", {"sigma": 0.5}, None, False),
+        ("alpha_decay", {}, None, True),
+        ("alpha_decay", {}, 60, True),
+    ],
+)
+def test_extend_transitions_reproduce_the_rows_of_the_fitted_cells(kernel, kw, n_landmarks, copies):
+    X = branching(60, 6, seed=1)
+    if copies:
+        X = X[np.concatenate([np.arange(len(X)), np.arange(0, len(X), 7)])]
+    op, info = dm.build_operator(
+        X, n_neighbors=8, t=5, n_landmarks=n_landmarks, kernel=kernel, alpha=0.7, **kw
+    )
+    T = dm.extend_transitions(
+        X,
+        X,
+        n_neighbors=8,
+        kernel=kernel,
+        alpha=0.7,
+        kernel_degrees=info["kernel_degrees"],
+        radii=info["radii"],
+        bandwidths=info.get("bandwidths"),
+        **kw,
+    )
+    np.testing.assert_allclose(T.toarray(), op.transitions.toarray(), atol=2e-5)
+    np.testing.assert_allclose(op.rows_from(T), op.rows(np.arange(len(X))), atol=2e-5)
+
+
+def test_extend_transitions_of_a_new_point_follow_its_neighbours():
+    X = branching(60, 6, seed=1)
+    op, info = dm.build_operator(X[1:], n_neighbors=8, t=5)
+    kw = {k: info[k] for k in ("kernel_degrees", "radii", "bandwidths")}
+    T = dm.extend_transitions(X[1:], X[:1], n_neighbors=8, **kw).toarray()[0]
+    np.testing.assert_allclose(T.sum(), 1.0)
+    d = np.linalg.norm(X[1:] - X[0], axis=1)
+    assert set(np.flatnonzero(T > 0)) <= set(np.argsort(d)[: 3 * 8])
+    assert T[np.argsort(d)[:8]].sum() > 0.5
+    with pytest.raises(ValueError, match="columns"):
+        dm.extend_transitions(X, X[:2, :3], n_neighbors=8, **kw)

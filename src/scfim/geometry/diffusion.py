@@ -16,6 +16,19 @@ The pipeline follows Algorithm 1 of the neural-FIM paper and PHATE:
    the chain is aggregated exactly on the clusters with its stationary weights, and rows of
    Pᵗ over the landmarks are produced on demand (:class:`DiffusionOperator`). No ``N × N``
    dense matrix is ever formed on that path.
+
+Exact duplicate cells (identical rows of the input) are collapsed into one *state* that
+carries its multiplicity m (:func:`distinct_states`). The kNN graph and the bandwidths are
+those of the distinct cells, and the chain is the one on *all* cells whose kernel between two
+cells is the kernel of their states (two copies have affinity 1, like a self-loop): with
+``K`` the kernel of the distinct cells, ``q = K m``, ``K_α = Q^{-α} K Q^{-α}`` and
+``d = K_α m``, a cell of state I moves to a given copy of state J with probability
+``K_α(I, J) / d_I``. That chain is exactly lumpable onto the states (lumped chain
+``diag(1/d) K_α diag(m)``, :func:`markov_operator` with ``weights``), so every copy has the
+same row of Pᵗ. Data without duplicates take the unweighted path unchanged.
+
+New cells are attached to a fitted chain by their one-step transitions to its cells
+(:func:`extend_transitions`), which reproduce the training rows for the training cells.
 """
 
 from __future__ import annotations
@@ -35,9 +48,15 @@ __all__ = [
     "knee_point",
     "select_t",
     "assign_landmarks",
+    "DistinctStates",
+    "distinct_states",
+    "kernel_bandwidths",
+    "extend_transitions",
     "DiffusionOperator",
     "build_operator",
 ]
+
+_MAX_EXPANDED_ENTRIES = 200_000_000  # cell-level transitions with collapsed duplicates
 
 _KERNEL_THRESHOLD = 1e-4
 
@@ -85,17 +104,8 @@ def affinity_kernel(
         raise ValueError("every cell needs at least one neighbour in the distance graph")
     data = D.data
     if kernel == "alpha_decay":
-        # σ_k(x) = distance to the k-th nearest neighbour (or the farthest stored one)
-        # rows may be unsorted by distance (e.g. scanpy's graph): sort within each row
         row_ids = np.repeat(np.arange(n), counts)
-        sorted_d = data[np.lexsort((data, row_ids))]
-        kth = np.minimum(counts, n_neighbors) - 1
-        sig = sorted_d[D.indptr[:-1] + kth]
-        if np.any(sig <= 0):
-            raise ValueError(
-                "some cells have n_neighbors or more exact duplicates (zero bandwidth); "
-                "remove duplicated cells first"
-            )
+        sig = kernel_bandwidths(D, n_neighbors)
         vals = np.exp(-np.power(data / sig[row_ids], decay))
     elif kernel == "gaussian":
         if sigma is None or not np.isfinite(sigma) or sigma <= 0:
@@ -113,10 +123,48 @@ def affinity_kernel(
     return K
 
 
-def markov_operator(K: sp.csr_matrix, alpha: float = 1.0) -> tuple[sp.csr_matrix, np.ndarray]:
+def kernel_bandwidths(distances: sp.csr_matrix, n_neighbors: int) -> np.ndarray:
+    """Adaptive bandwidths σ_k(x): the distance to the k-th neighbour (or the farthest stored).
+
+    Parameters
+    ----------
+    distances
+        CSR kNN distance graph (self excluded); rows may be unsorted (e.g. scanpy's).
+    n_neighbors
+        k.
+
+    Returns
+    -------
+    ``(n,)`` float64 bandwidths.
+    """
+    D = sp.csr_matrix(distances)
+    n = D.shape[0]
+    counts = np.diff(D.indptr)
+    if np.any(counts == 0):
+        raise ValueError("every cell needs at least one neighbour in the distance graph")
+    data = D.data
+    row_ids = np.repeat(np.arange(n), counts)
+    sorted_d = data[np.lexsort((data, row_ids))]
+    kth = np.minimum(counts, n_neighbors) - 1
+    sig = sorted_d[D.indptr[:-1] + kth]
+    if np.any(sig <= 0):
+        raise ValueError(
+            "some cells have n_neighbors or more neighbours at distance 0 in the distance "
+            "graph (zero bandwidth); let scfim build the graph, which collapses exact "
+            "duplicates into one state"
+        )
+    return np.asarray(sig, dtype=np.float64)
+
+
+def markov_operator(
+    K: sp.csr_matrix, alpha: float = 1.0, *, weights: np.ndarray | None = None
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """Anisotropic normalisation and row normalisation of a symmetric kernel.
 
     ``K_α = Q^{-α} K Q^{-α}`` with ``Q = diag(K 1)``; ``P = diag(K_α 1)^{-1} K_α``.
+    With multiplicities ``m`` (``weights``; state i stands for ``m_i`` identical cells):
+    ``Q = diag(K m)``, ``d = K_α m`` and ``P = diag(d)^{-1} K_α diag(m)``, the exact
+    lumping onto the states of the chain on all the cells.
 
     Parameters
     ----------
@@ -124,17 +172,22 @@ def markov_operator(K: sp.csr_matrix, alpha: float = 1.0) -> tuple[sp.csr_matrix
         Symmetric non-negative sparse kernel.
     alpha
         Anisotropy in ``[0, 1]``: 0 keeps the density, 1 removes it (Algorithm 1).
+    weights
+        Optional positive multiplicities of the states (None: all 1, the unweighted chain).
 
     Returns
     -------
     P
         Row-stochastic CSR matrix.
     degrees
-        Row sums of ``K_α``; ``degrees / degrees.sum()`` is P's stationary distribution
-        (P is reversible with respect to it).
+        ``d``, the row sums of ``K_α`` over all cells (per copy);
+        ``m · degrees / (m · degrees).sum()`` is P's stationary distribution (P is
+        reversible with respect to it).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if weights is not None:
+        return _weighted_markov_operator(sp.csr_matrix(K, dtype=np.float64), alpha, weights)
     K = sp.csr_matrix(K, dtype=np.float64)
     q = np.asarray(K.sum(1)).ravel()
     if alpha > 0:
@@ -146,6 +199,94 @@ def markov_operator(K: sp.csr_matrix, alpha: float = 1.0) -> tuple[sp.csr_matrix
     d = np.asarray(Ka.sum(1)).ravel()
     P = sp.diags(1.0 / d) @ Ka
     return sp.csr_matrix(P), d
+
+
+def _weighted_markov_operator(
+    K: sp.csr_matrix, alpha: float, weights: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    m = np.asarray(weights, dtype=np.float64).ravel()
+    if m.shape != (K.shape[0],) or not np.all(np.isfinite(m)) or np.any(m <= 0):
+        raise ValueError("weights must be one positive multiplicity per state")
+    q = K @ m
+    if alpha > 0:
+        s = np.power(q, -alpha)
+        Ka = sp.csr_matrix(sp.diags(s) @ K @ sp.diags(s))
+    else:
+        Ka = K
+    d = Ka @ m
+    P = sp.diags(1.0 / d) @ Ka @ sp.diags(m)
+    return sp.csr_matrix(P), d
+
+
+# --------------------------------------------------------------------------- duplicates
+@dataclass(frozen=True)
+class DistinctStates:
+    """Exact duplicate cells grouped into states, numbered by first occurrence.
+
+    Attributes
+    ----------
+    labels
+        ``(n,)`` state of each cell.
+    first
+        ``(n_distinct,)`` index of the first cell of each state (increasing).
+    counts
+        ``(n_distinct,)`` multiplicity of each state.
+    """
+
+    labels: np.ndarray
+    first: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def n_distinct(self) -> int:
+        return int(self.first.size)
+
+    def membership(self) -> sp.csr_matrix:
+        """``n_distinct × n`` 0/1 matrix S with ``S[I, a] = 1`` when cell a is in state I."""
+        n = self.labels.size
+        return sp.csr_matrix((np.ones(n), (self.labels, np.arange(n))), shape=(self.n_distinct, n))
+
+
+def distinct_states(X: np.ndarray) -> DistinctStates | None:
+    """Group identical rows of ``X``; None when all rows are distinct.
+
+    Rows are compared bit for bit (after mapping −0.0 to 0.0) through a 64-bit hash of
+    their bytes; every group is then verified, so a hash collision can never merge two
+    different cells (it falls back to an exact sort of the rows).
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` array (finite values).
+
+    Returns
+    -------
+    :class:`DistinctStates` or None.
+    """
+    Xc = np.ascontiguousarray(X, dtype=np.float64) + 0.0  # −0.0 → 0.0
+    n = Xc.shape[0]
+    bits = Xc.view(np.uint64).reshape(n, -1)
+    mult = np.random.default_rng(0x5C1F).integers(1, 2**63, size=bits.shape[1], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = (bits * (mult | np.uint64(1))).sum(1, dtype=np.uint64)
+        h ^= h >> np.uint64(29)
+    _, first, inv, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    if not np.array_equal(Xc, Xc[first[inv]]):  # a collision: exact (slower) grouping
+        _, first, inv, counts = np.unique(
+            Xc, axis=0, return_index=True, return_inverse=True, return_counts=True
+        )
+        inv = inv.ravel()
+    if first.size == n:
+        return None
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return DistinctStates(
+        labels=rank[inv].astype(np.int64),
+        first=first[order].astype(np.int64),
+        counts=counts[order].astype(np.int64),
+    )
 
 
 # --------------------------------------------------------------------------- diffusion time
@@ -265,12 +406,16 @@ class DiffusionOperator:
         Diffusion time.
     landmark_labels
         ``(n,)`` cluster of each cell, or None for the exact operator.
+    duplicates_collapsed
+        True when the landmarks are the groups of identical cells (see
+        :func:`distinct_states`): the lumping is then exact and each cell *is* its state.
     """
 
     transitions: sp.csr_matrix
     degrees: np.ndarray
     t: int
     landmark_labels: np.ndarray | None = None
+    duplicates_collapsed: bool = False
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ---- structure
@@ -363,6 +508,29 @@ class DiffusionOperator:
         R /= R.sum(1, keepdims=True)
         return R
 
+    def rows_from(self, first_step: sp.spmatrix) -> np.ndarray:
+        """Rows of Pᵗ for points outside the chain, from their one-step transitions.
+
+        Parameters
+        ----------
+        first_step
+            ``(m, n_obs)`` row-stochastic transitions from the points to the cells, e.g.
+            from :func:`extend_transitions`; for a cell of the chain its row of P.
+
+        Returns
+        -------
+        ``(m, n_states)`` float64 array whose rows sum to 1.
+        """
+        T = sp.csr_matrix(first_step, dtype=np.float64)
+        if T.shape[1] != self.n_obs:
+            raise ValueError(f"first_step has {T.shape[1]} columns, the chain {self.n_obs} cells")
+        if self.is_landmark:
+            T = sp.csr_matrix(T @ self.membership())
+        R = np.asarray(T @ self._propagator())
+        np.clip(R, 0.0, None, out=R)
+        R /= R.sum(1, keepdims=True)
+        return R
+
     def landmark_rows(self) -> np.ndarray:
         """Rows of Pᵗ of the states themselves (``P_L^t``, or Pᵗ in exact mode)."""
         if not self.is_landmark:
@@ -419,25 +587,63 @@ def build_operator(
     Returns
     -------
     operator, info
-        ``info`` holds the von Neumann entropy curve (``"entropy"``) when t was automatic.
+        ``info`` holds the von Neumann entropy curve (``"entropy"``) when t was automatic,
+        ``"n_distinct"`` (number of distinct cells) and, per cell, what
+        :func:`extend_transitions` needs: ``"bandwidths"`` (σ_k, alpha-decay kernel),
+        ``"radii"`` (distance to the farthest neighbour searched) and ``"kernel_degrees"``
+        (``Q``, the kernel's row sums over all cells).
+
+    Notes
+    -----
+    Without a precomputed graph, exact duplicates in ``X`` are collapsed (see the module
+    notes); the landmark mode is used when the *distinct* cells outnumber
+    ``n_landmarks``.
     """
     n = X.shape[0] if X is not None else distances.shape[0]
+    states = distinct_states(X) if distances is None and X is not None else None
+    n_distinct = n if states is None else states.n_distinct
     labels = None
-    if n_landmarks is not None and n > n_landmarks:
+    if n_landmarks is not None and n_distinct > n_landmarks:
         if X is None:
             raise ValueError("landmark clustering needs the input representation X")
         labels = assign_landmarks(X, n_landmarks, random_state=random_state)
     if distances is None:
         if X is None:
             raise ValueError("need X or a precomputed distance graph")
-        k_search = min(n - 1, (3 if kernel == "alpha_decay" else 4) * n_neighbors)
+        Xd = X if states is None else X[states.first]
+        k_search = min(n_distinct - 1, (3 if kernel == "alpha_decay" else 4) * n_neighbors)
         distances = knn_graph(
-            X, k_search, method=knn_method, clusters=labels, random_state=random_state
+            Xd,
+            k_search,
+            method=knn_method,
+            clusters=labels if labels is None or states is None else labels[states.first],
+            random_state=random_state,
         )
     K = affinity_kernel(distances, kernel=kernel, n_neighbors=n_neighbors, decay=decay, sigma=sigma)
-    P, deg = markov_operator(K, alpha)
-    op = DiffusionOperator(P, deg, 1, labels)
-    info: dict = {}
+    info: dict = {"n_distinct": n_distinct}
+    per_state = {
+        "radii": _row_max(distances),
+        "bandwidths": kernel_bandwidths(distances, n_neighbors)
+        if kernel == "alpha_decay"
+        else None,
+    }
+    if states is None:
+        P, deg = markov_operator(K, alpha)
+        per_state["kernel_degrees"] = np.asarray(K.sum(1)).ravel()
+        op = DiffusionOperator(P, deg, 1, labels)
+    else:
+        m = states.counts.astype(np.float64)
+        P_states, deg_states = markov_operator(K, alpha, weights=m)
+        per_state["kernel_degrees"] = K @ m
+        P = _expand_to_cells(P_states, states)
+        deg = deg_states[states.labels]
+        if labels is None:
+            op = DiffusionOperator(P, deg, 1, states.labels.copy(), duplicates_collapsed=True)
+        else:
+            op = DiffusionOperator(P, deg, 1, labels)
+    for k, v in per_state.items():
+        if v is not None:
+            info[k] = v if states is None else v[states.labels]
     if isinstance(t, str):
         if t != "auto":
             raise ValueError(f"t must be a positive integer or 'auto', got {t!r}")
@@ -447,3 +653,136 @@ def build_operator(
     else:
         op.t = int(t)
     return op, info
+
+
+def _row_max(distances: sp.csr_matrix) -> np.ndarray:
+    D = sp.csr_matrix(distances)
+    return np.maximum.reduceat(D.data, D.indptr[:-1]).astype(np.float64)
+
+
+def _expand_to_cells(P_states: sp.csr_matrix, states: DistinctStates) -> sp.csr_matrix:
+    """Cell-level chain of the lumped one: a cell of I moves to each copy of J with
+    probability ``P_states[I, J] / m_J``."""
+    S = states.membership()
+    pattern = sp.csr_matrix(P_states, copy=True)
+    pattern.data[:] = 1.0
+    m = states.counts.astype(np.float64)
+    n_entries = float(m @ (pattern @ m))
+    if n_entries > _MAX_EXPANDED_ENTRIES:
+        raise ValueError(
+            f"the cell-level transition matrix of these duplicates would hold {n_entries:.3g} "
+            f"entries (limit {_MAX_EXPANDED_ENTRIES:.0e}): some cells have very many identical "
+            "copies; aggregate them first"
+        )
+    P = S.T @ (sp.csr_matrix(P_states) @ sp.diags(1.0 / m)) @ S
+    P = sp.csr_matrix(P)
+    P.sort_indices()
+    return P
+
+
+def extend_transitions(
+    X: np.ndarray,
+    X_new: np.ndarray,
+    *,
+    kernel_degrees: np.ndarray,
+    radii: np.ndarray,
+    bandwidths: np.ndarray | None = None,
+    kernel: str = "alpha_decay",
+    n_neighbors: int = 15,
+    decay: float = 40.0,
+    sigma: float | None = None,
+    alpha: float = 1.0,
+    threshold: float = _KERNEL_THRESHOLD,
+) -> sp.csr_matrix:
+    """One-step transitions from new points to the cells of a fitted chain.
+
+    A new point x is connected as if it had been one more cell: its kernel to a cell j is
+    ``½ [k_x(x, j) + k_j(x, j)]``, with ``k_x`` its own alpha-decay bandwidth (distance to
+    its k-th nearest distinct cell) applied to its nearest cells and ``k_j`` cell j's
+    bandwidth when x lies within j's searched neighbourhood (``radii``), each below
+    ``threshold`` dropped, exactly as :func:`affinity_kernel` symmetrises (Gaussian:
+    ``exp(-d² / σ)`` on the same edges). A point at distance 0 from a cell is that cell's
+    state (affinity 1, the self-loop). The anisotropic weights use the fitted
+    ``kernel_degrees`` ``Q``; ``x``'s own ``Q^{-α}`` cancels in the row normalisation. For
+    a cell of the chain the result is its row of P (up to neighbours found only from the
+    other side beyond twice the searched neighbourhood).
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` input representation of the fitted chain's cells.
+    X_new
+        ``(m, d)`` new points in the same representation.
+    kernel_degrees, radii, bandwidths
+        Per-cell values returned by :func:`build_operator` in ``info``.
+    kernel, n_neighbors, decay, sigma, alpha, threshold
+        The fitted chain's kernel parameters.
+
+    Returns
+    -------
+    ``(m, n)`` row-stochastic CSR matrix.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    X_new = np.asarray(X_new, dtype=np.float64)
+    if X_new.ndim != 2 or X_new.shape[1] != X.shape[1]:
+        raise ValueError(f"X_new must have {X.shape[1]} columns, got shape {X_new.shape}")
+    states = distinct_states(X)
+    first = np.arange(X.shape[0]) if states is None else states.first
+    m_states = np.ones(first.size) if states is None else states.counts.astype(np.float64)
+    Xd = X[first]
+    n_d = Xd.shape[0]
+    k_search = min(n_d - 1, (3 if kernel == "alpha_decay" else 4) * n_neighbors)
+    n_cand = min(n_d, 2 * k_search + 1)
+    from sklearn.neighbors import NearestNeighbors
+
+    dist, idx = NearestNeighbors(n_neighbors=n_cand).fit(Xd).kneighbors(X_new)
+    dist = _exact_distances(X_new, Xd, idx)
+    order = np.argsort(dist, axis=1, kind="stable")
+    dist, idx = np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+    same = dist <= 0.0
+    # own neighbourhood: the k_search nearest cells other than its own state
+    rank = np.cumsum(~same, axis=1)
+    own = ~same & (rank <= k_search)
+    theirs = ~same & (dist <= np.asarray(radii, dtype=np.float64)[first][idx])
+    if kernel == "alpha_decay":
+        pos = np.where(own, dist, np.inf)
+        kth = min(n_neighbors, k_search)
+        sig_x = np.sort(pos, axis=1)[:, kth - 1]
+        sig_j = np.asarray(bandwidths, dtype=np.float64)[first][idx]
+        k_own = np.exp(-np.power(dist / sig_x[:, None], decay))
+        k_theirs = np.exp(-np.power(dist / sig_j, decay))
+    elif kernel == "gaussian":
+        k_own = k_theirs = np.exp(-(dist**2) / float(sigma))
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}; use 'alpha_decay' or 'gaussian'")
+    k_own = np.where(own & (k_own >= threshold), k_own, 0.0)
+    k_theirs = np.where(theirs & (k_theirs >= threshold), k_theirs, 0.0)
+    Kx = np.where(same, 1.0, 0.5 * (k_own + k_theirs))
+    q = np.asarray(kernel_degrees, dtype=np.float64)[first][idx]
+    W = Kx * np.power(q, -alpha) if alpha > 0 else Kx
+    W = W * m_states[idx]
+    rs = W.sum(1)
+    if np.any(rs <= 0):
+        bad = int(np.sum(rs <= 0))
+        raise ValueError(
+            f"{bad} new points have no affinity to any fitted cell (too far from the data "
+            "for this kernel)"
+        )
+    W /= rs[:, None]
+    m = X_new.shape[0]
+    T_states = sp.csr_matrix(
+        (W.ravel(), idx.ravel(), np.arange(0, m * n_cand + 1, n_cand)), shape=(m, n_d)
+    )
+    T_states.eliminate_zeros()
+    if states is None:
+        T_states.sort_indices()
+        return T_states
+    return sp.csr_matrix(T_states @ sp.diags(1.0 / m_states) @ states.membership())
+
+
+def _exact_distances(A: np.ndarray, B: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    out = np.empty(idx.shape)
+    for s in range(0, A.shape[0], 4096):
+        diff = A[s : s + 4096, None, :] - B[idx[s : s + 4096]]
+        out[s : s + 4096] = np.sqrt((diff * diff).sum(-1))
+    return out

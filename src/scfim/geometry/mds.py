@@ -8,7 +8,7 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
-__all__ = ["classical_mds", "metric_mds", "stress", "interpolate"]
+__all__ = ["classical_mds", "metric_mds", "stress", "interpolate", "place_points"]
 
 
 def _fix_signs(Y: np.ndarray) -> np.ndarray:
@@ -144,3 +144,69 @@ def interpolate(transitions: sp.spmatrix, Y_landmarks: np.ndarray) -> np.ndarray
     rs = np.asarray(T.sum(1)).ravel()
     rs[rs == 0] = 1.0
     return np.asarray(sp.diags(1.0 / rs) @ T @ Y_landmarks)
+
+
+def place_points(
+    D_new: np.ndarray,
+    Y_ref: np.ndarray,
+    *,
+    init: np.ndarray | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-7,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Out-of-sample metric MDS: place new points against fixed reference coordinates.
+
+    Each new point y independently minimises its stress ``Σ_j (d_j − ‖y − y_j‖)²`` to the
+    reference points by the single-point Guttman (SMACOF) update
+    ``y ← (1/n) Σ_j [y_j + d_j (y − y_j) / ‖y − y_j‖]``, which never increases that stress.
+    A fixed point of the full SMACOF iteration is also a fixed point of this update, so a
+    reference point placed against the others returns (to the accuracy the reference fit
+    converged to) its own coordinates.
+
+    Parameters
+    ----------
+    D_new
+        ``(m, n)`` target distances from the new points to the reference points.
+    Y_ref
+        ``(n, k)`` reference coordinates.
+    init
+        ``(m, k)`` starting positions (e.g. :func:`interpolate`); the reference centroid
+        when None.
+    max_iter, tol
+        Iteration limit and relative tolerance on the stress of each batch.
+    batch_size
+        New points updated together (memory ``batch_size × n × k``).
+
+    Returns
+    -------
+    ``(m, k)`` coordinates.
+    """
+    D_new = np.asarray(D_new, dtype=np.float64)
+    Y_ref = np.asarray(Y_ref, dtype=np.float64)
+    m, n = D_new.shape
+    if Y_ref.ndim != 2 or Y_ref.shape[0] != n:
+        raise ValueError(f"Y_ref must have {n} rows (one per column of D_new)")
+    if not np.all(np.isfinite(D_new)):
+        raise ValueError("D_new contains NaN or infinite values")
+    Y = (
+        np.repeat(Y_ref.mean(0, keepdims=True), m, axis=0)
+        if init is None
+        else np.array(init, dtype=np.float64)
+    )
+    if Y.shape != (m, Y_ref.shape[1]):
+        raise ValueError(f"init must have shape {(m, Y_ref.shape[1])}, got {Y.shape}")
+    for s in range(0, m, batch_size):
+        y, d = Y[s : s + batch_size], D_new[s : s + batch_size]
+        prev = np.inf
+        for _ in range(max_iter):
+            diff = y[:, None, :] - Y_ref[None]
+            e = np.sqrt((diff * diff).sum(-1))
+            cur = float(((e - d) ** 2).sum())
+            if np.isfinite(prev) and prev - cur <= tol * prev:
+                break
+            prev = cur
+            r = np.where(e > 1e-12, d / np.maximum(e, 1e-12), 0.0)
+            y = Y_ref.mean(0) + (r[:, :, None] * diff).mean(1)
+        Y[s : s + batch_size] = y
+    return Y

@@ -1,0 +1,99 @@
+"""JSD-PHATE: metric MDS of Jensen–Shannon distances between rows of Pᵗ, and new points.
+
+The distance between cells i and j is ``sqrt(JS(Pᵗ(i,·), Pᵗ(j,·)))`` on the probability
+rows (Fasina et al. 2023, Appendix A.3; PHATE, Moon et al. 2019, with the JS distance in
+place of the potential distance). The states of the diffusion operator (cells, distinct
+cells or landmarks) are embedded by SMACOF from classical MDS. With landmark clusters every
+cell is placed at the average of the landmark coordinates weighted by its one-step
+transitions to them (PHATE's out-of-sample rule); with collapsed duplicates every copy sits
+at its state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .diffusion import DiffusionOperator
+from .divergences import pairwise_js
+from .mds import interpolate, metric_mds, place_points
+
+__all__ = ["jsd_phate_embedding", "jsd_phate_place"]
+
+
+def jsd_phate_embedding(
+    op: DiffusionOperator, n_components: int = 2, *, max_iter: int = 300
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Embed a diffusion operator's states and place its cells.
+
+    Parameters
+    ----------
+    op
+        The diffusion operator.
+    n_components
+        Embedding dimension (below the number of states).
+    max_iter
+        SMACOF iteration limit.
+
+    Returns
+    -------
+    Y_cells, Y_states, stress1
+        ``(n_obs, n_components)`` cell coordinates, ``(n_states, n_components)`` state
+        coordinates and the normalised stress-1 of the fit.
+    """
+    rows = op.landmark_rows()
+    D = np.sqrt(pairwise_js(rows))
+    Y_states, s1 = metric_mds(D, n_components, max_iter=max_iter)
+    if op.duplicates_collapsed:
+        Y = Y_states[op.landmark_labels]
+    elif op.is_landmark:
+        Y = interpolate(op.cell_to_landmark(), Y_states)
+    else:
+        Y = Y_states
+    return Y, Y_states, s1
+
+
+def jsd_phate_place(
+    op: DiffusionOperator,
+    first_step: sp.spmatrix,
+    Y_states: np.ndarray,
+    *,
+    max_iter: int = 300,
+) -> np.ndarray:
+    """Coordinates of new points in a fitted JSD-PHATE embedding.
+
+    With landmark clusters the fitted cells were placed by their one-step transitions to
+    the landmarks, and new points are placed by the same rule. Otherwise (the states are
+    the cells, or the distinct cells) a new point minimises its stress between its √JS
+    distances to the states (its row of Pᵗ against theirs) and its distances to their
+    fitted coordinates (:func:`~scfim.geometry.mds.place_points`), started from the
+    transition-weighted average; a fitted cell returns to its own coordinates.
+
+    Parameters
+    ----------
+    op
+        The fitted diffusion operator.
+    first_step
+        ``(m, n_obs)`` one-step transitions from the new points to the fitted cells
+        (:func:`~scfim.geometry.diffusion.extend_transitions`).
+    Y_states
+        ``(n_states, k)`` fitted state coordinates (:func:`jsd_phate_embedding`).
+    max_iter
+        Iteration limit of the placement.
+
+    Returns
+    -------
+    ``(m, k)`` coordinates.
+    """
+    T = sp.csr_matrix(first_step)
+    Y_states = np.asarray(Y_states, dtype=np.float64)
+    if Y_states.shape[0] != op.n_states:
+        raise ValueError(
+            f"Y_states has {Y_states.shape[0]} rows, the operator {op.n_states} states"
+        )
+    T_states = T @ op.membership() if op.is_landmark else T
+    init = interpolate(T_states, Y_states)
+    if op.is_landmark and not op.duplicates_collapsed:
+        return init
+    D = np.sqrt(pairwise_js(op.rows_from(T), op.landmark_rows()))
+    return place_points(D, Y_states, init=init, max_iter=max_iter)
