@@ -115,7 +115,7 @@ def test_neural_fim_copies_get_identical_fields_and_runs_are_deterministic():
         a, origin = _with_copies()
         scfim.tl.diffusion(a, n_neighbors=8, t=6)
         scfim.tl.jsd_phate(a)
-        scfim.tl.neural_fim(a, n_components=8, hidden=(16,), epochs=3, verbose=False)
+        scfim.tl.neural_fim(a, n_components=8, hidden=(16,), epochs=3, progress=False)
         runs.append(a)
     a, b = runs
     for k in ("fim_log_volume", "fim_trace"):

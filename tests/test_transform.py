@@ -11,7 +11,7 @@ import scfim
 
 matplotlib.use("Agg")
 
-FIT = dict(n_components=6, hidden=(16,), epochs=3, verbose=False)
+FIT = dict(n_components=6, hidden=(16,), epochs=3, progress=False)
 FIELDS = ("fim_log_volume", "fim_trace")
 
 
@@ -127,13 +127,22 @@ def _split(n_landmarks):
 
 @pytest.mark.parametrize("n_landmarks", [None, 80])
 def test_jsd_phate_transform_reproduces_the_training_cells(n_landmarks):
+    """Fitted cells passed as new cells: on their own coordinates; jittered by 1e-3 (their
+    neighbourhoods and bandwidths then change a little): within a few % of the extent
+    (measured: median 0.17 %, 90th percentile 0.43 %, max 1.6 % exact; 0.12 / 0.38 / 0.9 %
+    with landmarks)."""
     train, _ = _split(n_landmarks)
+    Y = train.obsm["X_jsd_phate"].astype(float)
+    extent = np.ptp(Y, axis=0).max()
     again = AnnData(train.X.copy())
     scfim.tl.jsd_phate_transform(again, model_from=train)
-    Y, Y2 = train.obsm["X_jsd_phate"].astype(float), again.obsm["X_jsd_phate"].astype(float)
-    extent = np.ptp(Y, axis=0).max()
-    err = np.linalg.norm(Y2 - Y, axis=1)
-    assert err.max() < 0.02 * extent, err.max() / extent
+    err = np.linalg.norm(again.obsm["X_jsd_phate"] - Y, axis=1)
+    assert err.max() < 1e-4 * extent, err.max() / extent
+    X = np.asarray(train.X, dtype=np.float64)
+    jitter = AnnData(X + 1e-3 * np.random.default_rng(0).normal(size=X.shape))
+    scfim.tl.jsd_phate_transform(jitter, model_from=train)
+    err = np.linalg.norm(jitter.obsm["X_jsd_phate"] - Y, axis=1) / extent
+    assert np.median(err) < 0.01 and np.quantile(err, 0.9) < 0.02 and err.max() < 0.05
 
 
 @pytest.mark.parametrize("n_landmarks", [None, 80])
@@ -163,9 +172,9 @@ def test_jsd_phate_transform_gaussian_kernel_and_bad_input():
     again = AnnData(train.X.copy())
     scfim.tl.jsd_phate_transform(again, model_from=train)
     Y = train.obsm["X_jsd_phate"]
-    assert np.abs(again.obsm["X_jsd_phate"] - Y).max() < 0.02 * np.ptp(Y, axis=0).max()
+    assert np.abs(again.obsm["X_jsd_phate"] - Y).max() < 1e-4 * np.ptp(Y, axis=0).max()
     bad = AnnData(sp.csr_matrix(X[:5, :3]))
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match="genes"):
         scfim.tl.jsd_phate_transform(bad, model_from=train)
     assert "X_jsd_phate" not in bad.obsm
     no_embedding = AnnData(X[:150].astype(np.float32))

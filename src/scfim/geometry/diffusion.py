@@ -693,7 +693,8 @@ def extend_transitions(
     sigma: float | None = None,
     alpha: float = 1.0,
     threshold: float = _KERNEL_THRESHOLD,
-) -> sp.csr_matrix:
+    return_matches: bool = False,
+) -> sp.csr_matrix | tuple[sp.csr_matrix, np.ndarray]:
     """One-step transitions from new points to the cells of a fitted chain.
 
     A new point x is connected as if it had been one more cell: its kernel to a cell j is
@@ -717,10 +718,12 @@ def extend_transitions(
         Per-cell values returned by :func:`build_operator` in ``info``.
     kernel, n_neighbors, decay, sigma, alpha, threshold
         The fitted chain's kernel parameters.
+    return_matches
+        Also return, for each new point, the first fitted cell identical to it (-1: none).
 
     Returns
     -------
-    ``(m, n)`` row-stochastic CSR matrix.
+    ``(m, n)`` row-stochastic CSR matrix (and the ``(m,)`` matches).
     """
     X = np.asarray(X, dtype=np.float64)
     X_new = np.asarray(X_new, dtype=np.float64)
@@ -776,8 +779,13 @@ def extend_transitions(
     T_states.eliminate_zeros()
     if states is None:
         T_states.sort_indices()
-        return T_states
-    return sp.csr_matrix(T_states @ sp.diags(1.0 / m_states) @ states.membership())
+        T = T_states
+    else:
+        T = sp.csr_matrix(T_states @ sp.diags(1.0 / m_states) @ states.membership())
+    if not return_matches:
+        return T
+    matches = np.where(same[:, 0], first[idx[:, 0]], -1)
+    return T, matches
 
 
 def _exact_distances(A: np.ndarray, B: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -58,6 +58,7 @@ def jsd_phate_place(
     first_step: sp.spmatrix,
     Y_states: np.ndarray,
     *,
+    matches: np.ndarray | None = None,
     max_iter: int = 300,
 ) -> np.ndarray:
     """Coordinates of new points in a fitted JSD-PHATE embedding.
@@ -67,7 +68,9 @@ def jsd_phate_place(
     the cells, or the distinct cells) a new point minimises its stress between its √JS
     distances to the states (its row of Pᵗ against theirs) and its distances to their
     fitted coordinates (:func:`~scfim.geometry.mds.place_points`), started from the
-    transition-weighted average; a fitted cell returns to its own coordinates.
+    transition-weighted average and from the state nearest in JS (the lower stress wins).
+    A new point identical in the input to a fitted cell (``matches``) is that cell's state,
+    as copies are in the fit, and gets its coordinates.
 
     Parameters
     ----------
@@ -78,6 +81,9 @@ def jsd_phate_place(
         (:func:`~scfim.geometry.diffusion.extend_transitions`).
     Y_states
         ``(n_states, k)`` fitted state coordinates (:func:`jsd_phate_embedding`).
+    matches
+        ``(m,)`` fitted cell identical to each new point, -1 for none (from
+        :func:`~scfim.geometry.diffusion.extend_transitions`).
     max_iter
         Iteration limit of the placement.
 
@@ -96,4 +102,22 @@ def jsd_phate_place(
     if op.is_landmark and not op.duplicates_collapsed:
         return init
     D = np.sqrt(pairwise_js(op.rows_from(T), op.landmark_rows()))
-    return place_points(D, Y_states, init=init, max_iter=max_iter)
+    # the single-point stress has local minima where JS saturates: start both from the
+    # weighted average and from the state nearest in JS, keep the lower stress
+    starts = (init, Y_states[np.argmin(D, axis=1)])
+    fits = [place_points(D, Y_states, init=y0, max_iter=max_iter) for y0 in starts]
+    stress = [_point_stress(D, Y, Y_states) for Y in fits]
+    Y = np.where((stress[1] < stress[0])[:, None], fits[1], fits[0])
+    if matches is not None:
+        matches = np.asarray(matches)
+        hit = matches >= 0
+        state = matches[hit]
+        if op.duplicates_collapsed:
+            state = op.landmark_labels[state]
+        Y[hit] = Y_states[state]
+    return Y
+
+
+def _point_stress(D: np.ndarray, Y: np.ndarray, Y_ref: np.ndarray) -> np.ndarray:
+    E = np.sqrt(((Y[:, None, :] - Y_ref[None]) ** 2).sum(-1))
+    return ((E - D) ** 2).sum(1)
