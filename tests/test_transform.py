@@ -34,12 +34,10 @@ def _counts(n: int = 400, n_genes: int = 40, seed: int = 0) -> AnnData:
 
 
 def _fields_from_rep(train: AnnData, X: np.ndarray) -> dict:
-    """FIM fields computed directly by the stored model on the given input."""
-    from scfim.models.neural_fim import NeuralFIM
-
-    model = NeuralFIM.from_dict(train.uns["neural_fim"]["models"]["0"])
-    s = model.summary(np.asarray(X, dtype=np.float64))
-    return {"fim_log_volume": s["log_volume"], "fim_trace": s["trace"]}
+    """FIM fields of the stored model on a given input (passed explicitly as ``use_rep``)."""
+    ref = AnnData(np.zeros((len(X), 1), dtype=np.float32), obsm={"X_ref": np.asarray(X)})
+    scfim.tl.neural_fim_transform(ref, model_from=train, use_rep="X_ref")
+    return {k: ref.obs[k].to_numpy() for k in FIELDS}
 
 
 # ---------------------------------------------------------------- input basis
