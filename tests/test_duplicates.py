@@ -11,7 +11,7 @@ from conftest import branching
 import scfim
 from scfim.geometry import diffusion as gd
 from scfim.geometry.diffusion import affinity_kernel, knn_graph, markov_operator
-from scfim.tl._operator import operator_from_adata
+from scfim.tl._store import read_operator as operator_from_adata
 
 REFERENCE = Path(__file__).parent / "data" / "no_duplicates_reference.npz"
 

@@ -3,7 +3,7 @@
 from .curvature import diffusion_curvature
 from .diffusion import diffusion
 from .geodesic import fisher_rao_distances, geodesic
-from .jsd_phate import jsd_phate
+from .jsd_phate import jsd_phate, jsd_phate_transform
 from .land import land
 from .neural_fim import neural_fim, neural_fim_transform
 from .parameter_fim import parameter_embeddings, parameter_fim
@@ -14,6 +14,7 @@ __all__ = [
     "fisher_rao_distances",
     "geodesic",
     "jsd_phate",
+    "jsd_phate_transform",
     "land",
     "neural_fim",
     "neural_fim_transform",

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-__all__ = ["pca_projection", "project_new", "new_cells_basis"]
+__all__ = ["new_cells_basis", "pca_projection", "project_new"]
 
 _PCA_CHECK_CELLS = 500
 _PCA_RTOL = 1e-3
@@ -253,7 +253,10 @@ def _obsm_basis(
         same, why_not_same = _same_pca(adata_new, model_from, n_features)
         if same:
             X = _dense(adata_new.obsm[train_rep], "adata_new.obsm['X_pca']")
-            return X, "obsm['X_pca'] (the same PCA as model_from: identical varm['PCs'])"
+            return (
+                X,
+                "obsm['X_pca'] (the same PCA as model_from: identical varm['PCs'])",
+            )
     X_pca = _dense(model_from.obsm.get(train_rep), "model_from.obsm['X_pca']")
     proj, why_no_replay = _pca_projection_or_reason(model_from, X_pca)
     if proj is not None:

@@ -58,7 +58,8 @@ def write_operator(
     """Write ``op`` under ``key`` (``obsp`` transitions and ``uns``); returns the fields.
 
     ``extra`` entries are merged into ``uns[key]`` (e.g. per-cell quantities a later
-    out-of-sample transform needs).
+    out-of-sample transform needs); ``params`` is stored as given, ``None`` values included
+    (anndata writes them to h5ad).
     """
     keys = diffusion_keys(key)
     tkey = keys["transitions"][1]
@@ -74,8 +75,9 @@ def write_operator(
         result["entropy"] = entropy
     if op.landmark_labels is not None:
         result["landmark_labels"] = op.landmark_labels
+    result["duplicates_collapsed"] = bool(op.duplicates_collapsed)
     result.update(extra or {})
-    adata.uns[key] = clean_for_h5ad(result)
+    adata.uns[key] = {**clean_for_h5ad(result), "params": dict(params)}
     return [keys["transitions"], keys["uns"]]
 
 
@@ -102,7 +104,11 @@ def read_operator(adata: AnnData, key: str = DIFFUSION) -> DiffusionOperator:
     labels = info.get("landmark_labels")
     labels = None if labels is None else np.asarray(labels, dtype=np.int64)
     return DiffusionOperator(
-        P, np.asarray(info["degrees"], dtype=np.float64), int(info["t"]), labels
+        P,
+        np.asarray(info["degrees"], dtype=np.float64),
+        int(info["t"]),
+        labels,
+        duplicates_collapsed=bool(info.get("duplicates_collapsed", False)),
     )
 
 

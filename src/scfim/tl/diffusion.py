@@ -2,32 +2,117 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _logging as logg
 from .._docs import doc_params
-from ..geometry.diffusion import build_operator
+from ..geometry.diffusion import build_operator, distinct_states
 from ._store import write_operator
 from ._validate import check_choice, check_common, check_float, check_int, get_rep
 
 __all__ = ["diffusion"]
 
 
-def _neighbors_distances(adata: AnnData, neighbors_key: str) -> tuple[sp.csr_matrix, dict]:
-    if neighbors_key not in adata.uns:
-        raise KeyError(
-            f"neighbors_key={neighbors_key!r} not in adata.uns; run `sc.pp.neighbors(adata, "
-            f"key_added=...)` first or leave neighbors_key=None to compute the kNN graph"
-        )
-    nb = adata.uns[neighbors_key]
-    dkey = nb.get("distances_key", "distances")
+_AUTO = "auto"
+
+
+def _scanpy_graph(
+    adata: AnnData,
+    neighbors_key: str | None,
+    rep: str,
+    n_neighbors: int,
+    has_duplicates: bool,
+) -> tuple[sp.csr_matrix | None, str | None, str]:
+    """The kNN distances to reuse (or None), the key they come from, and why (for the log).
+
+    ``neighbors_key="auto"`` reuses ``uns["neighbors"]`` when it is compatible: Euclidean,
+    computed on ``rep`` (scanpy's own default representation when it stored none), with at
+    least ``n_neighbors`` neighbours, one row per cell, and no duplicate cells (which scfim
+    collapses, while a precomputed graph keeps them apart). An explicit key is always used.
+    """
+    if neighbors_key is None:
+        return None, None, f"building a kNN graph on {rep!r} (neighbors_key=None)"
+    explicit = neighbors_key != _AUTO
+    key = neighbors_key if explicit else "neighbors"
+    if key not in adata.uns:
+        if explicit:
+            raise KeyError(
+                f"neighbors_key={key!r} not in adata.uns; run `sc.pp.neighbors(adata, "
+                "key_added=...)` first, or leave neighbors_key='auto' / None to let scfim "
+                "compute the kNN graph"
+            )
+        return None, None, f"building a kNN graph on {rep!r} (no sc.pp.neighbors graph)"
+    nb = adata.uns[key]
+    params = dict(nb.get("params", {})) if isinstance(nb, dict) else {}
+    dkey = str(nb.get("distances_key", "distances")) if isinstance(nb, dict) else "distances"
+    graph_rep = params.get("use_rep")
+    if graph_rep is None:  # scanpy's default representation
+        graph_rep = "X_pca" if adata.n_vars > 50 else "X"
+    graph_rep = str(graph_rep)
+    n_pcs = params.get("n_pcs")
+    if n_pcs is not None and graph_rep == "X_pca" and "X_pca" in adata.obsm:
+        if int(np.asarray(n_pcs)) < adata.obsm["X_pca"].shape[1]:
+            graph_rep = f"the first {int(np.asarray(n_pcs))} columns of X_pca"
+    metric = str(params.get("metric", "euclidean"))
+    k = params.get("n_neighbors")
+    k = None if k is None else int(np.asarray(k).ravel()[0])
+    where = f"uns[{key!r}]"
+    problems = []
     if dkey not in adata.obsp:
-        raise KeyError(f"adata.obsp[{dkey!r}] (from neighbors_key={neighbors_key!r}) is missing")
+        problems.append(f"adata.obsp[{dkey!r}] is missing")
+    elif adata.obsp[dkey].shape != (adata.n_obs, adata.n_obs):
+        problems.append("its graph does not match adata's cells")
+    if explicit and problems:
+        raise KeyError(f"neighbors_key={key!r}: {problems[0]}")
+    if graph_rep != rep:
+        problems.append(f"it was computed on {graph_rep!r}, not use_rep={rep!r}")
+    if metric != "euclidean":
+        problems.append(f"its metric is {metric!r}, not Euclidean")
+    if has_duplicates:
+        problems.append("the data have duplicate cells, which scfim collapses into one state")
+    if k is not None and n_neighbors > k:
+        if explicit:
+            warnings.warn(
+                f"n_neighbors={n_neighbors} exceeds the k={k} of the graph in {where}: the "
+                f"bandwidth uses the farthest of its neighbours; rerun "
+                f"`sc.pp.neighbors(adata, n_neighbors={n_neighbors})` for a larger graph",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            warnings.warn(
+                f"n_neighbors={n_neighbors} exceeds the k={k} of the graph in {where}, so "
+                f"scfim builds its own {n_neighbors}-NN graph; pass neighbors_key={key!r} to "
+                f"use the stored graph anyway, or rerun `sc.pp.neighbors(adata, "
+                f"n_neighbors={n_neighbors})`",
+                UserWarning,
+                stacklevel=3,
+            )
+            problems.append(f"its k={k} is below n_neighbors={n_neighbors}")
+    if explicit:
+        for p in problems:
+            warnings.warn(
+                f"neighbors_key={key!r}: {p}; using it as requested",
+                UserWarning,
+                stacklevel=3,
+            )
+    elif problems:
+        return (
+            None,
+            None,
+            f"building a kNN graph on {rep!r}, not reusing {where}: " + "; ".join(problems),
+        )
     D = sp.csr_matrix(adata.obsp[dkey], dtype=np.float64)
     D.eliminate_zeros()
-    return D, dict(nb.get("params", {}))
+    return (
+        D,
+        key,
+        f"using the kNN graph of sc.pp.neighbors in {where} (k={k}, on {graph_rep!r})",
+    )
 
 
 @doc_params()
@@ -42,7 +127,7 @@ def diffusion(
     alpha: float = 1.0,
     t: int | str = "auto",
     n_landmarks: int | None = 2000,
-    neighbors_key: str | None = None,
+    neighbors_key: str | None = "auto",
     knn_method: str = "auto",
     random_state: int | None = 0,
     key_added: str = "diffusion",
@@ -50,13 +135,19 @@ def diffusion(
 ) -> AnnData | None:
     """Diffusion operator P on the cells (neural-FIM Algorithm 1, PHATE's kernel).
 
-    Builds a kNN graph (or reuses scanpy's from ``neighbors_key``), an affinity kernel
+    Builds a kNN graph (or reuses the one of ``sc.pp.neighbors``), an affinity kernel
     (PHATE's alpha-decay kernel with σ = distance to the k-th neighbour, or a Gaussian
     ``exp(-d²/σ)``), the anisotropic kernel ``K_α = Q^{-α} K Q^{-α}``, the row-stochastic
     Markov matrix P and the diffusion time t (``"auto"``: knee of the von Neumann entropy of
     Pᵗ, as in PHATE). Above ``n_landmarks`` cells the cells are lumped into that many
     landmarks (mini-batch k-means on ``use_rep``), and rows of Pᵗ are distributions over the
     landmarks, computed on demand; no dense ``n × n`` matrix is built.
+
+    Exact duplicate cells are collapsed into one state carrying its multiplicity: the kNN
+    graph and bandwidths are those of the distinct cells, and P is the chain on all cells
+    whose kernel between two cells is the kernel of their states (two copies have affinity
+    1). That chain is exactly lumpable onto the states, so every copy gets the same row of
+    Pᵗ and the same results downstream; data without duplicates are unaffected.
 
     Parameters
     ----------
@@ -78,7 +169,13 @@ def diffusion(
     n_landmarks
         Landmark count for large data; None forces the exact operator (≤ 10 000 cells).
     neighbors_key
-        Reuse ``adata.uns[neighbors_key]`` / its ``obsp`` distances from ``sc.pp.neighbors``.
+        ``"auto"``: reuse the graph of ``sc.pp.neighbors`` (``uns["neighbors"]`` and its
+        ``obsp`` distances) when it is there and compatible: computed on ``use_rep`` (for
+        a graph that stored none, scanpy's own default, ``X_pca`` above 50 genes), Euclidean,
+        ``n_neighbors`` at most its k (scanpy's k counts the cell itself), and no duplicate
+        cells; otherwise build one, with a warning when only the k is too small. A key:
+        use ``adata.uns[key]`` as given (warning about any incompatibility). None: always
+        build scfim's own graph. The log says which graph was used.
     knn_method
         ``"auto"`` (exact up to 50 000 cells, else ``"ivf"``), ``"exact"``, ``"ivf"`` or
         ``"pynndescent"``.
@@ -97,7 +194,12 @@ def diffusion(
         ``adata.uns[key_added]``
             ``params``, the diffusion time ``t``, the von Neumann ``entropy`` curve (when
             ``t="auto"``), the stationary weights ``degrees``, ``landmark_labels`` (landmark
-            mode), ``n_states`` (length of a row of Pᵗ) and ``transitions_key``.
+            mode, or with duplicates the state of each cell), ``duplicates_collapsed``,
+            ``n_distinct`` (number of distinct cells), ``n_states`` (length of a row of Pᵗ),
+            ``transitions_key``, and per cell what placing new cells needs
+            (``kernel_degrees``, ``radii``, ``bandwidths``; see
+            :func:`scfim.tl.jsd_phate_transform`). ``params`` keeps every argument,
+            ``None`` included; ``neighbors_key`` is the key of the graph used (None: scfim's own).
 
     Raises
     ------
@@ -120,7 +222,7 @@ def diffusion(
     if n_landmarks is not None:
         n_landmarks = check_int("n_landmarks", n_landmarks, minimum=2)
     if neighbors_key is not None and not isinstance(neighbors_key, str):
-        raise TypeError(f"neighbors_key must be a string or None, got {neighbors_key!r}")
+        raise TypeError(f"neighbors_key must be 'auto', a string or None, got {neighbors_key!r}")
     check_choice("knn_method", knn_method, ("auto", "exact", "ivf", "pynndescent"))
     random_state = check_common(random_state, key_added, copy)
 
@@ -131,15 +233,27 @@ def diffusion(
             f"n_neighbors={n_neighbors} needs more cells than that; got n_obs={n}. "
             "Lower n_neighbors."
         )
-    if n_landmarks is None and n > 10_000:
+    states = distinct_states(X)
+    n_distinct = n if states is None else states.n_distinct
+    if n_distinct <= n_neighbors:
+        raise ValueError(
+            f"n_neighbors={n_neighbors} needs more distinct cells than that; adata has "
+            f"{n_distinct} distinct cells among {n} (the others are exact copies). Lower "
+            "n_neighbors."
+        )
+    if n_landmarks is None and n_distinct > 10_000:
         raise ValueError("the exact operator (n_landmarks=None) is limited to 10 000 cells")
-    distances = None
-    if neighbors_key is not None:
-        distances, _ = _neighbors_distances(adata, neighbors_key)
-        if distances.shape != (n, n):
-            raise ValueError("the neighbour graph does not match adata's cells")
+    distances, graph_key, graph_note = _scanpy_graph(
+        adata, neighbors_key, rep, n_neighbors, states is not None
+    )
 
     start = logg.info(f"computing the diffusion operator of {n} cells (use_rep={rep!r})")
+    logg.info(f"    {graph_note}")
+    if states is not None and distances is None:
+        logg.info(
+            f"    {n - n_distinct} cells are exact copies of others: {n_distinct} distinct "
+            "states, each weighted by its multiplicity"
+        )
     op, info = build_operator(
         X,
         distances=distances,
@@ -165,11 +279,16 @@ def diffusion(
         "alpha": alpha,
         "t": t if isinstance(t, str) else int(t),
         "n_landmarks": n_landmarks,
-        "neighbors_key": neighbors_key,
+        "neighbors_key": graph_key,
         "knn_method": knn_method,
         "random_state": random_state,
     }
-    fields = write_operator(adata, op, key_added, params=params, entropy=info.get("entropy"))
+    extra = {
+        k: info[k] for k in ("n_distinct", "kernel_degrees", "radii", "bandwidths") if k in info
+    }
+    fields = write_operator(
+        adata, op, key_added, params=params, entropy=info.get("entropy"), extra=extra
+    )
     logg.info(
         f"    finished: {op.n_states} states, t = {op.t}",
         time=start,

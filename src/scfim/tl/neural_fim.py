@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
@@ -14,6 +12,8 @@ from .. import _logging as logg
 from .._docs import doc_params
 from .._keys import neural_fim_keys
 from ..models.neural_fim import EIG_RTOL, NeuralFIM
+from ._basis import new_cells_basis
+from ._basis import pca_projection as _pca_projection
 from ._store import clean_for_h5ad, fim_ensemble_state, read_fim_ensemble, read_operator
 from ._validate import (
     check_bool,
@@ -26,8 +26,6 @@ from ._validate import (
 )
 
 __all__ = ["neural_fim", "neural_fim_transform"]
-
-_PCA_CHECK_CELLS = 500
 
 
 # ---------------------------------------------------------------------- validation
@@ -55,70 +53,6 @@ def _fields(key_added: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- PCA projection
-def _matrix(adata: AnnData, layer: str | None):
-    M = adata.X if layer is None else adata.layers[layer]
-    if M is None:
-        raise ValueError("adata.X is empty")
-    return M
-
-
-def _pca_projection(adata: AnnData, X_pca: np.ndarray) -> dict | None:
-    """Mean and flags that reproduce ``obsm['X_pca'] = (X − mean) @ varm['PCs']``, or None.
-
-    scanpy stores the loadings (``varm['PCs']``) but not the mean it centred with; it is
-    recomputed from ``adata.X`` (or ``uns['pca']['params']['layer']``) and the projection is
-    checked on a few cells, so that a later change of ``X`` (e.g. scaling) is caught.
-    """
-    if "PCs" not in adata.varm:
-        return None
-    params = dict(adata.uns.get("pca", {}).get("params", {}))
-    layer = params.get("layer")
-    layer = None if layer is None or isinstance(layer, (bool, np.bool_)) else str(layer)
-    zero_center = bool(params.get("zero_center", True))
-    try:
-        M = _matrix(adata, layer)
-    except (KeyError, ValueError):
-        return None
-    PCs = np.asarray(adata.varm["PCs"], dtype=np.float64)
-    if PCs.shape[1] != X_pca.shape[1]:
-        return None
-    mean = np.asarray(M.mean(0), dtype=np.float64).ravel() if zero_center else np.zeros(M.shape[1])
-    sel = np.linspace(0, adata.n_obs - 1, min(adata.n_obs, _PCA_CHECK_CELLS)).astype(np.int64)
-    Ms = M[sel]
-    Ms = Ms.toarray() if sp.issparse(Ms) else np.asarray(Ms)
-    proj = (np.asarray(Ms, dtype=np.float64) - mean) @ PCs
-    scale = np.abs(X_pca[sel]).max() + 1e-12
-    if np.abs(proj - X_pca[sel]).max() > 1e-3 * scale:
-        return None
-    out: dict[str, Any] = {"pca_mean": mean, "zero_center": zero_center}
-    if layer is not None:
-        out["layer"] = layer
-    return out
-
-
-def _project_new(adata_new: AnnData, model_from: AnnData, proj: dict) -> np.ndarray:
-    PCs = np.asarray(model_from.varm["PCs"], dtype=np.float64)
-    used = np.flatnonzero(np.any(PCs != 0, axis=1))
-    genes = model_from.var_names[used]
-    missing = genes.difference(adata_new.var_names)
-    if len(missing):
-        raise ValueError(
-            f"adata_new lacks {len(missing)} genes used by the PCA of model_from "
-            f"(first: {missing[0]!r}); subset/reorder it to model_from.var_names or pass use_rep"
-        )
-    layer = proj.get("layer")
-    if layer is not None and layer not in adata_new.layers:
-        raise KeyError(f"the PCA used layer {layer!r}, which adata_new lacks")
-    M = _matrix(adata_new, layer)[:, adata_new.var_names.get_indexer(genes)]
-    mean = np.asarray(proj["pca_mean"], dtype=np.float64)[used]
-    out = np.empty((adata_new.n_obs, PCs.shape[1]))
-    for s in range(0, adata_new.n_obs, 65536):
-        blk = M[s : s + 65536]
-        blk = blk.toarray() if sp.issparse(blk) else np.asarray(blk)
-        out[s : s + 65536] = (np.asarray(blk, dtype=np.float64) - mean) @ PCs[used]
-    return out
-
-
 # ---------------------------------------------------------------------- writing
 def _summaries(models: list[NeuralFIM], X: np.ndarray) -> dict[str, np.ndarray]:
     s = [m.summary(X) for m in models]
@@ -322,16 +256,6 @@ def neural_fim(
     return adata if copy else None
 
 
-def _dense(M) -> np.ndarray:
-    if M is None:
-        raise ValueError("adata_new.X is empty")
-    if sp.issparse(M):
-        M = M.toarray()
-    elif hasattr(M, "to_numpy"):
-        M = M.to_numpy()
-    return np.asarray(M, dtype=np.float64)
-
-
 def _models_from(model_from: AnnData, key: str, device: torch.device) -> tuple[list, dict]:
     return read_fim_ensemble(model_from, key, device=device, what="model_from")
 
@@ -350,13 +274,17 @@ def neural_fim_transform(
     New cells must be in the input basis the models were trained in. By default:
 
     - trained on ``X``: ``adata_new.X``, with genes matched by ``var_names``;
-    - trained on ``X_pca``: ``adata_new.X`` is projected with the loadings of
-      ``model_from`` (``varm["PCs"]``) and the mean scanpy centred with (stored by
-      :func:`neural_fim`), genes matched by name; PCA is *not* refitted;
-    - any other representation: pass ``use_rep``.
+    - trained on ``X_pca``: ``adata_new.obsm["X_pca"]`` when it comes from the same PCA
+      (``adata_new.varm["PCs"]`` identical to ``model_from``'s, e.g. both are subsets of
+      one object after ``sc.pp.pca``); otherwise ``adata_new.X`` projected on
+      ``model_from.varm["PCs"]`` (genes matched by name, the projected centre recovered
+      from ``model_from``'s cells) when those loadings are finite and reproduce
+      ``model_from.obsm["X_pca"]``; PCA is *not* refitted;
+    - any other representation, or a PCA that cannot be replayed: an error that says
+      why and what to pass as ``use_rep``.
 
-    ``use_rep`` names an ``adata_new.obsm`` key that is already in the training basis
-    (e.g. ``"X_pca"`` after projecting it yourself); it is used as is.
+    ``use_rep`` names an ``adata_new`` representation that is already in the training
+    basis (e.g. ``"X_pca"`` after projecting it yourself); it is used as is.
 
     Parameters
     ----------
@@ -396,38 +324,7 @@ def neural_fim_transform(
     params = dict(info["params"])
     train_rep = str(params["use_rep"])
     d = models[0].n_features_
-    if use_rep is not None:
-        if use_rep != "X" and use_rep not in adata_new.obsm:
-            raise KeyError(f"use_rep={use_rep!r} is not in adata_new.obsm")
-        X = _dense(adata_new.X if use_rep == "X" else adata_new.obsm[use_rep])
-        rep = use_rep
-    elif train_rep == "X":
-        missing = model_from.var_names.difference(adata_new.var_names)
-        if len(missing):
-            raise ValueError(
-                f"adata_new lacks {len(missing)} of the training genes (first: {missing[0]!r})"
-            )
-        X = _dense(adata_new.X[:, adata_new.var_names.get_indexer(model_from.var_names)])
-        rep = "X"
-    elif train_rep == "X_pca":
-        if "pca" not in info:
-            raise ValueError(
-                "model_from's X_pca could not be reproduced from its X and varm['PCs'] "
-                "(X changed after PCA?); project adata_new yourself and pass use_rep"
-            )
-        X = _project_new(adata_new, model_from, info["pca"])
-        rep = "X (projected on model_from.varm['PCs'])"
-    else:
-        raise ValueError(
-            f"the model was trained on obsm[{train_rep!r}]; pass use_rep naming the "
-            "adata_new.obsm key with the new cells in that basis"
-        )
-    if X.ndim != 2 or X.shape[0] < 1:
-        raise ValueError(f"no cells to transform (input shape {X.shape})")
-    if not np.isfinite(X).all():
-        raise ValueError(f"the input ({rep}) of adata_new contains NaN or infinite values")
-    if X.shape[1] != d:
-        raise ValueError(f"the model expects {d} input features, got {X.shape[1]} from {rep}")
+    X, rep = new_cells_basis(adata_new, model_from, train_rep, use_rep=use_rep, n_features=d)
     start = logg.info(f"evaluating {len(models)} neural FIM model(s) on {X.shape[0]} new cells")
     res = _summaries(models, X)
 
