@@ -241,11 +241,11 @@ def diffusion(
             f"{n_distinct} distinct cells among {n} (the others are exact copies). Lower "
             "n_neighbors."
         )
-    if n_landmarks is None and n_distinct > 10_000:
-        raise ValueError("the exact operator (n_landmarks=None) is limited to 10 000 cells")
     distances, graph_key, graph_note = _scanpy_graph(
         adata, neighbors_key, rep, n_neighbors, states is not None
     )
+    if n_landmarks is None and (n if distances is not None else n_distinct) > 10_000:
+        raise ValueError("the exact operator (n_landmarks=None) is limited to 10 000 cells")
 
     start = logg.info(f"computing the diffusion operator of {n} cells (use_rep={rep!r})")
     logg.info(f"    {graph_note}")
