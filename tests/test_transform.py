@@ -11,7 +11,7 @@ import scfim
 
 matplotlib.use("Agg")
 
-FIT = dict(n_components=6, hidden=(16,), epochs=3, progress=False)
+FIT = {"n_components": 6, "hidden": (16,), "epochs": 3, "progress": False}
 FIELDS = ("fim_log_volume", "fim_trace")
 
 

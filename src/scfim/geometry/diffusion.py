@@ -239,6 +239,7 @@ class DistinctStates:
 
     @property
     def n_distinct(self) -> int:
+        """Number of distinct cells (states)."""
         return int(self.first.size)
 
     def membership(self) -> sp.csr_matrix:
@@ -661,8 +662,10 @@ def _row_max(distances: sp.csr_matrix) -> np.ndarray:
 
 
 def _expand_to_cells(P_states: sp.csr_matrix, states: DistinctStates) -> sp.csr_matrix:
-    """Cell-level chain of the lumped one: a cell of I moves to each copy of J with
-    probability ``P_states[I, J] / m_J``."""
+    """Cell-level chain of the lumped one.
+
+    A cell of state I moves to each copy of state J with probability ``P_states[I, J] / m_J``.
+    """
     S = states.membership()
     pattern = sp.csr_matrix(P_states, copy=True)
     pattern.data[:] = 1.0

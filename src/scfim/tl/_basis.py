@@ -46,8 +46,10 @@ def _pca_layer(adata: AnnData) -> str | None:
 
 
 def _used_loadings(PCs: np.ndarray) -> tuple[np.ndarray | None, str | None]:
-    """Genes that enter the PCA (rows not all zero and not all NaN), or the reason why the
-    loadings cannot be used."""
+    """Genes that enter the PCA, or the reason why the loadings cannot be used.
+
+    Rows that are all zero or all NaN are genes outside the PCA.
+    """
     nan = np.isnan(PCs)
     excluded = nan.all(1) | (np.where(nan, 0.0, PCs) == 0).all(1)
     partial = nan.any(1) & ~nan.all(1)
