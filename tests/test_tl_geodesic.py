@@ -117,3 +117,49 @@ def test_bad_input_leaves_adata_unchanged(fitted, args, kwargs, exc):
     with pytest.raises(exc):
         scfim.tl.geodesic(a, *args, **kwargs)
     assert_unchanged(a, snap)
+
+
+def test_fisher_rao_distances_graph_energy_ode(fitted):
+    a = fitted.copy()
+    cells = ["c0", "c40", "c100", "c170"]
+    scfim.tl.fisher_rao_distances(a, cells)
+    g = a.uns["fisher_rao_distances"]
+    assert g["params"]["method"] == "graph"
+    np.testing.assert_array_equal(g["distances"], g["graph_distances"])
+    scfim.tl.fisher_rao_distances(a, cells, method="energy", n_points=10, key_added="e")
+    e = a.uns["e"]
+    np.testing.assert_allclose(e["graph_distances"], g["distances"])
+    off = ~np.eye(4, dtype=bool)
+    # the energy solver starts on the graph path; a distance is the shorter of both curves
+    assert np.all(e["distances"][off] <= g["distances"][off])
+    assert np.all(e["distances"][off] > 0)
+    scfim.tl.fisher_rao_distances(a, cells[:2], method="ode", n_points=9, n_steps=20, key_added="o")
+    assert a.uns["o"]["endpoint_error"][0, 1] >= 0 and a.uns["o"]["distances"][0, 1] > 0
+
+
+def test_fisher_rao_distances_has_no_cell_cap(fitted):
+    a = fitted.copy()
+    scfim.tl.fisher_rao_distances(a, n_cells=150)
+    assert a.uns["fisher_rao_distances"]["distances"].shape == (150, 150)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [
+        ({"cells": ["c0", "c0"]}, ValueError),
+        ({"cells": ["c0"]}, ValueError),
+        ({"method": "dijkstra"}, ValueError),
+        ({"n_cells": 1}, ValueError),
+        ({"n_neighbors": "5"}, TypeError),
+        ({"batch_size": 0}, ValueError),
+        ({"progress": 1}, TypeError),
+        ({"key_added": ""}, TypeError),
+        ({"fim_key": "missing"}, KeyError),
+    ],
+)
+def test_fisher_rao_distances_bad_input(fitted, kwargs, exc):
+    a = fitted.copy()
+    snap = snapshot(a)
+    with pytest.raises(exc):
+        scfim.tl.fisher_rao_distances(a, **kwargs)
+    assert_unchanged(a, snap)

@@ -29,6 +29,7 @@ __all__ = [
     "land_keys",
     "rep_matrix",
     "rep_array",
+    "pseudotime_keys",
 ]
 
 DIFFUSION = "diffusion"
@@ -111,3 +112,8 @@ def rep_array(adata: AnnData, name: str) -> np.ndarray:
     elif hasattr(M, "to_numpy"):
         M = M.to_numpy()
     return np.asarray(M, dtype=np.float64)
+
+
+def pseudotime_keys(key: str = "fisher_rao_pseudotime") -> dict[str, tuple[str, str]]:
+    """Fields of :func:`scfim.tl.fisher_rao_pseudotime`."""
+    return {"pseudotime": ("obs", key), "root": ("obs", f"{key}_root"), "uns": ("uns", key)}

@@ -185,7 +185,8 @@ def ode_geodesic(
     the Adam steps, ``endpoint_error = ‖x(1) − end‖`` and ``method = "ode"``.
     """
     from torchdiffeq import odeint
-    from tqdm.auto import tqdm
+
+    from .._progress import progress_bar
 
     a, b = end_points(metric, start, end, dtype)
     if n_points < 3:
@@ -220,7 +221,7 @@ def ode_geodesic(
     with torch_threads(num_threads):
         opt = torch.optim.Adam(field.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, n_steps), eta_min=0.1 * lr)
-        for k in tqdm(range(int(n_steps)), disable=not progress, desc="neural ODE geodesic"):
+        for k in progress_bar(range(int(n_steps)), desc="neural ODE geodesic", progress=progress):
             opt.zero_grad()
             loss, r = losses(trajectory())
             loss.sum().backward()

@@ -7,11 +7,13 @@ from .jsd_phate import jsd_phate, jsd_phate_transform
 from .land import land
 from .neural_fim import neural_fim, neural_fim_transform
 from .parameter_fim import parameter_embeddings, parameter_fim
+from .pseudotime import fisher_rao_pseudotime
 
 __all__ = [
     "diffusion",
     "diffusion_curvature",
     "fisher_rao_distances",
+    "fisher_rao_pseudotime",
     "geodesic",
     "jsd_phate",
     "jsd_phate_transform",

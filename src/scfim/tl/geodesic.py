@@ -8,6 +8,7 @@ from scipy.spatial import cKDTree
 
 from .. import _logging as logg
 from .._docs import doc_params
+from ..geometry.distances import geodesic_distances
 from ..geometry.geodesic import energy_geodesic
 from ..geometry.geodesic_ode import ode_geodesic
 from ..geometry.graph import graph_paths, knn_graph, symmetrize
@@ -51,7 +52,9 @@ def _fim_setup(adata: AnnData, fim_key: str, density_weight: float):
     models, info = read_fim_ensemble(adata, fim_key)
     use_rep = str(info["params"]["use_rep"])
     X, _ = get_rep(adata, use_rep)
-    metric, density = with_density(NeuralFIMMetric(models), X, density_weight)
+    metric, density = with_density(
+        NeuralFIMMetric(models), X, density_weight, n_nearest=_DENSITY_NEAREST
+    )
     return X, use_rep, metric, density
 
 
@@ -61,6 +64,9 @@ def _graph_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, k: 
     return graph_paths(G, X, s, e, n_points)[0]
 
 
+# mixture components per density evaluation (kNN-restricted; measured on a 2000-point
+# sphere: the same distances to 4 digits as the full sum, 13× faster refinement)
+_DENSITY_NEAREST = 32
 _METHODS = ("energy", "ode")
 _ENERGIES = ("metric", "fisher_rao")
 _HOT_STARTS = ("graph", "density", "none")
@@ -289,36 +295,65 @@ def geodesic(
     return adata if copy else None
 
 
+_DISTANCE_METHODS = ("graph", "energy", "ode")
+
+
 @doc_params()
 def fisher_rao_distances(
     adata: AnnData,
     cells=None,
     *,
-    method: str = "energy",
-    energy: str = "metric",
+    method: str = "graph",
+    n_cells: int = 100,
+    n_neighbors: int = 15,
     n_points: int = 24,
     fim_key: str = "neural_fim",
     density_weight: float = 1e-3,
+    max_iter: int = 300,
     n_steps: int = 300,
+    batch_size: int = 256,
     random_state: int | None = 0,
     progress: bool = True,
-    max_cells: int = 100,
     key_added: str = "fisher_rao_distances",
     copy: bool = False,
 ) -> AnnData | None:
-    """Pairwise Fisher–Rao geodesic distances among chosen cells (all pairs in one batch).
+    """Pairwise Fisher–Rao geodesic distances among chosen cells.
+
+    The metric is that of :func:`geodesic`: the learned Fisher information metric
+    (Fasina et al., ICML 2023) plus ``density_weight`` times the density metric (its
+    Gaussian mixture summed over the 32 components nearest to each point).
+
+    - ``method="graph"``: shortest paths of a kNN graph of all cells whose edges carry
+      their Fisher–Rao lengths (:func:`scfim.geometry.distances.metric_graph`; short edges
+      are nearly straight, as in Isomap), one Dijkstra run per chosen cell: thousands of
+      pairs take seconds.
+    - ``method="energy"``: every pair's graph path is then shortened by the energy solver
+      into a geodesic of the continuous metric (``batch_size`` pairs at a time); a distance
+      is the shorter of the two curves.
+    - ``method="ode"``: the neural-ODE solver of :func:`geodesic` per pair, started along
+      the graph path; a distance is the length of the ODE curve, whose end misses the cell
+      by ``endpoint_error``.
+
+    Memory grows with ``batch_size`` and the number of chosen cells, not with their square
+    times the curve size; there is no cap on the number of cells.
 
     Parameters
     ----------
     adata
         Annotated data on which :func:`scfim.tl.neural_fim` ran.
     cells
-        Obs names or positions; None takes ``max_cells`` evenly spaced cells.
-    method, energy, n_points, fim_key, density_weight, n_steps, random_state, progress
-        As in :func:`geodesic`. With ``"ode"`` a distance is the length of the ODE curve,
-        whose end misses the cell by ``endpoint_error`` (written as a matrix too).
-    max_cells
-        Refuse more cells than this (the cost grows with the square).
+        Obs names or positions; None takes ``n_cells`` evenly spaced cells.
+    method
+        ``"graph"``, ``"energy"`` or ``"ode"``.
+    n_cells
+        Cells taken when ``cells`` is None.
+    n_neighbors
+        Neighbours per cell of the graph.
+    n_points, fim_key, density_weight, max_iter, n_steps, random_state
+        As in :func:`geodesic` (``n_points``, ``max_iter``, ``n_steps``: the solvers).
+    batch_size
+        Pairs per solver batch.
+    {progress}
     key_added
         ``uns`` key of the result.
     {copy}
@@ -327,50 +362,57 @@ def fisher_rao_distances(
     -------
     AnnData or None
         None, or the modified copy. Writes ``adata.uns[key_added]`` with ``cells`` (obs names),
-        ``distances`` (symmetric, zero diagonal), ``endpoint_error`` (symmetric; 0 for
-        ``"energy"``) and ``params``.
+        ``distances`` (symmetric, zero diagonal), ``graph_distances`` (the metric graph's
+        shortest paths), ``endpoint_error`` (symmetric; 0 except for ``"ode"``) and ``params``.
     """
-    n_points, _, n_steps, density_weight = _check_solver_args(
-        method, energy, n_points, 1, n_steps, density_weight, True
+    check_choice("method", method, _DISTANCE_METHODS)
+    n_points, max_iter, n_steps, density_weight = _check_solver_args(
+        "energy", "metric", n_points, max_iter, n_steps, density_weight, True
     )
     progress = check_bool("progress", progress)
     random_state = check_common(random_state, key_added, copy)
     check_key_added(fim_key, "fim_key")
-    max_cells = check_int("max_cells", max_cells, minimum=2)
+    n_cells = check_int("n_cells", n_cells, minimum=2)
+    n_neighbors = check_int("n_neighbors", n_neighbors)
+    batch_size = check_int("batch_size", batch_size)
     if cells is None:
-        idx = np.unique(np.linspace(0, adata.n_obs - 1, min(max_cells, adata.n_obs)).astype(int))
+        idx = np.unique(np.linspace(0, adata.n_obs - 1, min(n_cells, adata.n_obs)).astype(int))
     else:
         idx = resolve_cells(adata, cells)
-    if idx.size < 2 or idx.size > max_cells:
-        raise ValueError(f"need between 2 and max_cells={max_cells} cells, got {idx.size}")
-    iu = np.triu_indices(idx.size, 1)
+    if np.unique(idx).size != idx.size:
+        raise ValueError("cells contains duplicates")
+    if idx.size < 2:
+        raise ValueError(f"need at least 2 cells, got {idx.size}")
+    X, use_rep, metric, _ = _fim_setup(adata, fim_key, density_weight)
+
     start_time = logg.info(f"computing Fisher–Rao distances among {idx.size} cells ({method})")
-    _, _, res = _solve(
-        adata,
-        idx[iu[0]],
-        idx[iu[1]],
-        method=method,
-        energy=energy,
+    res = geodesic_distances(
+        metric,
+        X,
+        idx,
+        refine=None if method == "graph" else method,
+        n_neighbors=n_neighbors,
         n_points=n_points,
-        fim_key=fim_key,
-        density_weight=density_weight,
-        hot_start=True,
-        max_iter=300,
+        max_iter=max_iter,
         n_steps=n_steps,
+        batch_size=batch_size,
         random_state=random_state,
         progress=progress,
     )
-    D = np.zeros((idx.size, idx.size))
-    D[iu] = res.lengths
-    D = D + D.T
-    miss = np.zeros_like(D)
-    miss[iu] = res.endpoint_error
     adata = adata.copy() if copy else adata
     adata.uns[key_added] = {
         "cells": np.asarray(adata.obs_names[idx]),
-        "distances": D,
-        "endpoint_error": miss + miss.T,
-        "params": {"method": method, "energy": energy, "n_points": n_points},
+        "distances": res.distances,
+        "graph_distances": res.graph_distances,
+        "endpoint_error": res.endpoint_error,
+        "params": {
+            "method": method,
+            "n_neighbors": n_neighbors,
+            "n_points": n_points,
+            "fim_key": fim_key,
+            "density_weight": float(density_weight),
+            "use_rep": use_rep,
+        },
     }
     logg.info("    finished", time=start_time, deep=logg.added(("uns", key_added)))
     return adata if copy else None

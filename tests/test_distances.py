@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from scfim.geometry.distances import geodesic_distances, geodesic_pseudotime, metric_graph
+from scfim.geometry.metric import EuclideanMetric
+
+
+def _square(n=400, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, size=(n, 2))
+
+
+def _sphere(n=1500, seed=0):
+    U = np.random.default_rng(seed).normal(size=(n, 3))
+    return U / np.linalg.norm(U, axis=1, keepdims=True)
+
+
+def test_graph_distances_on_the_sphere_approach_great_circles():
+    """Chord-length edges of a dense sphere sample: shortest paths ≈ arc lengths."""
+    U = _sphere()
+    d, nearest = geodesic_pseudotime(EuclideanMetric(3), U, [0])
+    truth = np.arccos(np.clip(U @ U[0], -1, 1))
+    far = truth > 0.5
+    rel = np.abs(d[far] - truth[far]) / truth[far]
+    assert np.median(rel) < 0.08
+    assert np.all(d[far] >= 0.98 * truth[far])  # a path on the sphere is never shorter
+    assert d[0] == 0 and np.all(nearest == 0)
+
+
+def test_refined_distances_are_straight_lines_in_the_plane():
+    X = _square()
+    m = EuclideanMetric(2)
+    idx = np.arange(0, 400, 40)
+    G = metric_graph(X, m, n_neighbors=10)
+    r = geodesic_distances(m, X, idx, graph=G, refine="energy", n_points=12, batch_size=7)
+    truth = np.linalg.norm(X[idx, None] - X[None, idx], axis=-1)
+    np.testing.assert_allclose(r.distances, truth, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(r.distances, r.distances.T)
+    off = ~np.eye(idx.size, dtype=bool)
+    assert np.all(r.graph_distances[off] >= truth[off] - 1e-12)  # graph paths zigzag
+    assert r.refined[off].all() and not r.refined.diagonal().any()
+    # without refinement: graph distances, with targets
+    g = geodesic_distances(m, X, idx[:3], idx, graph=G)
+    np.testing.assert_allclose(g.distances, r.graph_distances[:3])
+    with pytest.raises(ValueError):
+        geodesic_distances(m, X, idx, graph=G, refine="spline")
+
+
+def test_landmarks_shorten_pseudotime_towards_the_truth():
+    X = _square(600, seed=1)
+    m = EuclideanMetric(2)
+    root = int(np.argmin(X.sum(1)))
+    truth = np.linalg.norm(X - X[root], axis=1)
+    G = metric_graph(X, m, n_neighbors=8)
+    d0, _ = geodesic_pseudotime(m, X, [root], graph=G)
+    d1, _ = geodesic_pseudotime(m, X, [root], graph=G, n_landmarks=20, n_points=8)
+    assert np.all(d1 <= d0 + 1e-12) and np.all(d1 >= truth - 1e-9)
+    far = truth > 0.3
+    err0 = np.mean((d0[far] - truth[far]) / truth[far])
+    err1 = np.mean((d1[far] - truth[far]) / truth[far])
+    assert err1 < 0.7 * err0
+
+
+def test_several_roots_take_the_nearest():
+    x = np.linspace(0, 1, 101)[:, None]
+    d, nearest = geodesic_pseudotime(EuclideanMetric(1), x, [0, 100], n_neighbors=2)
+    np.testing.assert_allclose(d, np.minimum(x[:, 0], 1 - x[:, 0]), atol=1e-12)
+    assert np.all(nearest[:50] == 0) and np.all(nearest[51:] == 1)
