@@ -274,9 +274,9 @@ def geodesic_pseudotime(
     n_points, max_iter
         Points per curve and L-BFGS iterations of the landmark geodesics.
     random_state
-        Unused by the deterministic farthest-point sampling; kept for the kNN search.
+        Seed of the approximate kNN search (the landmark sampling is deterministic).
     progress
-        Show a progress bar over the landmark refinement.
+        Show a progress bar over the landmarks.
 
     Returns
     -------
@@ -301,7 +301,9 @@ def geodesic_pseudotime(
     lm = np.empty(L, dtype=np.int64)
     gap = d.copy()
     DL = np.empty((L, X.shape[0]))
-    for i in range(L):
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(L), disable=not progress, desc="landmarks"):
         lm[i] = int(np.argmax(np.where(np.isfinite(gap), gap, -1.0)))
         DL[i] = shortest_paths(graph, lm[i])[0]
         gap = np.minimum(gap, DL[i])
