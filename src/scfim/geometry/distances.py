@@ -301,9 +301,9 @@ def geodesic_pseudotime(
     lm = np.empty(L, dtype=np.int64)
     gap = d.copy()
     DL = np.empty((L, X.shape[0]))
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
-    for i in tqdm(range(L), disable=not progress, desc="landmarks"):
+    for i in progress_bar(range(L), desc="landmarks", progress=progress):
         lm[i] = int(np.argmax(np.where(np.isfinite(gap), gap, -1.0)))
         DL[i] = shortest_paths(graph, lm[i])[0]
         gap = np.minimum(gap, DL[i])
