@@ -60,7 +60,7 @@ def main() -> None:
     a = ad.AnnData(tree(n_obs=n, n_dim=100, n_branches=20, random_state=0).X.astype(np.float32))
     t0 = time.perf_counter()
     scfim.tl.diffusion(a, use_rep="X", random_state=0)
-    scfim.tl.neural_fim(a, epochs=args.epochs, random_state=0, verbose=False)
+    scfim.tl.neural_fim(a, epochs=args.epochs, random_state=0, progress=False)
     print(
         f"{n} cells, 100-D; diffusion + neural FIM ({args.epochs} epochs) "
         f"{time.perf_counter() - t0:.0f} s"

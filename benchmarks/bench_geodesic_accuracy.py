@@ -85,7 +85,7 @@ def run(kind, n, noise, dim, n_cells, refine, rows) -> None:
     a = ad.AnnData(X.astype(np.float32))
     t0 = time.perf_counter()
     scfim.tl.diffusion(a, use_rep="X", random_state=0)
-    scfim.tl.neural_fim(a, random_state=0, verbose=False)
+    scfim.tl.neural_fim(a, random_state=0, progress=False)
     train = time.perf_counter() - t0
     Xd = np.asarray(a.X, dtype=np.float64)
     cells = np.linspace(0, n - 1, n_cells).astype(int)

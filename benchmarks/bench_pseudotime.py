@@ -52,7 +52,7 @@ def _fit(a, use_rep):
 
     t0 = time.perf_counter()
     scfim.tl.diffusion(a, use_rep=use_rep, random_state=0)
-    scfim.tl.neural_fim(a, random_state=0, verbose=False)
+    scfim.tl.neural_fim(a, random_state=0, progress=False)
     return time.perf_counter() - t0
 
 

@@ -153,7 +153,7 @@ def test_fisher_rao_distances_has_no_cell_cap(fitted):
         ({"n_neighbors": "5"}, TypeError),
         ({"batch_size": 0}, ValueError),
         ({"progress": 1}, TypeError),
-        ({"key_added": ""}, TypeError),
+        ({"key_added": ""}, ValueError),
         ({"fim_key": "missing"}, KeyError),
     ],
 )

@@ -17,7 +17,7 @@ def sphere():
     a.obs_names = [f"c{i}" for i in range(a.n_obs)]
     a.obs["half"] = pd.Categorical(np.where(U[:, 2] > 0, "north", "south"))
     scfim.tl.diffusion(a, use_rep="X", random_state=0)
-    scfim.tl.neural_fim(a, epochs=100, hidden=(64, 64), random_state=0, verbose=False)
+    scfim.tl.neural_fim(a, epochs=100, hidden=(64, 64), random_state=0, progress=False)
     return a, U
 
 
@@ -64,7 +64,7 @@ def test_roots_by_position_group_and_iroot(sphere):
         ({"root": 0, "density_weight": "a"}, TypeError),
         ({"root": 0, "n_neighbors": 0}, ValueError),
         ({"root": 0, "n_landmarks": "3"}, TypeError),
-        ({"root": 0, "key_added": ""}, TypeError),
+        ({"root": 0, "key_added": ""}, ValueError),
         ({"root": 0, "random_state": "a"}, TypeError),
         ({"root": 0, "progress": "yes"}, TypeError),
     ],
