@@ -39,6 +39,7 @@ from _common import fmt, table
 
 
 def main() -> None:
+    """Run (a)–(c) and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-obs", type=int, default=10_000)
     ap.add_argument("--epochs", type=int, default=30)

@@ -66,6 +66,7 @@ def make(kind: str, n: int, noise: float, dim: int, seed: int = 0):
 
 
 def scores(est: np.ndarray, tru: np.ndarray) -> tuple[float, float]:
+    """Spearman and mean relative error (%) after one least-squares scale."""
     from scipy.stats import spearmanr
 
     alpha = float((est * tru).sum() / (est * est).sum())
@@ -75,6 +76,7 @@ def scores(est: np.ndarray, tru: np.ndarray) -> tuple[float, float]:
 
 
 def run(kind, n, noise, dim, n_cells, refine, rows) -> None:
+    """Train on one data set, measure every method, append and print its rows."""
     import anndata as ad
 
     import scfim
@@ -144,6 +146,7 @@ HEAD = [
 
 
 def main() -> None:
+    """Run all data sets and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer cells and pairs, no refinement")
     args = ap.parse_args()

@@ -57,6 +57,7 @@ def _fit(a, use_rep):
 
 
 def real_data() -> None:
+    """(a) pbmc68k_reduced and krumsiek11 against DPT."""
     import scanpy as sc
     from scipy.stats import spearmanr
 
@@ -104,6 +105,7 @@ def _score(est, tru):
 
 
 def ground_truth() -> None:
+    """(b) sphere and swiss roll against exact geodesic distances."""
     import anndata as ad
     from bench_geodesic_accuracy import make
 
@@ -136,6 +138,7 @@ def ground_truth() -> None:
 
 
 def main() -> None:
+    """Run (a) and (b)."""
     torch.set_num_threads(1)
     real_data()
     ground_truth()
