@@ -162,3 +162,20 @@ def test_normalized_density_is_one_at_the_median_cell_in_any_dimension():
         assert float(m.density(far)[0]) < 1e-6
     # in 20-D the unnormalised density is far below eps: a constant metric
     assert np.median(q) < 1e-4
+
+
+def test_density_on_nearest_components_is_a_truncated_sum():
+    """kNN-restricted mixture: never above the full sum; equal where far components vanish."""
+    rng = np.random.default_rng(0)
+    for d in (3, 20):  # 20-D: candidates searched in the leading principal subspace
+        data = rng.normal(size=(400, d))
+        full = DensityMetric(data)
+        near = DensityMetric(data, n_nearest=32)
+        x = torch.as_tensor(data[:50] + 0.01)
+        p, q = full.density(x).numpy(), near.density(x).numpy()
+        assert np.all(q <= p * (1 + 1e-12)) and np.all(q > 0)
+    small = DensityMetric(data[:, :3], sigma=0.05, n_nearest=8)  # kernels vanish beyond 8
+    ref = DensityMetric(data[:, :3], sigma=0.05)
+    np.testing.assert_allclose(small.density(x[:, :3]).numpy(), ref.density(x[:, :3]).numpy())
+    with pytest.raises(ValueError):
+        DensityMetric(data, n_nearest=0)

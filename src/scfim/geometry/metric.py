@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _DT = torch.float64
+_SEARCH_DIM = 10  # dimension of the candidate search of DensityMetric(n_nearest=...)
 
 
 class Metric:
@@ -282,9 +283,11 @@ class DensityMetric(Metric):
         Sum the mixture over the ``n_nearest`` components nearest to each evaluation point
         only (found with a k-d tree; the choice of components is not differentiated, the
         kernel values are). The cost per point is then independent of the number of
-        components; the neglected components are at least as far as the ``n_nearest``-th
-        and add little (with σ the nearest-neighbour distance, their kernels are below
-        ``exp(−r²/2σ²)`` at that component's distance ``r``). None sums over all.
+        components; the neglected components add little (with σ the nearest-neighbour
+        distance, a component at distance ``r`` contributes ``exp(−r²/2σ²)``). In more than
+        10 dimensions the candidates are searched among the projections on the 10 leading
+        principal axes (a k-d tree is then fast), and their kernels use full distances.
+        None sums over all.
     """
 
     def __init__(
@@ -304,15 +307,24 @@ class DensityMetric(Metric):
             raise ValueError("data must be a (N ≥ 2, d) array")
         if len(X) > max_points:
             X = X[np.random.default_rng(random_state).choice(len(X), max_points, replace=False)]
-        self._tree = cKDTree(X)
         if sigma is None:
-            d, _ = self._tree.query(X, k=2)
+            d, _ = cKDTree(X).query(X, k=2)
             sigma = float(np.median(d[:, 1]))
         if not sigma > 0:
             raise ValueError("sigma must be > 0")
         if n_nearest is not None and int(n_nearest) < 1:
             raise ValueError(f"n_nearest must be ≥ 1, got {n_nearest}")
         self.n_nearest = None if n_nearest is None or n_nearest >= len(X) else int(n_nearest)
+        # candidate components are searched in the leading principal subspace (a k-d tree
+        # degrades to brute force beyond ~10 dimensions); their kernels use full distances
+        self._basis = None
+        if self.n_nearest is not None:
+            Z = X
+            if X.shape[1] > _SEARCH_DIM:
+                _, _, Vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
+                self._basis = Vt[:_SEARCH_DIM].T
+                Z = X @ self._basis
+            self._tree = cKDTree(Z)
         self.dim = X.shape[1]
         self.sigma = float(sigma)
         self.eps = float(eps)
@@ -328,7 +340,10 @@ class DensityMetric(Metric):
         if self.n_nearest is None:
             d2 = torch.cdist(x, self.points) ** 2
         else:
-            _, idx = self._tree.query(x.detach().numpy(), k=self.n_nearest)
+            q = x.detach().numpy()
+            _, idx = self._tree.query(
+                q if self._basis is None else q @ self._basis, k=self.n_nearest
+            )
             diff = x[:, None, :] - self.points[torch.as_tensor(idx)]
             d2 = (diff * diff).sum(-1)
         logp = torch.logsumexp(-0.5 * d2 / self.sigma**2, dim=1) - math.log(len(self.points))
