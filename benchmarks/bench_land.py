@@ -34,7 +34,9 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
 from scfim import datasets
-from scfim.geometry.land import LANDMetric, MetricManifold, SphereManifold, sphere_frame
+from scfim.geometry.exp_log import MetricManifold
+from scfim.geometry.known_manifolds import SphereManifold, sphere_frame
+from scfim.geometry.land import LANDMetric
 from scfim.models.land import LAND, LANDMixture
 
 
@@ -82,6 +84,77 @@ def learned_sphere(n: int, s: float, seed: int, iters: int, tol: float) -> dict:
     }
 
 
+def _rel(C, truth) -> float:
+    return float(np.linalg.norm(C - truth) / np.linalg.norm(truth))
+
+
+def sphere_side_by_side(n: int, cov, seed: int, sigma_scale: float = 1.0) -> dict:
+    """Learned-metric LAND vs the Euclidean estimate vs the known-sphere LAND on one sample.
+
+    Errors against the generating parameters: the angle of the (normalised) mean, and the
+    relative Frobenius error of the ambient tangent covariance ``F Σ Fᵀ``. For the learned
+    LAND, two covariances: its parameter Σ projected on the tangent plane (``Σ param``),
+    and the covariance of the fitted distribution itself, measured with the exact sphere
+    Log at the fitted mean (``Σ dist``: tangent samples ``v ~ N(0, Σ)`` weighted by the
+    volume factor, as in the normaliser, mapped by the learned Exp). The parameter Σ is
+    a covariance in the learned metric's coordinates, not the data's.
+    """
+    a = datasets.land_sphere(n, cov=cov, random_state=seed)
+    X = np.asarray(a.X, dtype=np.float64)
+    tr = a.uns["land_truth"]
+    T = tr["cov_ambient"]
+    S = SphereManifold()
+    out = {}
+    # Euclidean: normalised mean, sample covariance projected on the tangent plane there
+    t0 = time.perf_counter()
+    me = S.project(X.mean(0))
+    P = np.eye(3) - np.outer(me, me)
+    out["euclid"] = {
+        "mean_err": _angle(me, tr["mean"]),
+        "cov_rel": _rel(P @ np.cov(X.T) @ P, T),
+        "s": time.perf_counter() - t0,
+    }
+    # LAND with the closed-form sphere maps (the oracle geometry)
+    t0 = time.perf_counter()
+    k = LAND(S, max_iter=30, random_state=seed).fit(S.project(X))
+    F = sphere_frame(k.mean_)
+    out["known"] = {
+        "mean_err": _angle(k.mean_, tr["mean"]),
+        "cov_rel": _rel(F @ k.covariance_ @ F.T, T),
+        "s": time.perf_counter() - t0,
+    }
+    # LAND with the learned LAND metric on the raw 3-D coordinates
+    t0 = time.perf_counter()
+    G = LANDMetric(X)
+    if sigma_scale != 1.0:
+        G = LANDMetric(X, sigma=sigma_scale * G.sigma)
+    M = MetricManifold(G, graph_data=X, n_steps=12, tol=1e-3)
+    m = LAND(M, max_iter=20, random_state=seed).fit(X)
+    sec = time.perf_counter() - t0
+    mu = S.project(m.mean_)
+    P = np.eye(3) - np.outer(mu, mu)
+    _, samples = m._normalisers(m.means_)
+    V, q = samples[0]
+    U = S.log(mu, S.project(M.exp(m.mean_, V))).v
+    Ff = sphere_frame(mu)
+    C_dist = Ff @ ((U * q[:, None]).T @ U) @ Ff.T
+    C_model = P @ ((V * q[:, None]).T @ V) @ P
+    h = m.history_
+    out["learned"] = {
+        "mean_err": _angle(mu, tr["mean"]),
+        "radius": float(np.linalg.norm(m.mean_)),
+        "cov_rel": _rel(C_dist, T),
+        "cov_param_rel": _rel(P @ m.covariance_ @ P, T),
+        "cov_model_rel": _rel(C_model, T),
+        "failures": int(h["final_n_log_failures"]),
+        "ll": (float(h["initial_log_likelihood"]), float(h["final_log_likelihood"])),
+        "n_iter": int(m.n_iter_),
+        "sigma": float(G.sigma),
+        "s": sec,
+    }
+    return out
+
+
 def moons(n: int, iters: int, seed: int, tol: float) -> dict:
     """Two-moons LAND mixture: clustering accuracy and log-likelihood."""
     a = datasets.two_moons(n, noise=0.08, random_state=seed)
@@ -91,7 +164,7 @@ def moons(n: int, iters: int, seed: int, tol: float) -> dict:
     ari_gmm = adjusted_rand_score(y, gmm.predict(X))
     t0 = time.perf_counter()
     M = MetricManifold(LANDMetric(X, max_points=1000), graph_data=X, n_steps=12, tol=tol)
-    f = LANDMixture(M, 2, max_iter=iters, random_state=seed, verbose=True).fit(X)
+    f = LANDMixture(M, 2, max_iter=iters, random_state=seed, progress=True).fit(X)
     sec = time.perf_counter() - t0
     return {
         "ari_land": adjusted_rand_score(y, f.labels_),
@@ -110,7 +183,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-tol", type=float, default=2e-3)
-    p.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
+    p.add_argument("--sections", default="0,1,2,3,5", help="comma-separated subset of 0,1,2,3,5")
+    p.add_argument("--sigma-scale", type=float, default=1.0, help="LAND σ / its default")
+    p.add_argument("--n-sphere", type=int, default=1500, help="points of section 0")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
@@ -118,12 +193,16 @@ def main() -> None:
     n_moons, it_moons = (600, 10) if q else (2000, 20)
 
     sections = {int(v) for v in args.sections.split(",")}
+    if 0 in sections:
+        _sphere_table(args.n_sphere, args)
     if 1 in sections:
         _known(n_sphere, args)
     if 2 in sections:
         _learned(n_learned, it_learned, args)
     if 3 in sections:
         _moons(n_moons, it_moons, args)
+    if 5 in sections:
+        _real_table(args)
 
 
 def _known(n_sphere, args) -> None:
@@ -148,6 +227,78 @@ def _learned(n_learned, it_learned, args) -> None:
             f"Σ=diag({s}²): mean err {r['mean_err']:.4f} rad (|μ| = {r['radius']:.3f}), "
             f"tangential Σ rel err {r['cov_rel']:.3f}, tangential eig/σ² {eig}, "
             f"Log failures {r['failures']}, {r['s']:.1f} s"
+        )
+
+
+def _sphere_table(n, args) -> None:
+    print(
+        f"\n== 0. sphere, {n} points: learned-metric LAND vs Euclidean estimate (vs known sphere)"
+    )
+    head = (
+        "spread",
+        "mean err: LAND / Eucl / known (rad)",
+        "Σ err: LAND dist / Eucl / known",
+        "LAND Σ param",
+        "|μ|",
+        "fail",
+        "loglik start→end",
+        "σ",
+        "s",
+    )
+    print(" | ".join(head))
+    for name, cov in (("narrow", (0.3**2, 0.15**2)), ("wide", (0.9**2, 0.45**2))):
+        r = sphere_side_by_side(n, cov, args.seed, args.sigma_scale)
+        L, E, K = r["learned"], r["euclid"], r["known"]
+        print(
+            f"{name} {np.sqrt(cov).round(2).tolist()} | {L['mean_err']:.4f} / {E['mean_err']:.4f} "
+            f"/ {K['mean_err']:.4f} | {L['cov_rel']:.3f} / {E['cov_rel']:.3f} / {K['cov_rel']:.3f}"
+            f" | {L['cov_param_rel']:.3f} | {L['radius']:.3f} | {L['failures']} | "
+            f"{L['ll'][0]:.3f}→{L['ll'][1]:.3f} ({L['n_iter']} it) | {L['sigma']:.3f} "
+            f"| {L['s']:.0f}",
+            flush=True,
+        )
+
+
+def real_data(name: str) -> dict:
+    """``scfim.tl.land(adata)`` with its defaults, as a new user would call it."""
+    import scanpy as sc
+
+    import scfim
+
+    if name == "pbmc68k_reduced":
+        a = sc.datasets.pbmc68k_reduced()
+    else:
+        a = sc.datasets.krumsiek11()
+        sc.pp.neighbors(a)
+        scfim.tl.diffusion(a)
+    t0 = time.perf_counter()
+    scfim.tl.land(a)
+    sec = time.perf_counter() - t0
+    u = a.uns["land"]
+    d = u["diagnostics"]
+    return {
+        "n": a.n_obs,
+        "dims": int(np.asarray(u["means"]).shape[1]),
+        "s": sec,
+        "fail": int(d["n_log_failed_cells"]),
+        "ll0": float(d["initial_log_likelihood"]),
+        "ll1": float(d["final_log_likelihood"]),
+        "ll_min": float(np.min(np.r_[d["initial_log_likelihood"], d["log_likelihood"]])),
+        "n_iter": int(u["n_iter"]),
+        "sigma": float(u["params"]["sigma"]),
+    }
+
+
+def _real_table(args) -> None:
+    print("\n== 5. tl.land(adata) with defaults (target: ≤ 120 s, failures ≤ 5 %, no fall)")
+    print("data | cells × dims | s | Log failures | loglik start → end (min) | it | σ")
+    for name in ("pbmc68k_reduced", "krumsiek11"):
+        r = real_data(name)
+        print(
+            f"{name} | {r['n']} × {r['dims']} | {r['s']:.0f} | {r['fail']} "
+            f"({100 * r['fail'] / r['n']:.1f} %) | {r['ll0']:.3f} → {r['ll1']:.3f} "
+            f"({r['ll_min']:.3f}) | {r['n_iter']} | {r['sigma']:.3g}",
+            flush=True,
         )
 
 

@@ -13,14 +13,9 @@ from sklearn.metrics import adjusted_rand_score
 
 import scfim
 from scfim import datasets
-from scfim.geometry.land import (
-    LANDMetric,
-    MetricManifold,
-    SphereManifold,
-    exp_map,
-    log_map,
-    sphere_frame,
-)
+from scfim.geometry.exp_log import MetricManifold, exp_map, log_map
+from scfim.geometry.known_manifolds import SphereManifold, sphere_frame
+from scfim.geometry.land import LANDMetric
 from scfim.geometry.metric import Metric, SphereMetric
 from scfim.models.land import LAND, LANDMixture
 
@@ -352,3 +347,59 @@ def test_tl_land_with_neural_fim_metric():
     with pytest.raises(ValueError):
         scfim.tl.land(a, metric="neural_fim", use_rep="X_other", progress=False)
     assert_unchanged(a, snap)
+
+
+# ------------------------------------------------------------------- EM step control
+def _arc_manifold(n=80, seed=0):
+    X = _arc(n, seed=seed)
+    return X, MetricManifold(LANDMetric(X), graph_data=X, n_steps=8, tol=1e-3)
+
+
+def test_em_likelihood_never_falls_on_a_curved_data_set():
+    """Even with a reckless mean step, accepted iterates only go up and failures stay rare."""
+    X, M = _arc_manifold()
+    f = LANDMixture(M, 1, max_iter=4, n_samples=200, mean_step=3.0, random_state=0).fit(X)
+    h = f.history_
+    ll = np.r_[h["initial_log_likelihood"], h["log_likelihood"]]
+    assert np.all(np.diff(ll) >= -1e-12)
+    assert h["final_log_likelihood"] >= h["initial_log_likelihood"]
+    assert not h["mean_accepted"].all()  # the 3x step overshoots and is rejected
+    np.testing.assert_allclose(f.log_likelihood_.mean(), h["final_log_likelihood"])
+    assert h["final_n_log_failures"] <= 0.05 * len(X)
+    # the reported log-likelihood is the one of the returned parameters
+    np.testing.assert_allclose(f.score_samples(X), f.log_likelihood_, rtol=1e-6, atol=1e-6)
+
+
+def test_normaliser_uses_common_random_numbers():
+    X, M = _arc_manifold(60, seed=1)
+    f = LANDMixture(M, 1, max_iter=1, n_samples=100, random_state=0).fit(X)
+    c1, _ = f._normalisers(f.means_)
+    c2, _ = f._normalisers(f.means_)
+    np.testing.assert_array_equal(c1, c2)
+
+
+def test_broyden_warm_start_matches_cold_log():
+    X = _arc(200)
+    m = LANDMetric(X)
+    mu = X[np.argmin(np.abs(X[:, 0]))]
+    Y = exp_map(m, mu, 0.4 * np.random.default_rng(2).normal(size=(20, 2)), n_steps=16)
+    cold = log_map(m, mu, Y, tol=1e-8, n_steps=16)
+    assert cold.converged.all() and cold.jacobian.shape == (20, 2, 2)
+    mu2 = mu + np.array([0.02, -0.01])
+    ref = log_map(m, mu2, Y, tol=1e-8, n_steps=16)
+    warm = log_map(
+        m, mu2, Y, init=cold.v + (mu - mu2), jacobian=cold.jacobian, tol=1e-8, n_steps=16
+    )
+    assert warm.converged.all()
+    np.testing.assert_allclose(warm.v, ref.v, atol=1e-6)
+    with pytest.raises(ValueError, match="jacobian"):
+        log_map(m, mu2, Y, jacobian=np.eye(2))
+
+
+def test_metric_manifold_project_pulls_points_onto_the_data():
+    t = np.linspace(0, np.pi, 300)
+    X = np.c_[np.cos(t), np.sin(t)]
+    M = MetricManifold(LANDMetric(X), graph_data=X, n_steps=4)
+    P = M.project(np.array([[0.0, 0.9], [0.6, 0.85]]))
+    np.testing.assert_allclose(np.linalg.norm(P, axis=1), 1.0, atol=5e-3)
+    assert np.allclose(MetricManifold(LANDMetric(X)).project(X[:3]), X[:3])

@@ -7,7 +7,7 @@ else is inherited: discrete curve energy and length, the log-volume ``log √det
 geodesic acceleration ``−Γ(x)[v, v]`` (automatic differentiation of the quadratic form),
 the chart's :meth:`Metric.canonical_end`, and the connecting geodesic, Exp and Log maps
 through the solvers (:func:`~scfim.geometry.geodesic.energy_geodesic`,
-:func:`~scfim.geometry.land.exp_map`, :func:`~scfim.geometry.land.log_map`). Subclasses
+:func:`~scfim.geometry.exp_log.exp_map`, :func:`~scfim.geometry.exp_log.log_map`). Subclasses
 override a method only where they have a closed form (e.g. the LAND metric's Christoffel
 symbols). Metrics compose with one mechanism, :class:`SumMetric`.
 """
@@ -135,14 +135,17 @@ class Metric:
         return energy_geodesic(self, start, end, **kwargs)
 
     def exp(self, start, velocity, **kwargs):
-        """Exponential map ``Exp_{start}(velocity)`` (:func:`~scfim.geometry.land.exp_map`)."""
-        from .land import exp_map
+        """Exponential map ``Exp_{start}(velocity)`` (:func:`~scfim.geometry.exp_log.exp_map`)."""
+        from .exp_log import exp_map
 
         return exp_map(self, start, velocity, **kwargs)
 
     def log(self, base, targets, **kwargs):
-        """Logarithm ``Log_{base}(targets)`` by shooting (:func:`~scfim.geometry.land.log_map`)."""
-        from .land import log_map
+        """Logarithm ``Log_{base}(targets)`` by shooting.
+
+        See :func:`~scfim.geometry.exp_log.log_map` (keyword arguments passed on).
+        """
+        from .exp_log import log_map
 
         return log_map(self, base, targets, **kwargs)
 

@@ -24,9 +24,10 @@ Jacobian of Exp is ignored, as in the paper). The maximum-likelihood fit minimis
 * mixtures by EM: responsibilities ``r_nk ∝ π_k p_k(x_n)``, weights ``π_k = mean_n r_nk``,
   and one weighted mean/covariance step per component per iteration (generalised EM).
 
-Manifolds are objects of :mod:`scfim.geometry.land` (``exp``, ``log``, ``log_volume``,
-``tangent_dim``): :class:`~scfim.geometry.land.MetricManifold` for a learned metric (LAND
-metric, neural FIM, ...) and :class:`~scfim.geometry.land.SphereManifold` as a known one.
+Manifolds follow the protocol of :mod:`scfim.geometry.exp_log` (``exp``, ``log``,
+``log_volume``, ``project``, ``tangent_dim``):
+:class:`~scfim.geometry.exp_log.MetricManifold` for a learned metric (LAND metric, neural
+FIM, ...) and :class:`~scfim.geometry.known_manifolds.SphereManifold` as a known one.
 Log maps that fail (boundary-value problem not solved) are counted per iteration and
 flagged per point.
 """
@@ -53,7 +54,8 @@ class LANDMixture:
     Parameters
     ----------
     manifold
-        A manifold of :mod:`scfim.geometry.land` (``exp``, ``log``, ``log_volume``).
+        A manifold (:mod:`scfim.geometry.exp_log` protocol: ``exp``, ``log``,
+        ``log_volume``, ``project``, ``tangent_dim``).
     n_components
         Number of components.
     max_iter
@@ -64,8 +66,11 @@ class LANDMixture:
     mean_step, cov_step
         Step sizes ``α_μ`` and ``α_Σ``.
     tol
-        Stop when the mean log-likelihood changes by less than ``tol`` twice in a row
-        (0 runs all ``max_iter`` iterations; the Monte Carlo noise of ``log C`` sets a floor).
+        Stop when the mean log-likelihood rises by less than ``tol`` in two accepted
+        steps in a row (0 runs up to ``max_iter`` iterations).
+    max_backtracks
+        A step that lowers the log-likelihood is undone and retried with halved step
+        sizes; the fit stops after this many retries in a row.
     init_means
         Optional ``(n_components, D)`` starting means; else k-means (one point: the data
         point nearest the Euclidean mean), each mean snapped to the nearest data point.
@@ -73,8 +78,9 @@ class LANDMixture:
         Ridge (relative to the average variance) of the initial covariances.
     random_state
         Seed of k-means and of the Monte Carlo samples.
-    verbose
-        Progress bar over the EM iterations.
+    progress
+        Progress bar over the EM iterations (shown from the start, while the initial Log
+        maps are solved).
     """
 
     def __init__(
@@ -87,10 +93,11 @@ class LANDMixture:
         mean_step: float = 0.2,
         cov_step: float = 0.2,
         tol: float = 0.0,
+        max_backtracks: int = 2,
         init_means: np.ndarray | None = None,
         reg_covar: float = 1e-3,
         random_state: int | None = 0,
-        verbose: bool = False,
+        progress: bool = False,
     ) -> None:
         if int(n_components) < 1:
             raise ValueError("n_components must be ≥ 1")
@@ -108,7 +115,8 @@ class LANDMixture:
         self.init_means = init_means
         self.reg_covar = float(reg_covar)
         self.random_state = random_state
-        self.verbose = bool(verbose)
+        self.max_backtracks = int(max_backtracks)
+        self.progress = bool(progress)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -138,27 +146,32 @@ class LANDMixture:
             M[k] = X[j]
         return M, labels
 
-    def _logs(self, X, means, prev, prev_means):
+    def _logs(self, X, means, prev, prev_means, prev_jac=None):
         """Log maps of all points at every mean (warm-started from the previous ones)."""
-        out, fails = [], []
+        out, fails, jacs = [], [], []
         for k in range(self.n_components):
-            init = None
+            init = jac = None
             if prev is not None and self.manifold.tangent_dim == X.shape[1]:
                 init = prev[k] + (prev_means[k] - means[k])
-            r = self.manifold.log(means[k], X, init=init)
+                if prev_jac is not None and prev_jac[k] is not None:
+                    jac = np.where(np.isfinite(prev_jac[k]), prev_jac[k], np.eye(X.shape[1]))
+            r = self.manifold.log(means[k], X, init=init, jacobian=jac)
             out.append(r.v)
             fails.append(~r.converged)
-        return np.stack(out), np.stack(fails)
+            jacs.append(r.jacobian)
+        return np.stack(out), np.stack(fails), jacs
 
-    def _normalisers(self, means, rng):
-        """``log C_k`` and the weighted tangent samples of each component."""
+    def _normalisers(self, means):
+        """``log C_k`` and the weighted tangent samples of each component.
+
+        The standard normal draws are fixed at the start of the fit (common random
+        numbers), so ``log C`` is a deterministic, smooth function of ``(μ, Σ)``.
+        """
         k_dim = self.manifold.tangent_dim
-        half = (self.n_samples + 1) // 2
         logC, samples = [], []
         for k in range(self.n_components):
             A = self.precision_factors_[k]
-            eps = rng.standard_normal((half, k_dim))
-            eps = np.concatenate([eps, -eps])  # antithetic pairs
+            eps = np.concatenate([self._eps[k], -self._eps[k]])  # antithetic pairs
             V = np.linalg.solve(A, eps.T).T  # cov A⁻¹A⁻ᵀ = Σ
             lv = self.manifold.log_volume(self.manifold.exp(means[k], V))
             lv = np.where(np.isfinite(lv), lv, -np.inf)
@@ -179,14 +192,26 @@ class LANDMixture:
     def fit(self, X) -> LANDMixture:
         """Fit the means, covariances and weights to points ``X`` (N, D) on the manifold.
 
+        Expectation–conditional maximisation with step control. The Monte Carlo samples
+        of the normalisation constants are drawn once (common random numbers), so the
+        estimated log-likelihood is one deterministic function of the parameters. Each
+        iteration takes a covariance-and-weights step at fixed means (the Log maps do not
+        change, so it is cheap to check), then a mean step (new Log maps). A step that
+        lowers the mean log-likelihood is rejected and its step size halved; after
+        ``max_backtracks`` rejected mean steps in a row the means are kept fixed, and the
+        fit stops when an iteration no longer gains. Every accepted iterate is at least as
+        likely as the previous one, so the final log-likelihood is never below the
+        starting one.
+
         Sets ``means_``, ``precision_factors_`` (A with ``Σ⁻¹ = AᵀA``), ``covariances_``,
         ``weights_``, ``log_normalisers_``, and for the training points
         ``log_likelihood_`` (per point, at the final parameters), ``responsibilities_``,
         ``labels_``, ``log_failed_`` (N, K: Log map not solved), plus ``history_``
-        (per-iteration mean log-likelihood, Log-map failures, seconds), ``n_iter_`` and
+        (mean log-likelihood, Log-map failures and seconds at the start and after each
+        iteration, whether its covariance and mean steps were accepted), ``n_iter_`` and
         ``converged_``.
         """
-        from tqdm.auto import tqdm
+        from .._progress import progress_bar
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or len(X) < 2 or not np.isfinite(X).all():
@@ -196,8 +221,17 @@ class LANDMixture:
             raise ValueError(f"{N} points for {K} components")
         rng = np.random.default_rng(self.random_state)
         t0 = time.perf_counter()
+        bar = progress_bar(total=self.max_iter, desc="LAND EM", progress=self.progress)
+        bar.set_postfix_str(f"initial Log maps of {N} points", refresh=True)
+        try:
+            return self._fit(X, rng, t0, bar)
+        finally:
+            bar.close()
+
+    def _fit(self, X, rng, t0, bar) -> LANDMixture:
+        K, N = self.n_components, len(X)
         means, labels = self._initial_means(X, rng)
-        L, fail = self._logs(X, means, None, None)
+        L, fail, J = self._logs(X, means, None, None)
         # initial covariances from the Logs of each k-means cluster
         k_dim = L.shape[2]
         avg_var = float(np.mean([np.trace(np.cov(L[k].T).reshape(k_dim, k_dim)) for k in range(K)]))
@@ -207,70 +241,139 @@ class LANDMixture:
             S = Lk.T @ Lk / max(len(Lk), 1) if len(Lk) > k_dim else np.cov(L[k].T)
             S = np.atleast_2d(S) + self.reg_covar * avg_var / k_dim * np.eye(k_dim)
             A_list.append(np.linalg.inv(np.linalg.cholesky(S)))
-        self.precision_factors_ = np.stack(A_list)
-        self.weights_ = np.bincount(labels, minlength=K) / N + 1e-12
-        self.weights_ /= self.weights_.sum()
+        weights = np.bincount(labels, minlength=K) / N + 1e-12
+        # common random numbers: one set of standard normal draws per component, reused
+        half = (self.n_samples + 1) // 2
+        self._eps = [rng.standard_normal((half, k_dim)) for _ in range(K)]
 
-        hist = {"log_likelihood": [], "n_log_failures": [], "seconds": []}
+        state = self._evaluate(means, np.stack(A_list), weights / weights.sum(), L, fail, J)
+        hist = {
+            "initial_log_likelihood": state["ll"],
+            "initial_n_log_failures": int(fail.sum()),
+            "initial_seconds": time.perf_counter() - t0,
+            "log_likelihood": [],
+            "n_log_failures": [],
+            "seconds": [],
+            "mean_accepted": [],
+            "cov_accepted": [],
+        }
+        bar.set_postfix(loglik=f"{state['ll']:.4g}", log_failures=int(fail.sum()), refresh=True)
         self.converged_ = False
-        small = 0
-        bar = tqdm(range(self.max_iter), desc="LAND EM", disable=not self.verbose)
+        mean_step, cov_step = self.mean_step, self.cov_step
+        small = mean_rejected = 0
         n_done = 0
-        for it in bar:
+        for it in range(self.max_iter):
             n_done = it + 1
-            # ---- E-step
-            self.log_normalisers_, samples = self._normalisers(means, rng)
-            logp = self._log_prob(L) + np.log(self.weights_)[None]
-            lse = logsumexp(logp, axis=1)
-            R = np.exp(logp - lse[:, None])
-            ll = float(lse.mean())
-            hist["log_likelihood"].append(ll)
-            hist["n_log_failures"].append(int(fail.sum()))
+            ll_start = state["ll"]
+            # ---- 1. covariances and weights at fixed means: the Log maps do not change
+            A_new, w_new = self._cov_step(state, cov_step)
+            trial = self._evaluate(
+                state["means"], A_new, w_new, state["L"], state["fail"], state["J"]
+            )
+            cov_ok = trial["ll"] >= state["ll"]
+            if cov_ok:
+                state = trial
+            else:
+                cov_step *= 0.5
+            # ---- 2. means (new Log maps), unless repeated rejections froze them
+            mean_ok = False
+            if mean_rejected <= self.max_backtracks:
+                mu_new = self._mean_step(state, mean_step)
+                L_new, fail_new, J_new = self._logs(
+                    X, mu_new, state["L"], state["means"], state["J"]
+                )
+                trial = self._evaluate(mu_new, state["A"], state["weights"], L_new, fail_new, J_new)
+                mean_ok = trial["ll"] >= state["ll"]
+                if mean_ok:
+                    state, mean_rejected = trial, 0
+                else:  # the step lowered the likelihood: keep the old means, halve the step
+                    mean_step *= 0.5
+                    mean_rejected += 1
+            hist["log_likelihood"].append(state["ll"])
+            hist["n_log_failures"].append(int(state["fail"].sum()))
             hist["seconds"].append(time.perf_counter() - t0)
-            bar.set_postfix(loglik=f"{ll:.4g}", log_failures=int(fail.sum()))
-            if len(hist["log_likelihood"]) > 1:
-                small = small + 1 if abs(ll - hist["log_likelihood"][-2]) < self.tol else 0
-                if small >= 2:
-                    self.converged_ = True
-                    break
-            # ---- M-step
-            self.weights_ = (R.sum(0) + 1e-10) / (N + K * 1e-10)
-            new_means = means.copy()
-            new_A = self.precision_factors_.copy()
-            for k in range(K):
-                # unsolved Log maps (flagged, counted) do not enter the parameter updates
-                w = R[:, k] * ~fail[k]
-                w = w / max(w.sum(), 1e-300)
-                V, q = samples[k]
-                Lk = L[k]
-                A = self.precision_factors_[k]
-                # model moments E_p[v], E_p[vvᵀ] (p ∝ m · N(0, Σ)) with the known Gaussian
-                # moments (0, Σ) as control variates: exact when m is constant
-                u = np.full(len(V), 1.0 / len(V))
-                d = w @ Lk - (q - u) @ V
-                S_data = (Lk * w[:, None]).T @ Lk
-                S_model = np.linalg.inv(A.T @ A) + (V * (q - u)[:, None]).T @ V
-                E = A @ (S_data - S_model) @ A.T
-                new_A[k] = _sym_expm(-self.cov_step * E, 1.0) @ A
-                new_means[k] = self.manifold.exp(means[k], (self.mean_step * d)[None])[0]
-            self.precision_factors_ = new_A
-            L, fail = self._logs(X, new_means, L, means)
-            means = new_means
-        self.means_ = means
+            hist["mean_accepted"].append(bool(mean_ok))
+            hist["cov_accepted"].append(bool(cov_ok))
+            bar.update(1)
+            bar.set_postfix(
+                loglik=f"{state['ll']:.4g}", log_failures=int(state["fail"].sum()), refresh=True
+            )
+            small = small + 1 if state["ll"] - ll_start < self.tol else 0
+            frozen = mean_rejected > self.max_backtracks
+            if small >= 2 or (frozen and state["ll"] - ll_start <= 0.0):
+                self.converged_ = True
+                break
+        # ---- the final (best) iterate
+        self.means_ = state["means"]
+        self.precision_factors_ = state["A"]
+        self.weights_ = state["weights"]
+        self.log_normalisers_ = state["logC"]
         self.n_iter_ = n_done
-        # ---- final E-step at the final parameters
-        self.log_normalisers_, _ = self._normalisers(means, rng)
-        logp = self._log_prob(L) + np.log(self.weights_)[None]
-        lse = logsumexp(logp, axis=1)
-        self.log_likelihood_ = lse
-        self.responsibilities_ = np.exp(logp - lse[:, None])
-        self.labels_ = np.argmax(self.responsibilities_, 1)
-        self.log_failed_ = fail.T.copy()
-        hist["final_log_likelihood"] = float(lse.mean())
-        hist["final_n_log_failures"] = int(fail.sum())
+        self.log_likelihood_ = state["lse"]
+        self.responsibilities_ = state["R"]
+        self.labels_ = np.argmax(state["R"], 1)
+        self.log_failed_ = state["fail"].T.copy()
+        hist["final_log_likelihood"] = float(state["ll"])
+        hist["final_n_log_failures"] = int(state["fail"].sum())
         hist["fit_seconds"] = time.perf_counter() - t0
         self.history_ = {k: np.asarray(v) for k, v in hist.items()}
         return self
+
+    def _evaluate(self, means, A, weights, L, fail, J=None) -> dict:
+        """E-step: normalisers, responsibilities and mean log-likelihood of a parameter set."""
+        self.precision_factors_ = A
+        logC, samples = self._normalisers(means)
+        self.log_normalisers_ = logC
+        logp = self._log_prob(L) + np.log(weights)[None]
+        lse = logsumexp(logp, axis=1)
+        return {
+            "means": means,
+            "A": A,
+            "weights": weights,
+            "L": L,
+            "fail": fail,
+            "logC": logC,
+            "samples": samples,
+            "lse": lse,
+            "R": np.exp(logp - lse[:, None]),
+            "ll": float(lse.mean()),
+            "J": J,
+        }
+
+    def _component_weights(self, state, k: int) -> np.ndarray:
+        # unsolved Log maps (flagged, counted) do not enter the parameter updates
+        w = state["R"][:, k] * ~state["fail"][k]
+        return w / max(w.sum(), 1e-300)
+
+    def _cov_step(self, state, cov_step: float):
+        """Multiplicative step on each precision factor, and the EM weights."""
+        K, R = self.n_components, state["R"]
+        weights = (R.sum(0) + 1e-10) / (len(R) + K * 1e-10)
+        new_A = state["A"].copy()
+        for k in range(K):
+            w = self._component_weights(state, k)
+            V, q = state["samples"][k]
+            Lk, A = state["L"][k], state["A"][k]
+            # model moment E_p[vvᵀ] (p ∝ m · N(0, Σ)) with the known Gaussian moment Σ as
+            # control variate: exact when m is constant
+            u = np.full(len(V), 1.0 / len(V))
+            S_data = (Lk * w[:, None]).T @ Lk
+            S_model = np.linalg.inv(A.T @ A) + (V * (q - u)[:, None]).T @ V
+            E = A @ (S_data - S_model) @ A.T
+            new_A[k] = _sym_expm(-cov_step * E, 1.0) @ A
+        return new_A, weights
+
+    def _mean_step(self, state, mean_step: float) -> np.ndarray:
+        """``μ ← project(Exp_μ(α_μ d))`` per component, ``d = E_data[Log] − E_model[v]``."""
+        new_means = state["means"].copy()
+        for k in range(self.n_components):
+            w = self._component_weights(state, k)
+            V, q = state["samples"][k]
+            u = np.full(len(V), 1.0 / len(V))
+            d = w @ state["L"][k] - (q - u) @ V
+            mu = self.manifold.exp(state["means"][k], (mean_step * d)[None])
+            new_means[k] = self.manifold.project(mu)[0]
+        return new_means
 
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self):
@@ -280,7 +383,7 @@ class LANDMixture:
     def _logp(self, X):
         self._check_fitted()
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        L, fail = self._logs(X, self.means_, None, None)
+        L, fail, _ = self._logs(X, self.means_, None, None)
         return self._log_prob(L) + np.log(self.weights_)[None], fail.T
 
     def score_samples(self, X) -> np.ndarray:

@@ -173,7 +173,8 @@ def land_manifold(
         ``(MetricManifold, metric, land_metric)``; ``land_metric`` is the LAND-metric part
         (None for a pure neural-FIM metric).
     """
-    from ..geometry.land import LANDMetric, MetricManifold
+    from ..geometry.exp_log import MetricManifold
+    from ..geometry.land import LANDMetric
     from ..geometry.metric import NeuralFIMMetric, SumMetric
 
     if metric == "land":
@@ -214,6 +215,8 @@ def read_land(adata: AnnData, key: str = LAND):
         raise KeyError(f"adata.uns[{key!r}] holds no LAND fit")
     p = info["params"]
     X, _ = get_rep(adata, str(p["use_rep"]))
+    if p.get("n_pcs") is not None:  # tl.land used the leading components only
+        X = X[:, : int(p["n_pcs"])]
     metric = str(p["metric"])
     manifold, _, _ = land_manifold(
         adata,

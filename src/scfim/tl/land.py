@@ -32,6 +32,7 @@ def land(
     n_components: int = 1,
     metric: str = "land",
     use_rep: str | None = None,
+    n_pcs: int | None = 10,
     sigma: float | None = None,
     rho: float | None = None,
     rho_rel: float = 0.1,
@@ -42,6 +43,7 @@ def land(
     n_samples: int = 1000,
     mean_step: float = 0.2,
     cov_step: float = 0.2,
+    tol: float = 1e-3,
     n_steps: int = 12,
     log_tol: float = 1e-3,
     random_state: int | None = 0,
@@ -56,8 +58,10 @@ def land(
     ``M(x) = diag(Σ_n w_n(x)(x_nd − x_d)² + ρ)⁻¹`` built from the cells, or the pull-back
     Fisher metric of :func:`scfim.tl.neural_fim` (plus ``land_weight`` times the LAND
     metric so that it has full rank). Means, covariances and weights are fitted by
-    maximum likelihood with EM (see :class:`scfim.models.land.LANDMixture`); Log maps are
-    solved by shooting and failures are counted, not hidden.
+    maximum likelihood with EM (see :class:`scfim.models.land.LANDMixture`): a step that
+    lowers the likelihood is rejected, so the fitted likelihood is never below the starting
+    one. Log maps are solved by shooting (cold starts from kNN-graph shortest paths, warm
+    starts from the previous iteration) and failures are counted, not hidden.
 
     Parameters
     ----------
@@ -71,6 +75,10 @@ def land(
         Input representation (default ``"X_pca"`` when present, else ``X``); with
         ``metric="neural_fim"`` it must be (and defaults to) the one the network was
         trained on. LAND needs few dimensions (2–10).
+    n_pcs
+        Use only the first ``n_pcs`` columns of an ``obsm`` representation (its leading
+        principal components); None uses all. Ignored for ``X`` and for
+        ``metric="neural_fim"`` (the network fixes the input).
     sigma, rho, rho_rel, max_points
         LAND-metric kernel width, regulariser (default ``rho_rel`` times the median local
         variance) and number of reference cells (see
@@ -80,11 +88,15 @@ def land(
     land_weight
         Weight of the LAND term added to the neural-FIM metric (0 disables it).
     max_iter
-        EM iterations.
+        EM iterations (at most).
     n_samples
-        Monte Carlo samples of each normalisation constant per iteration.
+        Monte Carlo samples of each normalisation constant (drawn once, reused).
     mean_step, cov_step
-        Step sizes of the mean and covariance updates.
+        Initial step sizes of the mean and covariance updates (halved when a step is
+        rejected).
+    tol
+        Stop when an iteration raises the mean log-likelihood by less than ``tol`` twice in
+        a row.
     n_steps
         RK4 steps per geodesic.
     log_tol
@@ -92,7 +104,8 @@ def land(
     random_state
         Seed (k-means start and Monte Carlo samples).
     progress
-        Progress bar over EM iterations.
+        Progress bar over the EM iterations, shown from the start (while the initial Log
+        maps are solved).
     key_added
         ``uns`` key and prefix of the ``obs`` columns.
     {copy}
@@ -113,8 +126,11 @@ def land(
         ``adata.uns[key_added]``
             ``means`` (K × d, in ``use_rep``), ``covariances`` (K × d × d, tangent
             coordinates), ``precision_factors``, ``weights``, ``log_normalisers``, ``params``,
-            ``diagnostics`` (log-likelihood and Log-map failures per iteration, final failure
-            count and fraction, ``n_iter``, ``fit_seconds``, metric ``sigma``/``rho``).
+            ``diagnostics`` (mean log-likelihood, Log-map failures and seconds at the start,
+            ``initial_*``, and after each iteration, whether its covariance and mean steps
+            were accepted, the final log-likelihood and failure count and fraction,
+            ``fit_seconds``), ``n_iter``; ``params`` holds the resolved metric
+            ``sigma``/``rho``.
 
     Raises
     ------
@@ -129,6 +145,9 @@ def land(
     max_iter = check_int("max_iter", max_iter)
     n_samples = check_int("n_samples", n_samples, minimum=2)
     n_steps = check_int("n_steps", n_steps, minimum=2)
+    if n_pcs is not None:
+        n_pcs = check_int("n_pcs", n_pcs)
+    tol = check_float("tol", tol, minimum=0.0)
     max_points = check_int("max_points", max_points, minimum=2)
     sigma = check_float("sigma", sigma, minimum=0, exclusive_minimum=True, allow_none=True)
     rho = check_float("rho", rho, minimum=0, exclusive_minimum=True, allow_none=True)
@@ -147,6 +166,10 @@ def land(
             raise ValueError(f"use_rep={use_rep!r} differs from the neural FIM's input {fim_rep!r}")
         use_rep = fim_rep
     X, use_rep = get_rep(adata, use_rep)
+    if metric == "neural_fim" or use_rep == "X" or n_pcs is None or n_pcs >= X.shape[1]:
+        n_pcs = None
+    else:
+        X = X[:, :n_pcs]
     if n_components > X.shape[0]:
         raise ValueError(f"n_components={n_components} exceeds the number of cells")
     if X.shape[1] > 50:
@@ -182,7 +205,8 @@ def land(
         mean_step=mean_step,
         cov_step=cov_step,
         random_state=random_state,
-        verbose=progress,
+        tol=tol,
+        progress=progress,
     ).fit(X)
     failed = model.log_failed_.any(1)
     keys = land_keys(key_added)
@@ -209,6 +233,7 @@ def land(
                 "n_components": n_components,
                 "metric": metric,
                 "use_rep": use_rep,
+                "n_pcs": n_pcs,
                 "sigma": None if land_metric is None else land_metric.sigma,
                 "rho": None if land_metric is None else land_metric.rho,
                 "rho_rel": rho_rel,
@@ -219,6 +244,7 @@ def land(
                 "n_samples": n_samples,
                 "mean_step": mean_step,
                 "cov_step": cov_step,
+                "tol": tol,
                 "n_steps": n_steps,
                 "log_tol": log_tol,
                 "random_state": random_state,

@@ -1,0 +1,567 @@
+"""Exponential and logarithm maps under a learned metric on ``R^d`` (pure torch, no AnnData).
+
+Geodesics solve ``c'' = −Γ(c)[c', c']``. :func:`exp_map` integrates this initial-value
+problem with :func:`torchdiffeq.odeint` (fixed-step RK4, one batch for all tangent
+vectors), with the acceleration of :meth:`~scfim.geometry.metric.Metric.acceleration`
+(closed form for the LAND metric, automatic differentiation for any other metric).
+:func:`log_map` solves the boundary-value problem ``Exp_μ(v) = x`` by damped Newton
+shooting (Jacobian of Exp by batched finite differences; Broyden updates when a nearby
+solution's Jacobian is given), restarts the unconverged ones from the minimum-energy
+curve of :func:`~scfim.geometry.geodesic.energy_geodesic`, and *reports* what still
+fails (mask and residuals); a failure is never replaced by a straight line.
+
+Manifolds used by the maximum-likelihood fit of :mod:`scfim.models.land` expose
+``tangent_dim``, ``exp(mu, V)``, ``log(mu, X, init=None, jacobian=None) -> LogResult``,
+``log_volume(Y)`` (``log √det M`` in the tangent coordinates) and ``project(x)`` (onto
+the data): :class:`MetricManifold` wraps any metric on ``R^d`` (tangent coordinates =
+ambient coordinates), with cold Log maps started from shortest paths of a kNN graph
+(:mod:`scfim.geometry.graph`). Manifolds with closed-form maps, which check the same
+estimator against the truth, are in :mod:`scfim.geometry.known_manifolds`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .graph import (
+    connect_components,
+    metric_edge_lengths,
+    path_nodes,
+    resample_polyline,
+    shortest_paths,
+    symmetrize,
+)
+from .metric import Metric
+
+__all__ = ["exp_map", "log_map", "LogResult", "MetricManifold"]
+
+_DT = torch.float64
+
+
+def _t(a) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=_DT)
+
+
+def exp_map(
+    metric: Metric,
+    start,
+    velocity,
+    *,
+    n_steps: int = 16,
+    return_path: bool = False,
+):
+    """Riemannian exponential map, batched: ``Exp_{start[i]}(velocity[i])``.
+
+    Integrates ``(c, c')' = (c', −Γ(c)[c', c'])`` from ``t = 0`` to ``1`` with
+    :func:`torchdiffeq.odeint` (fixed-step RK4, ``n_steps`` steps; smooth in the initial
+    velocity, which the finite-difference Jacobians of :func:`log_map` need).
+
+    Parameters
+    ----------
+    metric
+        A :class:`~scfim.geometry.metric.Metric`.
+    start
+        ``(d,)`` (broadcast) or ``(B, d)`` base points.
+    velocity
+        ``(B, d)`` initial velocities.
+    n_steps
+        RK4 steps on ``[0, 1]``.
+    return_path
+        Also return the ``(n_steps + 1, B, d)`` curve.
+
+    Returns
+    -------
+    ``(B, d)`` end points (numpy), and the path when ``return_path``.
+    """
+    from torchdiffeq import odeint
+
+    v0 = _t(np.atleast_2d(velocity))
+    x0 = _t(np.atleast_2d(start))
+    if x0.shape[0] == 1 and v0.shape[0] > 1:
+        x0 = x0.expand_as(v0)
+    if x0.shape != v0.shape:
+        raise ValueError(f"start {tuple(x0.shape)} and velocity {tuple(v0.shape)} mismatch")
+    d = x0.shape[1]
+    n_steps = int(n_steps)
+
+    def f(t, y):
+        x, v = y[:, :d], y[:, d:]
+        return torch.cat([v, metric.acceleration(x, v)], dim=1)
+
+    ts = torch.linspace(0.0, 1.0, n_steps + 1, dtype=_DT) if return_path else None
+    with torch.no_grad():
+        y0 = torch.cat([x0, v0], 1)
+        if return_path:
+            ys = odeint(f, y0, ts, method="rk4")
+        else:
+            ys = odeint(
+                f,
+                y0,
+                torch.tensor([0.0, 1.0], dtype=_DT),
+                method="rk4",
+                options={"step_size": 1.0 / n_steps},
+            )
+    end = ys[-1, :, :d].numpy()
+    if return_path:
+        return end, ys[:, :, :d].numpy()
+    return end
+
+
+# ----------------------------------------------------------------------------- Log map
+@dataclass
+class LogResult:
+    """Output of a Log map.
+
+    Attributes
+    ----------
+    v
+        ``(B, k)`` tangent vectors (best estimate, also where ``converged`` is False).
+    converged
+        ``(B,)`` True where ``Exp(v)`` reproduces the target within tolerance.
+    residual
+        ``(B,)`` ``‖Exp(v) − x‖`` (Euclidean, in the ambient coordinates).
+    n_energy
+        Number of targets that were restarted from the energy solver.
+    jacobian
+        ``(B, k, k)`` (approximate) Jacobians of Exp at ``v``, to warm-start the next,
+        nearby problem; None where the manifold has closed-form maps.
+    """
+
+    v: np.ndarray
+    converged: np.ndarray
+    residual: np.ndarray
+    n_energy: int = 0
+    jacobian: np.ndarray | None = None
+
+    @property
+    def n_failed(self) -> int:
+        """Number of Log maps that did not converge."""
+        return int((~self.converged).sum())
+
+
+def _newton_shoot(
+    metric,
+    mu,
+    X,
+    V,
+    *,
+    n_steps,
+    max_iter,
+    tol,
+    fd_eps,
+    max_halvings=3,
+    jacobian=None,
+    broyden=False,
+):
+    """Damped (quasi-)Newton shooting on ``Exp_μ(v) − x = 0``.
+
+    Returns ``(V, converged, residual, J)``. Newton: the Jacobian of Exp from forward
+    finite differences evaluated in the same batch as each trial point (``(d + 1) B``
+    geodesics). Broyden (``broyden=True``, or a starting ``jacobian``, e.g. from the
+    previous, nearby problem): the Jacobian (finite differences at the start unless given)
+    is updated by a rank-one formula after each accepted step, so a trial costs one
+    geodesic per target; a target whose step fails with such an approximate Jacobian gets
+    a finite-difference one.
+    Steps are halved until the residual drops; a target without any decrease even with
+    a finite-difference Jacobian is given up (and reported).
+    """
+    B, d = X.shape
+    eye = np.eye(d)
+
+    def exp_and_jac(Vb):
+        h = fd_eps * np.maximum(1.0, np.linalg.norm(Vb, axis=1))[:, None]  # (b, 1)
+        batch = np.concatenate([Vb] + [Vb + h * eye[j] for j in range(d)], 0)
+        E = exp_map(metric, mu, batch, n_steps=n_steps).reshape(d + 1, len(Vb), d)
+        return E[0], (E[1:] - E[0][None]).transpose(1, 2, 0) / h[:, :, None]
+
+    thr = tol * np.maximum(np.linalg.norm(X - mu, axis=1), 1.0)
+    quasi = broyden or jacobian is not None
+    if jacobian is None:
+        Y, J = exp_and_jac(V)
+        fresh = np.ones(B, dtype=bool)
+    else:
+        Y = exp_map(metric, mu, V, n_steps=n_steps)
+        J = np.array(jacobian, dtype=np.float64, copy=True)
+        fresh = np.zeros(B, dtype=bool)
+    F = Y - X
+    res = np.linalg.norm(F, axis=1)
+    res[~np.isfinite(res)] = np.inf
+    active = res > thr
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        Ji = J[idx]
+        good = np.isfinite(Ji).all((1, 2)) & (np.abs(np.linalg.det(Ji)) > 1e-300)
+        step = np.zeros((idx.size, d))
+        if good.any():
+            step[good] = -np.linalg.solve(Ji[good], F[idx][good][..., None])[..., 0]
+        step[~np.isfinite(step)] = 0.0
+        lam = np.ones(idx.size)
+        todo = np.flatnonzero(good)
+        for _h in range(max_halvings + 1):
+            if todo.size == 0:
+                break
+            sub = idx[todo]
+            Vt = V[sub] + lam[todo, None] * step[todo]
+            if quasi:
+                Yt = exp_map(metric, mu, Vt, n_steps=n_steps)
+            else:
+                Yt, Jt = exp_and_jac(Vt)
+            Ft = Yt - X[sub]
+            rt = np.linalg.norm(Ft, axis=1)
+            rt[~np.isfinite(rt)] = np.inf
+            ok = rt < res[sub]
+            acc = sub[ok]
+            if acc.size and quasi:
+                dv = Vt[ok] - V[acc]
+                dF = Ft[ok] - F[acc]
+                corr = dF - np.einsum("bij,bj->bi", J[acc], dv)
+                J[acc] += corr[:, :, None] * dv[:, None, :] / (dv * dv).sum(1)[:, None, None]
+                fresh[acc] = False
+            elif acc.size:
+                J[acc] = Jt[ok]
+            V[acc], F[acc], res[acc] = Vt[ok], Ft[ok], rt[ok]
+            todo = todo[~ok]
+            lam[todo] *= 0.5
+        failed = np.concatenate([idx[todo], idx[~good]])
+        stale = failed[~fresh[failed]]
+        if stale.size:  # approximate Jacobian: retry from a finite-difference one
+            Y_s, J_s = exp_and_jac(V[stale])
+            J[stale], F[stale], fresh[stale] = J_s, Y_s - X[stale], True
+            res[stale] = np.linalg.norm(F[stale], axis=1)
+        active[failed[fresh[failed] & ~np.isin(failed, stale)]] = False  # no decrease: give up
+        active &= res > thr
+    return V, res <= thr, res, J
+
+
+def log_map(
+    metric: Metric,
+    mu,
+    X,
+    *,
+    init: np.ndarray | None = None,
+    n_steps: int = 16,
+    max_iter: int = 10,
+    tol: float = 1e-5,
+    fd_eps: float = 1e-6,
+    energy_fallback: bool = True,
+    energy_points: int = 12,
+    energy_max_iter: int = 60,
+    init_paths: list | None = None,
+    jacobian: np.ndarray | None = None,
+    broyden: bool = False,
+    warn: bool = True,
+) -> LogResult:
+    """Riemannian logarithm ``Log_μ(x_i)`` for a batch of targets, by shooting.
+
+    Damped Newton iterations on ``Exp_μ(v) = x`` (all targets at once; the Jacobian of Exp
+    by forward finite differences in one batch of ``(d + 1) B`` geodesics). Targets that do
+    not converge are restarted from the initial velocity of the minimum-energy curve
+    (:func:`~scfim.geometry.geodesic.energy_geodesic`); those that still fail keep the best
+    estimate found and are flagged in ``converged`` (and a warning is issued).
+
+    Parameters
+    ----------
+    metric
+        A :class:`~scfim.geometry.metric.Metric` on ``R^d``.
+    mu
+        ``(d,)`` base point.
+    X
+        ``(B, d)`` targets.
+    init
+        ``(B, d)`` initial velocities (e.g. the Logs of a previous, nearby base point);
+        default ``x − μ``, a starting guess that Newton then corrects.
+    n_steps
+        RK4 steps of each Exp.
+    max_iter
+        Newton iterations.
+    tol
+        Convergence when ``‖Exp_μ(v) − x‖ ≤ tol · max(‖x − μ‖, 1)``.
+    fd_eps
+        Relative finite-difference step.
+    energy_fallback
+        Restart unconverged targets from the energy solver.
+    energy_points, energy_max_iter
+        Discretisation and iteration limit of that solver.
+    init_paths
+        Optional list (one per target, or None entries) of ``(m, d)`` polylines from ``μ``
+        to the target (e.g. graph shortest paths) used as starting curves of the energy
+        solver; straight lines otherwise.
+    jacobian
+        Optional ``(B, d, d)`` starting Jacobians of Exp (e.g. ``LogResult.jacobian`` of a
+        nearby problem); they are updated by Broyden steps instead of being recomputed.
+    broyden
+        Broyden's method from a finite-difference Jacobian at the start (cheaper trials
+        than Newton's; with a starting ``jacobian`` it is always used).
+    warn
+        Warn when some targets fail.
+
+    Returns
+    -------
+    :class:`LogResult`.
+    """
+    mu = np.asarray(mu, dtype=np.float64).reshape(-1)
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    if X.shape[1] != mu.size:
+        raise ValueError(f"targets have {X.shape[1]} coordinates, mu has {mu.size}")
+    V = (X - mu).copy() if init is None else np.array(init, dtype=np.float64, copy=True)
+    if V.shape != X.shape:
+        raise ValueError(f"init must have shape {X.shape}")
+    V[~np.isfinite(V)] = 0.0
+    kw = {"n_steps": n_steps, "tol": tol, "fd_eps": fd_eps}
+    if jacobian is not None and np.shape(jacobian) != (len(X), mu.size, mu.size):
+        raise ValueError(f"jacobian must have shape {(len(X), mu.size, mu.size)}")
+    V, ok, res, J = _newton_shoot(
+        metric, mu, X, V, max_iter=max_iter, jacobian=jacobian, broyden=broyden, **kw
+    )
+    n_energy = 0
+    if energy_fallback and not ok.all():
+        from .geodesic import energy_geodesic
+
+        bad = np.flatnonzero(~ok)
+        n_energy = bad.size
+        curves = None
+        if init_paths is not None:
+            curves = np.empty((bad.size, energy_points, mu.size))
+            for j, i in enumerate(bad):
+                P = init_paths[i]
+                P = np.vstack([mu, X[i]]) if P is None else np.asarray(P, dtype=np.float64)
+                curves[j] = resample_polyline(P, energy_points)
+        g = energy_geodesic(
+            metric,
+            np.repeat(mu[None], bad.size, 0),
+            X[bad],
+            n_points=energy_points,
+            init=curves,
+            max_iter=energy_max_iter,
+        )
+        V0 = (energy_points - 1) * (g.paths[:, 1] - g.paths[:, 0])
+        V1, ok1, res1, J1 = _newton_shoot(metric, mu, X[bad], V0.copy(), max_iter=max_iter, **kw)
+        better = res1 < res[bad]
+        V[bad[better]], res[bad[better]] = V1[better], res1[better]
+        J[bad[better]] = J1[better]
+        ok[bad] = ok1 | ok[bad]
+    if warn and not ok.all():
+        warnings.warn(
+            f"log_map: {int((~ok).sum())} of {len(ok)} boundary-value problems did not "
+            "converge; their best estimates are flagged in LogResult.converged",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return LogResult(V, ok, res, n_energy, J)
+
+
+# --------------------------------------------------------------------------- manifolds
+class MetricManifold:
+    """``R^d`` with a :class:`~scfim.geometry.metric.Metric`; tangent coordinates = ``R^d``.
+
+    Parameters
+    ----------
+    metric
+        The metric (:class:`LANDMetric`, a neural-FIM metric, a
+        :class:`~scfim.geometry.metric.SumMetric` ...).
+    graph_data
+        Optional ``(N, d)`` points (usually the data) on which a kNN graph with
+        metric edge lengths is built; Log maps without an ``init`` then start from the
+        graph shortest path (direction of its first hops, length of the path), which
+        shooting converges from far more often than from the straight line, and the
+        energy-solver restarts start from the path itself.
+    n_neighbors
+        Neighbours of the graph.
+    n_steps
+        RK4 steps of each Exp.
+    warm_max_iter
+        Broyden iterations of warm-started Log maps (``init`` given, as in the EM loop);
+        these skip the energy-solver restart, so a target that fails stays flagged.
+    log_kwargs
+        Passed to :func:`log_map`; by default cold solves use Broyden's method
+        (``broyden=True``, ``max_iter=30``: a trial costs one geodesic per target instead
+        of ``d + 1``).
+    """
+
+    def __init__(
+        self,
+        metric: Metric,
+        *,
+        graph_data: np.ndarray | None = None,
+        n_neighbors: int = 10,
+        n_steps: int = 16,
+        warm_max_iter: int = 12,
+        **log_kwargs,
+    ) -> None:
+        self.metric = metric
+        self.tangent_dim = metric.dim
+        self.ambient_dim = metric.dim
+        self.n_steps = int(n_steps)
+        self.log_kwargs = {"warn": False, "broyden": True, "max_iter": 30, **log_kwargs}
+        self.warm_max_iter = int(warm_max_iter)
+        self._graph = None
+        if graph_data is not None:
+            self._build_graph(np.asarray(graph_data, dtype=np.float64), int(n_neighbors))
+
+    def _build_graph(self, Z: np.ndarray, k: int) -> None:
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(Z)
+        k = min(k, len(Z) - 1)
+        _, nb = tree.query(Z, k=k + 1)
+        rows = np.repeat(np.arange(len(Z)), k)
+        pattern = sp.csr_matrix(
+            (np.ones(rows.size), (rows, nb[:, 1:].reshape(-1))), shape=(len(Z), len(Z))
+        )
+        G = metric_edge_lengths(symmetrize(pattern), Z, self.metric)
+        # join disconnected pieces by their closest pairs, so every target has a path
+        G = connect_components(G, Z, weight=self._seg_lengths)
+        self._graph = (Z, tree, G)
+
+    def _seg_lengths(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        """Metric length of straight segments (midpoint rule)."""
+        with torch.no_grad():
+            q = self.metric.inner(_t(0.5 * (A + B)), _t(B - A))
+        return np.sqrt(np.clip(q.double().numpy(), 0.0, None))
+
+    def graph_paths(self, mu, X, hops: int = 3, full: bool = False):
+        """Graph shortest paths from ``mu`` to ``X``: (initial velocities, polylines).
+
+        The velocity points to the ``hops``-th vertex of the path and its length is the
+        metric length of the path (straight ``x − μ`` where the graph gives nothing).
+        """
+        Z, tree, G = self._graph
+        s = int(tree.query(mu)[1])
+        dist, pred = shortest_paths(G, s, return_predecessors=True)
+        dist, pred = dist[0], pred[0]
+        _, tgt = tree.query(X)
+        V = X - mu
+        paths: list = [None] * len(X)
+        heads, lengths, rows = [], [], []
+        for i, t in enumerate(tgt):
+            if not np.isfinite(dist[t]):
+                continue
+            nodes = path_nodes(pred, s, int(t))
+            if nodes is None or len(nodes) < 3:
+                continue
+            P = np.vstack([mu, Z[nodes[1:-1]], X[i]])
+            paths[i] = P
+            heads.append(P[min(hops, len(P) - 1)] - mu)
+            lengths.append(P)
+            rows.append(i)
+        if rows:
+            U = np.asarray(heads)
+            Lu = self._seg_lengths(np.repeat(mu[None], len(U), 0), mu + U)
+            seg_a = np.concatenate([P[:-1] for P in lengths])
+            seg_b = np.concatenate([P[1:] for P in lengths])
+            seg = self._seg_lengths(seg_a, seg_b)
+            owner = np.repeat(np.arange(len(lengths)), [len(P) - 1 for P in lengths])
+            Lp = np.bincount(owner, weights=seg, minlength=len(lengths))
+            okL = Lu > 0
+            r = np.asarray(rows)
+            V[r[okL]] = U[okL] * (Lp[okL] / Lu[okL])[:, None]
+        if full:
+            return V, paths, dist, pred, tgt, s
+        return V, paths
+
+    def exp(self, mu, V) -> np.ndarray:
+        """``Exp_μ(V)``, ``(B, d)``."""
+        return exp_map(self.metric, mu, V, n_steps=self.n_steps)
+
+    def project(self, x, *, n_neighbors: int | None = None, var_frac: float = 0.95):
+        """Project points onto the data: the local principal subspace of their neighbours.
+
+        For each point, the affine span of the leading principal directions (those
+        explaining ``var_frac`` of the variance) of its ``n_neighbors`` nearest data
+        points (default ``max(15, 2d + 2)``), recentred twice. Without ``graph_data``
+        the points are returned unchanged. The LAND mean step uses it as a retraction,
+        so that the mean stays on the data, where the Log maps are well conditioned.
+        """
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64)).copy()
+        if self._graph is None:
+            return x
+        Z, tree, _ = self._graph
+        d = Z.shape[1]
+        k = min(len(Z), max(15, 2 * d + 2) if n_neighbors is None else int(n_neighbors))
+        for _ in range(2):
+            _, nb = tree.query(x, k=k)
+            for i in range(len(x)):
+                P = Z[nb[i]]
+                m = P.mean(0)
+                w, U = np.linalg.eigh((P - m).T @ (P - m))
+                w, U = w[::-1], U[:, ::-1]
+                r = int(np.searchsorted(np.cumsum(w) / max(w.sum(), 1e-300), var_frac) + 1)
+                Ur = U[:, : min(r, d)]
+                x[i] = m + Ur @ (Ur.T @ (x[i] - m))
+        return x
+
+    def log(self, mu, X, init=None, jacobian=None) -> LogResult:
+        """``Log_μ(X)`` with failures flagged.
+
+        ``init`` and ``jacobian`` warm-start the shooting (e.g. from the previous EM
+        iteration); warm solves are cheap quasi-Newton ones without energy restarts.
+        """
+        mu = np.asarray(mu, dtype=np.float64).reshape(-1)
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if init is None and self._graph is not None:
+            return self._log_waves(mu, X)
+        kw = dict(self.log_kwargs)
+        if init is not None:  # warm start (e.g. the previous EM iteration): cheap solves only
+            kw.setdefault("energy_fallback", False)
+            kw["max_iter"] = min(int(kw["max_iter"]), self.warm_max_iter)
+        return log_map(self.metric, mu, X, init=init, jacobian=jacobian, n_steps=self.n_steps, **kw)
+
+    def _log_waves(self, mu, X, n_waves: int = 4) -> LogResult:
+        """Cold Log maps by continuation along the graph's shortest-path tree.
+
+        Targets are solved in waves of increasing graph distance from ``mu``; the first
+        wave starts from the direction of the first hops of its path, later ones from the
+        solved Log of their nearest solved ancestor on the path, rescaled by the ratio of
+        path lengths.
+        """
+        V0, paths, dist, pred, tgt, s = self.graph_paths(mu, X, full=True)
+        dt = dist[tgt]
+        finite = np.isfinite(dt)
+        wave = np.full(len(X), n_waves - 1)
+        if finite.any():
+            qs = np.quantile(dt[finite], np.linspace(0, 1, n_waves + 1)[1:-1])
+            wave[finite] = np.searchsorted(qs, dt[finite], side="left")
+        node_sol: dict[int, int] = {}
+        V = V0.copy()
+        J = np.full((len(X), X.shape[1], X.shape[1]), np.nan)
+        ok = np.zeros(len(X), dtype=bool)
+        res = np.full(len(X), np.inf)
+        n_energy = 0
+        for w in range(n_waves):
+            idx = np.flatnonzero(wave == w)
+            if idx.size == 0:
+                continue
+            init = V0[idx].copy()
+            if w > 0:
+                for j, i in enumerate(idx):
+                    node = int(tgt[i])
+                    while node != s and node >= 0 and node not in node_sol:
+                        node = int(pred[node])
+                    if node in node_sol and dist[node] > 0:
+                        init[j] = V[node_sol[node]] * (dt[i] / dist[node])
+            r = log_map(
+                self.metric,
+                mu,
+                X[idx],
+                init=init,
+                n_steps=self.n_steps,
+                init_paths=[paths[i] for i in idx],
+                **self.log_kwargs,
+            )
+            V[idx], ok[idx], res[idx], J[idx] = r.v, r.converged, r.residual, r.jacobian
+            n_energy += r.n_energy
+            for i in idx[r.converged]:
+                node_sol.setdefault(int(tgt[i]), int(i))
+        return LogResult(V, ok, res, n_energy, J)
+
+    def log_volume(self, Y) -> np.ndarray:
+        """``log √det M(y)``, ``(B,)``."""
+        with torch.no_grad():
+            return self.metric.log_volume(_t(np.atleast_2d(Y))).double().numpy()
