@@ -110,6 +110,7 @@ def _tiles(png: Path, out: Path, stem: str) -> list[Path]:
 
 
 def check_page(driver, url: str, out: Path, stem: str) -> tuple[list[str], str]:
+    """Open ``url``, screenshot it into ``out`` and list its problems (broken images, errors)."""
     driver.set_window_size(WIDTH, TILE)
     driver.get(url)
     deadline = time.time() + 20
@@ -139,6 +140,7 @@ def check_page(driver, url: str, out: Path, stem: str) -> tuple[list[str], str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check every page of the built site; non-zero exit status on any problem."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("html", type=Path, help="built HTML folder (docs/_build/html)")
     parser.add_argument("--out", type=Path, default=Path("docs/_build/screenshots"))

@@ -175,4 +175,5 @@ def _fix_returns(app, what, name, obj, options, lines: list[str]) -> None:
 
 
 def setup(app):
+    """Sphinx extension hook: rewrite prose Returns sections before numpydoc parses them."""
     app.connect("autodoc-process-docstring", _fix_returns, priority=400)
