@@ -161,16 +161,27 @@ def main() -> None:
     t_pt = time.perf_counter() - t0
     b = a.copy()
     t0 = time.perf_counter()
-    sc.pp.neighbors(b, use_rep="X", random_state=0)
-    sc.tl.diffmap(b)
-    b.uns["iroot"] = 0
-    sc.tl.dpt(b)
-    t_dpt = time.perf_counter() - t0
+    try:  # scanpy's DPT fails on some scipy/scanpy combinations (sparse array API)
+        sc.pp.neighbors(b, use_rep="X", random_state=0)
+        sc.tl.diffmap(b)
+        b.uns["iroot"] = 0
+        sc.tl.dpt(b)
+        dpt = b.obs["dpt_pseudotime"].to_numpy()
+    except AttributeError as err:
+        print(f"    scanpy DPT failed: {err}")
+        dpt = None
+    t_dpt = time.perf_counter() - t0 if dpt is not None else None
     from scipy.stats import spearmanr
 
-    rho = spearmanr(a.obs["fisher_rao_pseudotime"], b.obs["dpt_pseudotime"]).statistic
+    rho = spearmanr(a.obs["fisher_rao_pseudotime"], dpt).statistic if dpt is not None else None
     rows.append(
-        [f"{n} cells, root 0", fmt(t_pt), fmt(t_dpt), fmt(t_pt / t_dpt, ".2f"), fmt(rho, ".3f")]
+        [
+            f"{n} cells, root 0",
+            fmt(t_pt),
+            fmt(t_dpt),
+            fmt(t_pt / t_dpt if t_dpt else None, ".2f"),
+            fmt(rho, ".3f"),
+        ]
     )
     print("\n(c) pseudotime from one root to every cell")
     print(
