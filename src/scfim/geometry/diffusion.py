@@ -47,6 +47,7 @@ __all__ = [
     "von_neumann_entropy",
     "knee_point",
     "select_t",
+    "landmark_count",
     "assign_landmarks",
     "DistinctStates",
     "distinct_states",
@@ -362,6 +363,35 @@ def select_t(symmetric_op, t_max: int = 100, n_eigen: int = 100) -> tuple[int, n
 
 
 # --------------------------------------------------------------------------- landmarks
+#: ``n_landmarks="auto"``: at most this many landmarks ...
+MAX_LANDMARKS = 2000
+#: ... at least this many (below it, the exact operator) ...
+MIN_LANDMARKS = 500
+#: ... and otherwise one landmark per this many cells.
+CELLS_PER_LANDMARK = 6
+
+
+def landmark_count(n: int, n_landmarks: int | str | None = "auto") -> int | None:
+    """Number of landmarks for ``n`` cells, or None for the exact operator.
+
+    ``"auto"``: ``L = min(2000, max(500, n // 6))``, and the exact operator when
+    ``n ≤ L``. The costs of JSD-PHATE (Jensen–Shannon distances between all landmark rows,
+    ``L²`` pairs over ``L`` states) and of the propagator ``P_Lᵗ⁻¹`` grow as ``L³``, so a
+    fixed 2000 landmarks make 3000 cells slower than 20 000; with about six cells per
+    landmark the embedding of the toy tree keeps its agreement with the true tree
+    distances (Spearman 0.44 with 500 landmarks at 3000 cells, 0.44 with 2000, 0.43
+    exact). An integer is used as is (landmarks when ``n`` exceeds it); None forces the
+    exact operator.
+    """
+    if n_landmarks is None:
+        return None
+    if isinstance(n_landmarks, str):
+        if n_landmarks != "auto":
+            raise ValueError(f"n_landmarks must be an integer, 'auto' or None, got {n_landmarks!r}")
+        n_landmarks = min(MAX_LANDMARKS, max(MIN_LANDMARKS, n // CELLS_PER_LANDMARK))
+    return int(n_landmarks) if n > n_landmarks else None
+
+
 def assign_landmarks(
     X: np.ndarray, n_landmarks: int, *, random_state: int | None = 0
 ) -> np.ndarray:
@@ -555,7 +585,7 @@ def build_operator(
     sigma: float | None = None,
     alpha: float = 1.0,
     t: int | str = "auto",
-    n_landmarks: int | None = 2000,
+    n_landmarks: int | str | None = "auto",
     knn_method: str = "auto",
     t_max: int = 100,
     random_state: int | None = 0,
@@ -576,8 +606,9 @@ def build_operator(
     t
         Diffusion time (int ≥ 1) or ``"auto"``.
     n_landmarks
-        Use a landmark operator with this many clusters when ``n > n_landmarks``; None
-        forces the exact operator.
+        ``"auto"`` (see :func:`landmark_count`: 500 to 2000 landmarks, about one per six
+        cells), or use a landmark operator with this many clusters when ``n > n_landmarks``;
+        None forces the exact operator.
     knn_method
         See :func:`knn_graph`.
     t_max
@@ -604,7 +635,8 @@ def build_operator(
     states = distinct_states(X) if distances is None and X is not None else None
     n_distinct = n if states is None else states.n_distinct
     labels = None
-    if n_landmarks is not None and n_distinct > n_landmarks:
+    n_landmarks = landmark_count(n_distinct, n_landmarks)
+    if n_landmarks is not None:
         if X is None:
             raise ValueError("landmark clustering needs the input representation X")
         labels = assign_landmarks(X, n_landmarks, random_state=random_state)

@@ -126,7 +126,7 @@ def diffusion(
     sigma: float | None = None,
     alpha: float = 1.0,
     t: int | str = "auto",
-    n_landmarks: int | None = 2000,
+    n_landmarks: int | str | None = "auto",
     neighbors_key: str | None = "auto",
     knn_method: str = "auto",
     random_state: int | None = 0,
@@ -167,7 +167,10 @@ def diffusion(
     t
         Diffusion time (integer ≥ 1) or ``"auto"``.
     n_landmarks
-        Landmark count for large data; None forces the exact operator (≤ 10 000 cells).
+        Landmark count for large data: ``"auto"`` (one landmark per six cells, between 500
+        and 2000; the exact operator up to 500 cells, see
+        :func:`scfim.geometry.diffusion.landmark_count`), an integer (landmarks when
+        ``n_obs`` exceeds it), or None to force the exact operator (≤ 10 000 cells).
     neighbors_key
         ``"auto"``: reuse the graph of ``sc.pp.neighbors`` (``uns["neighbors"]`` and its
         ``obsp`` distances) when it is there and compatible: computed on ``use_rep`` (for
@@ -219,7 +222,7 @@ def diffusion(
             raise ValueError(f"t must be a positive integer or 'auto', got {t!r}")
     else:
         t = check_int("t", t)
-    if n_landmarks is not None:
+    if n_landmarks is not None and not (isinstance(n_landmarks, str) and n_landmarks == "auto"):
         n_landmarks = check_int("n_landmarks", n_landmarks, minimum=2)
     if neighbors_key is not None and not isinstance(neighbors_key, str):
         raise TypeError(f"neighbors_key must be 'auto', a string or None, got {neighbors_key!r}")
