@@ -97,6 +97,120 @@ def test_map_cells_rejects_non_per_cell_functions():
         map_cells(lambda b: {"s": b[:1].sum(1)}, Xd)
 
 
+# ---------------------------------------------------------------------- tl adapter
+@needs_dask
+def test_dask_obsm_equals_in_memory_cell_by_cell(fitted):
+    import dask.array as da
+
+    X = _new_cells()
+    ref = _reference(fitted, X)
+    lazy = AnnData(obsm={"X_in": da.from_array(X, chunks=(2048, 10))}, obs={"i": np.arange(len(X))})
+    scfim.tl.neural_fim_transform(lazy, fitted, use_rep="X_in", chunk_size=4096)
+    _assert_same_fields(lazy, ref)
+    assert is_dask_array(lazy.obsm["X_in"])  # the input is left lazy
+
+
+@needs_dask
+def test_dask_X_in_the_training_genes(fitted):
+    import dask.array as da
+
+    X = _new_cells(3000)
+    new = AnnData(da.from_array(X[:, ::-1].copy(), chunks=(1000, 5)))
+    new.var_names = fitted.var_names[::-1]  # genes matched by name
+    scfim.tl.neural_fim_transform(new, fitted)
+    _assert_same_fields(new, _reference(fitted, X))
+
+
+@needs_dask
+def test_lazy_zarr_and_h5ad_with_store(fitted, tmp_path):
+    from anndata.experimental import read_elem_lazy
+
+    X = _new_cells(4000)
+    ref = _reference(fitted, X)
+    on_disk = AnnData(obsm={"X_in": X})
+    on_disk.write_zarr(tmp_path / "cells.zarr")
+    on_disk.write_h5ad(tmp_path / "cells.h5ad")
+    import h5py
+    import zarr
+
+    for name, group in [
+        ("zarr", zarr.open_group(tmp_path / "cells.zarr", mode="r")),
+        ("h5ad", h5py.File(tmp_path / "cells.h5ad", "r")),
+    ]:
+        lazy_X = read_elem_lazy(group["obsm/X_in"], chunks=(1000, 10))
+        assert is_dask_array(lazy_X)
+        lazy = AnnData(obsm={"X_in": lazy_X}, obs={"i": np.arange(len(X))})
+        store = tmp_path / f"fim_{name}.zarr"
+        scfim.tl.neural_fim_transform(lazy, fitted, use_rep="X_in", store=str(store))
+        assert is_dask_array(lazy.obsm["fim_eigenvalues"])  # backed by the store
+        assert (store / "eigenvalues").exists()
+        _assert_same_fields(lazy, ref)
+
+
+@needs_dask
+def test_projection_of_dask_genes_on_stored_pca():
+    import dask.array as da
+    import scanpy as sc
+
+    rng = np.random.default_rng(0)
+    genes = rng.poisson(2.0, size=(300, 40)).astype(np.float32)
+    ad = AnnData(genes)
+    ad.var_names = [f"g{i}" for i in range(40)]
+    sc.pp.pca(ad, n_comps=8)
+    scfim.tl.diffusion(ad)
+    scfim.tl.neural_fim(ad, n_components=6, hidden=(16,), epochs=3, verbose=False)
+    mem = AnnData(genes.copy())
+    mem.var_names = ad.var_names
+    scfim.tl.neural_fim_transform(mem, model_from=ad)
+    lazy = AnnData(da.from_array(genes, chunks=(64, 40)))
+    lazy.var_names = ad.var_names
+    scfim.tl.neural_fim_transform(lazy, model_from=ad)
+    for k in ("fim_trace", "fim_log_volume"):
+        np.testing.assert_allclose(lazy.obs[k], mem.obs[k], rtol=1e-12)
+
+
+@needs_dask
+def test_nan_in_a_chunk_leaves_adata_unchanged(fitted):
+    import dask.array as da
+
+    X = _new_cells(1000)
+    X[700, 3] = np.nan
+    lazy = AnnData(obsm={"X_in": da.from_array(X, chunks=(250, 10))})
+    with pytest.raises(ValueError, match="NaN"):
+        scfim.tl.neural_fim_transform(lazy, fitted, use_rep="X_in")
+    assert list(lazy.obsm) == ["X_in"] and lazy.obs.shape[1] == 0 and not lazy.uns
+    with pytest.raises(ValueError, match="store"):
+        scfim.tl.neural_fim_transform(
+            AnnData(obsm={"X_in": np.ones((3, 10))}), fitted, use_rep="X_in", store="x.zarr"
+        )
+
+
+@needs_dask
+def test_local_cluster_with_two_workers(fitted, tmp_path):
+    import dask.array as da
+    from distributed import Client, LocalCluster, get_task_stream
+
+    X = _new_cells(3000)
+    ref = _reference(fitted, X)
+    AnnData(obsm={"X_in": X}).write_zarr(tmp_path / "cells.zarr")
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        lazy = AnnData(obsm={"X_in": da.from_zarr(tmp_path / "cells.zarr", component="obsm/X_in")})
+        lazy.obsm["X_in"] = lazy.obsm["X_in"].rechunk((500, 10))
+        with get_task_stream(client) as stream:
+            scfim.tl.neural_fim_transform(
+                lazy, fitted, use_rep="X_in", store=str(tmp_path / "fim.zarr")
+            )
+        assert len(client.scheduler_info()["workers"]) == 2
+        ran = [t for t in stream.data if "_call_block" in str(t["key"])]
+        assert len(ran) == 6  # one task per chunk of 500 cells, on the cluster's workers
+    _assert_same_fields(lazy, ref)
+
+
 def test_core_imports_and_transforms_without_dask(fitted, tmp_path):
     fitted.write_h5ad(tmp_path / "fit.h5ad")
     code = f"""

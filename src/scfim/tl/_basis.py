@@ -23,6 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ..models.chunked import is_dask_array
+
 __all__ = ["new_cells_basis", "pca_projection", "project_new"]
 
 _PCA_CHECK_CELLS = 500
@@ -30,8 +32,11 @@ _PCA_RTOL = 1e-3
 
 
 def _dense(M, what: str) -> np.ndarray:
+    """Dense float64 cells; a dask array stays lazy (read chunk by chunk later)."""
     if M is None:
         raise ValueError(f"{what} is empty")
+    if is_dask_array(M):
+        return M
     if sp.issparse(M):
         M = M.toarray()
     elif hasattr(M, "to_numpy"):
@@ -143,10 +148,18 @@ def project_new(adata_new: AnnData, model_from: AnnData, proj: dict) -> np.ndarr
     M = M[:, adata_new.var_names.get_indexer(genes)]
     offset = np.asarray(proj["pca_offset"], dtype=np.float64)
     W = PCs[used]
+    if is_dask_array(M):  # lazy: projected chunk by chunk when the FIM is computed
+        return M.rechunk({1: -1}).map_blocks(
+            _project_block, W, offset, dtype=np.float64, chunks=(M.chunks[0], (W.shape[1],))
+        )
     out = np.empty((adata_new.n_obs, PCs.shape[1]))
     for s in range(0, adata_new.n_obs, 65536):
-        out[s : s + 65536] = _dense(M[s : s + 65536], "adata_new.X") @ W - offset
+        out[s : s + 65536] = _project_block(M[s : s + 65536], W, offset)
     return out
+
+
+def _project_block(block, W: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    return _dense(block, "adata_new.X") @ W - offset
 
 
 def _same_pca(adata_new: AnnData, model_from: AnnData, n_comps: int) -> tuple[bool, str]:
@@ -225,8 +238,8 @@ def new_cells_basis(
         raise ValueError(
             f"the model expects {n_features} input features, got {X.shape[1]} from {rep}"
         )
-    bad = ~np.isfinite(X)
-    if bad.any():
+    bad = np.zeros((0, 1), dtype=bool) if is_dask_array(X) else ~np.isfinite(X)
+    if bad.any():  # a dask input is checked chunk by chunk when it is evaluated
         rows = np.flatnonzero(bad.any(1))
         raise ValueError(
             f"the input ({rep}) of adata_new contains NaN or infinite values in {rows.size} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._docs import doc_params
 from .._keys import neural_fim_keys
+from ..models.chunked import CHUNK_CELLS, is_dask_array, map_cells
 from ..models.neural_fim import EIG_RTOL, NeuralFIM
 from ._basis import new_cells_basis
 from ._basis import pca_projection as _pca_projection
@@ -267,6 +269,9 @@ def neural_fim_transform(
     key_added: str = "neural_fim",
     use_rep: str | None = None,
     device: str = "cpu",
+    chunk_size: int = CHUNK_CELLS,
+    store: str | None = None,
+    progress: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Per-cell FIM fields of trained neural FIM model(s) for new cells.
@@ -286,6 +291,16 @@ def neural_fim_transform(
     ``use_rep`` names an ``adata_new`` representation that is already in the training
     basis (e.g. ``"X_pca"`` after projecting it yourself); it is used as is.
 
+    **Out of core.** When the input (``X`` or the ``obsm`` entry) is a dask array, e.g. an
+    AnnData read lazily with :func:`anndata.experimental.read_elem_lazy`, the cells are
+    processed chunk by chunk (:func:`scfim.models.chunked.map_cells`) on the active dask
+    scheduler (threads, or a ``dask.distributed`` cluster) and the input is never
+    materialised. The per-cell ``obs`` columns are then held in memory; the ``obsm``
+    fields are NumPy arrays, or, with ``store``, dask arrays reading from a zarr store
+    written in the same pass, so that memory stays bounded by a few chunks. NaN or
+    infinite values of a dask input are detected chunk by chunk and raise then
+    (``adata_new`` is still left unchanged; ``store`` may hold partial results).
+
     Parameters
     ----------
     adata_new
@@ -298,6 +313,13 @@ def neural_fim_transform(
         ``adata_new.obsm`` key in the training basis, used without projection.
     device
         Torch device for the evaluation.
+    chunk_size
+        Dask input only: largest number of cells per chunk (bigger chunks are split).
+    store
+        Dask input only: path of a zarr store (directory, overwritten) receiving the
+        per-cell arrays; the ``obsm`` fields are then dask arrays backed by it.
+    progress
+        Dask input on a local scheduler: show a progress bar over the chunks.
     copy
         Return a modified copy instead of writing into ``adata_new``.
 
@@ -319,14 +341,24 @@ def neural_fim_transform(
     if use_rep is not None and not isinstance(use_rep, str):
         raise TypeError(f"use_rep must be a string or None, got {use_rep!r}")
     check_bool("copy", copy)
+    check_bool("progress", progress)
     dev = _check_device(device)
     models, info = _models_from(model_from, key_added, dev)
     params = dict(info["params"])
     train_rep = str(params["use_rep"])
     d = models[0].n_features_
     X, rep = new_cells_basis(adata_new, model_from, train_rep, use_rep=use_rep, n_features=d)
+    lazy = is_dask_array(X)  # a dask input stays lazy: evaluated chunk by chunk
+    chunk_size = check_int("chunk_size", chunk_size)
+    if store is not None and not lazy:
+        raise ValueError("store= is for a dask-backed input; this input is in memory")
     start = logg.info(f"evaluating {len(models)} neural FIM model(s) on {X.shape[0]} new cells")
-    res = _summaries(models, X)
+    if lazy:
+        fn = partial(_summaries, models)
+        res = map_cells(fn, X, chunk_size=chunk_size, store=store, progress=progress)
+        res = {name: np.asarray(v) if v.ndim == 1 else v for name, v in res.items()}  # obs
+    else:
+        res = _summaries(models, X)
 
     adata_new = adata_new.copy() if copy else adata_new
     fields = _write(adata_new, res, key_added)
