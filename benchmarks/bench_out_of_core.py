@@ -115,9 +115,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=Path("ooc_bench"))
     parser.add_argument("--keep", action="store_true", help="keep the stores on disk")
-    parser.add_argument(
-        "--reuse", action="store_true", help="reuse the fit already in --dir"
-    )
+    parser.add_argument("--reuse", action="store_true", help="reuse the fit already in --dir")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     args.dir.mkdir(parents=True, exist_ok=True)
