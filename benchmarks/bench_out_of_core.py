@@ -38,7 +38,7 @@ from scfim.datasets import tree
 t0 = time.perf_counter()
 a = tree(n_obs={fit_cells}, n_dim=50, n_branches=20, random_state=0)
 scfim.tl.diffusion(a, use_rep="X", random_state=0)
-scfim.tl.neural_fim(a, random_state=0, verbose=False)
+scfim.tl.neural_fim(a, random_state=0, progress=False)
 a.write_h5ad({fit_path!r})
 RESULT = {{"seconds": time.perf_counter() - t0}}
 """

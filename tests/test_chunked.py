@@ -26,7 +26,7 @@ def fitted():
 
     ad = AnnData(branching(n_per_branch=80, n_dim=10).astype(np.float32))
     scfim.tl.diffusion(ad, n_neighbors=10)
-    scfim.tl.neural_fim(ad, n_components=8, hidden=(16, 16), epochs=4, n_ensemble=2, verbose=False)
+    scfim.tl.neural_fim(ad, n_components=8, hidden=(16, 16), epochs=4, n_ensemble=2, progress=False)
     return ad
 
 
@@ -158,7 +158,7 @@ def test_projection_of_dask_genes_on_stored_pca():
     ad.var_names = [f"g{i}" for i in range(40)]
     sc.pp.pca(ad, n_comps=8)
     scfim.tl.diffusion(ad)
-    scfim.tl.neural_fim(ad, n_components=6, hidden=(16,), epochs=3, verbose=False)
+    scfim.tl.neural_fim(ad, n_components=6, hidden=(16,), epochs=3, progress=False)
     mem = AnnData(genes.copy())
     mem.var_names = ad.var_names
     scfim.tl.neural_fim_transform(mem, model_from=ad)
