@@ -6,6 +6,7 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
+import torch
 from anndata import AnnData
 
 import scfim
@@ -225,3 +226,17 @@ assert "dask" not in {{m.split(".")[0] for m in sys.modules if sys.modules[m] is
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@needs_dask
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_dask_transform_on_cuda_matches_cpu(fitted):
+    import dask.array as da
+
+    X = _new_cells(3000)
+    ref = _reference(fitted, X)
+    lazy = AnnData(obsm={"X_in": da.from_array(X, chunks=(1024, 10))})
+    scfim.tl.neural_fim_transform(lazy, fitted, use_rep="X_in", device="cuda")
+    for k in ("fim_trace", "fim_log_volume"):  # float32 GEMMs differ between devices
+        r = ref.obs[k].to_numpy()
+        np.testing.assert_allclose(lazy.obs[k], r, rtol=1e-4, atol=1e-4 * np.abs(r).max())
