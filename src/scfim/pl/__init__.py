@@ -1,4 +1,21 @@
-"""Plotting: every function returns matplotlib Axes (or a Figure)."""
+"""Plotting: read the results of :mod:`scfim.tl` back from ``adata`` and draw them.
+
+Every function takes ``ax``, ``show``, ``save`` and ``return_fig`` the way
+:func:`scanpy.pl.embedding` does:
+
+* ``ax`` — draw into existing Axes (a new figure otherwise);
+* ``save=True`` writes ``{scanpy.settings.figdir}/{writekey}.{scanpy.settings.file_format_figs}``;
+  a string is appended to the write key as in scanpy (``save="_pbmc.png"`` writes
+  ``figures/<writekey>_pbmc.png``); a :class:`pathlib.Path` is written exactly there. The
+  file is written after everything is drawn;
+* ``show=True`` calls :func:`matplotlib.pyplot.show` and returns None; by default
+  (``show=None``) the Axes are returned without showing them, so that plots compose in
+  subplots (Jupyter's inline backend displays them anyway);
+* ``return_fig=True`` returns the Figure.
+
+Continuous colours get outlier-robust limits (1st–99th percentile) and colour bars
+labelled with the quantity.
+"""
 
 from ._curvature import curvature
 from ._embedding import diffusion_entropy, embedding

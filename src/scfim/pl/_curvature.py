@@ -8,6 +8,9 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from ._utils import check_plot_args, embedding_key, finish, quantity_label
 
 __all__ = ["curvature"]
 
@@ -23,7 +26,10 @@ def curvature(
     size: float | None = None,
     colorbar: bool = True,
     ax: Axes | None = None,
-) -> Axes:
+    show: bool | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
     """Scatter plot of an embedding coloured by diffusion curvature.
 
     The diverging colour map is centred on 0 (white): red for positive curvature
@@ -47,18 +53,17 @@ def curvature(
     size
         Marker size (default scaled with the number of cells).
     colorbar
-        Draw a colour bar.
-    ax
-        Axes to draw into.
+        Draw a colour bar, labelled with the quantity.
+    ax, show, save, return_fig
+        As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key ``key``.
 
     Returns
     -------
-    Axes
-        The Axes.
+    Axes, Figure or None
+        The Axes; the Figure with ``return_fig=True``; None with ``show=True``.
     """
-    emb_key = basis if basis in adata.obsm else f"X_{basis}"
-    if emb_key not in adata.obsm:
-        raise KeyError(f"basis {basis!r} not in adata.obsm (available: {list(adata.obsm.keys())})")
+    check_plot_args(show, save, return_fig)
+    emb_key = embedding_key(adata, basis)
     if key not in adata.obs:
         raise KeyError(
             f"adata.obs[{key!r}] not found; run `scfim.tl.diffusion_curvature(adata)` first"
@@ -92,11 +97,11 @@ def curvature(
         plotnonfinite=True,
     )
     if colorbar:
-        ax.figure.colorbar(sc, ax=ax, label=key.replace("_", " "))
+        ax.figure.colorbar(sc, ax=ax, label=quantity_label(key), extend="both")
     name = emb_key[2:] if emb_key.startswith("X_") else emb_key
     ax.set_xlabel(f"{name} {i + 1}")
     ax.set_ylabel(f"{name} {j + 1}")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(key.replace("_", " "))
-    return ax
+    ax.set_title(quantity_label(key))
+    return finish(ax, writekey=key, show=show, save=save, return_fig=return_fig)

@@ -6,6 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ._utils import check_plot_args, finish
 
 __all__ = ["eigenspectrum"]
 
@@ -14,12 +18,21 @@ def eigenspectrum(
     adata: AnnData,
     groupby: str | None = None,
     key: str = "fim_eigenvalues",
+    *,
+    title: str | None = None,
+    legend_loc: str = "right margin",
     ax: Axes | None = None,
-) -> Axes:
+    show: bool | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
     """Eigenspectrum of the FIM: eigenvalue index against mean eigenvalue (log scale).
 
     As in Fig. 6 of Fasina et al. (2023): one line per group of cells (or one for all
-    cells), the mean of the i-th largest eigenvalue over the group against i.
+    cells), the mean of the i-th largest eigenvalue over the group against i. A spectrum
+    that falls off quickly means that the cells' diffusion distributions change along a
+    few directions only. Groups take the colours of ``adata.uns[f"{groupby}_colors"]``
+    when scanpy stored them, so lines match the embedding plots.
 
     Parameters
     ----------
@@ -29,19 +42,27 @@ def eigenspectrum(
         Categorical ``obs`` column; one line per category. None: one line for all cells.
     key
         ``obsm`` key of the ``(n_obs, r)`` descending eigenvalues.
-    ax
-        Axes to draw into; a new figure when omitted.
+    title
+        Axes title (default "FIM eigenspectrum", with the grouping).
+    legend_loc
+        ``"right margin"`` (outside the Axes, as scanpy), a matplotlib legend location
+        (``"best"``, ``"upper right"`` …) or ``"none"``.
+    ax, show, save, return_fig
+        As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key
+        ``"eigenspectrum"``.
 
     Returns
     -------
-    Axes
-        The Axes.
+    Axes, Figure or None
+        The Axes; the Figure with ``return_fig=True``; None with ``show=True``.
     """
+    check_plot_args(show, save, return_fig)
     if key not in adata.obsm:
         raise KeyError(f"adata.obsm[{key!r}] not found; run `scfim.tl.neural_fim(adata)` first")
     E = np.asarray(adata.obsm[key], dtype=np.float64)
     if E.ndim != 2:
         raise ValueError(f"adata.obsm[{key!r}] must be 2-D, got shape {E.shape}")
+    colours: list | None = None
     if groupby is None:
         groups = {"all cells": np.ones(adata.n_obs, dtype=bool)}
     else:
@@ -50,19 +71,31 @@ def eigenspectrum(
         col = adata.obs[groupby]
         cats = col.cat.categories if hasattr(col, "cat") else np.unique(col.to_numpy())
         groups = {str(c): (col == c).to_numpy() for c in cats}
+        stored = adata.uns.get(f"{groupby}_colors")
+        if stored is not None and len(stored) == len(cats):
+            colours = list(stored)
     new_figure = ax is None
     if ax is None:
-        _, ax = plt.subplots(figsize=(4, 3))
+        _, ax = plt.subplots(figsize=(5.6 if groupby is not None else 4.2, 3.4))
     idx = np.arange(1, E.shape[1] + 1)
     tiny = np.finfo(np.float64).tiny
-    for name, mask in groups.items():
+    for g, (name, mask) in enumerate(groups.items()):
         if mask.any():
-            ax.plot(idx, np.maximum(E[mask].mean(0), tiny), marker="o", ms=3, label=name)
+            kw = {"color": colours[g]} if colours is not None else {}
+            label = f"{name} ({int(mask.sum())})" if groupby is not None else name
+            ax.plot(idx, np.maximum(E[mask].mean(0), tiny), marker="o", ms=3, label=label, **kw)
     ax.set_yscale("log")
-    ax.set_xlabel("eigenvalue index")
-    ax.set_ylabel("mean eigenvalue")
-    if len(groups) > 1:
-        ax.legend(frameon=False, title=groupby, fontsize="small")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("eigenvalue index i (largest first)")
+    ax.set_ylabel("mean i-th eigenvalue of g")
+    if title is None:
+        title = "FIM eigenspectrum" + (f" by {groupby}" if groupby is not None else "")
+    ax.set_title(title)
+    if len(groups) > 1 and legend_loc != "none":
+        kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0)}
+        if legend_loc != "right margin":
+            kw = {"loc": legend_loc}
+        ax.legend(frameon=False, title=f"{groupby} (cells)", fontsize="small", **kw)
     if new_figure:
         ax.figure.tight_layout()
-    return ax
+    return finish(ax, writekey="eigenspectrum", show=show, save=save, return_fig=return_fig)

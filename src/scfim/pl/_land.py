@@ -6,6 +6,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ._utils import check_plot_args, finish, quantity_label, robust_limits
 
 __all__ = ["land"]
 
@@ -20,7 +23,10 @@ def land(
     ax: Axes | None = None,
     s: float | None = None,
     cmap: str = "viridis",
-) -> Axes:
+    show: bool | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
     """Draw the fit of :func:`scfim.tl.land` over a 2-D embedding.
 
     Cells are coloured by the fitted log-likelihood (``color="density"``), by their most
@@ -47,12 +53,15 @@ def land(
         Marker size.
     cmap
         Colour map of continuous values.
+    show, save, return_fig
+        As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key ``key``.
 
     Returns
     -------
-    Axes
-        The Axes.
+    Axes, Figure or None
+        The Axes; the Figure with ``return_fig=True``; None with ``show=True``.
     """
+    check_plot_args(show, save, return_fig)
     from scipy.spatial import cKDTree
 
     from .._keys import rep_array
@@ -88,11 +97,11 @@ def land(
         order = np.argsort(v)
         # log-likelihoods have a long lower tail (a few far or failed cells): clip the
         # colour range at the 2nd percentile so that the variation among most cells shows
-        lo, hi = np.nanpercentile(v, [2, 100]) if np.isfinite(v).any() else (None, None)
+        lo, hi = robust_limits(v, 2.0, 100.0)
         sc = ax.scatter(
             Y[order, 0], Y[order, 1], c=v[order], s=size, cmap=cmap, lw=0, vmin=lo, vmax=hi
         )
-        plt.colorbar(sc, ax=ax, label=col, shrink=0.8, extend="min")
+        ax.figure.colorbar(sc, ax=ax, label=quantity_label(col), shrink=0.8, extend="min")
     fail_col = f"{key}_log_failed"
     if fail_col in adata.obs and adata.obs[fail_col].to_numpy().any():
         f = adata.obs[fail_col].to_numpy().astype(bool)
@@ -115,4 +124,4 @@ def land(
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"LAND ({color})")
-    return ax
+    return finish(ax, writekey=key, show=show, save=save, return_fig=return_fig)

@@ -11,6 +11,8 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ._utils import check_plot_args, finish
+
 __all__ = ["parameter_landscape"]
 
 
@@ -53,10 +55,14 @@ def parameter_landscape(
     color: str | None = None,
     cmap: str = "magma",
     ax: Axes | None = None,
-) -> Axes | Figure:
-    """Heat map of the FIM volume over the (σ, t) grid (paper Fig. 2B).
+    show: bool | None = None,
+    save: bool | str | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
+    """Heat map of the FIM volume of the diffusion operator over its (σ, t) grid.
 
-    Reads ``adata.uns[key]`` written by :func:`scfim.tl.parameter_fim`. The selected point
+    The parameter landscape of Fasina et al. (2023), their Fig. 2B. Reads
+    ``adata.uns[key]`` written by :func:`scfim.tl.parameter_fim`. The selected point
     (largest volume) is marked with a star. Optionally a row of JSD-PHATE embeddings of
     the subsample at chosen (t, σ) (paper Fig. 2A) is drawn to the right; the points
     are numbered on the heat map.
@@ -81,12 +87,16 @@ def parameter_landscape(
         Colour map of the heat map.
     ax
         Axes for the heat map (only without ``embeddings_at``).
+    show, save, return_fig
+        As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key ``key``.
 
     Returns
     -------
-    Axes or Figure
-        The heat map's Axes without embeddings, else the Figure.
+    Axes, Figure or None
+        The heat map's Axes without embeddings, else the Figure (always the Figure with
+        ``return_fig=True``); None with ``show=True``.
     """
+    check_plot_args(show, save, return_fig)
     if key not in adata.uns or "volume" not in adata.uns[key]:
         raise KeyError(f"adata.uns[{key!r}] not found; run `scfim.tl.parameter_fim(adata)` first")
     res = adata.uns[key]
@@ -149,7 +159,7 @@ def parameter_landscape(
     coords = res["params"].get("coordinates", "sigma") if "params" in res else "sigma"
     hax.set_title("FIM volume over " + ("(log σ, t)" if coords == "log_sigma" else "(σ, t)"))
     if not points:
-        return hax
+        return finish(hax, writekey=key, show=show, save=save, return_fig=return_fig)
 
     sub = np.asarray(res["subsample"], dtype=np.int64)
     c = None
@@ -187,4 +197,4 @@ def parameter_landscape(
         eax.set_xlabel("JSD-PHATE 1")
         eax.set_ylabel("JSD-PHATE 2")
     fig.tight_layout()
-    return fig
+    return finish(fig, writekey=key, show=show, save=save, return_fig=return_fig)

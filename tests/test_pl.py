@@ -1,0 +1,209 @@
+"""Plotting conventions: ax/show/save/return_fig like sc.pl, readable colours and legends.
+
+The AnnData objects carry hand-made results (pl only reads), so these tests run in
+well under a second each.
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import scanpy as sc  # noqa: E402
+from anndata import AnnData  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import scfim  # noqa: E402
+from scfim.pl._utils import contrasting_colour, robust_limits  # noqa: E402
+
+N = 120
+RED_PALETTE = ["#d62728", "#dc143c", "#b22222", "#ff0000"]  # crimson among reds
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def figdir(tmp_path):
+    """sc.settings.figdir pointed at a temporary folder (a property: no monkeypatch)."""
+    old = sc.settings.figdir
+    sc.settings.figdir = tmp_path / "figs"
+    yield tmp_path / "figs"
+    sc.settings.figdir = old
+
+
+@pytest.fixture
+def fake() -> AnnData:
+    """Cells with the fields the pl functions read, filled by hand."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, 3))
+    a = AnnData(X.astype(np.float32))
+    a.obs_names = [f"c{i}" for i in range(N)]
+    a.obsm["X_jsd_phate"] = X[:, :2] * 2.0
+    a.obs["group"] = pd.Categorical(np.repeat(["a", "b", "c", "d"], N // 4))
+    a.uns["group_colors"] = RED_PALETTE
+    trace = rng.gamma(2.0, 1.0, size=N)
+    trace[7] = 1e4  # one extreme cell
+    a.obs["fim_trace"] = trace
+    a.obs["fim_log_volume"] = rng.normal(size=N)
+    a.obs["diffusion_curvature"] = rng.normal(scale=0.1, size=N)
+    ev = np.sort(rng.gamma(2.0, 1.0, size=(N, 6)), axis=1)[:, ::-1]
+    a.obsm["fim_eigenvalues"] = ev
+    a.uns["diffusion"] = {"entropy": np.linspace(5, 1, 20), "t": 6}
+    s, e = X[0], X[N - 1]
+    path = s + np.linspace(0, 1, 16)[:, None] * (e - s)
+    a.uns["geodesic"] = {
+        "paths": path[None],
+        "params": {"use_rep": "X"},
+        "start": np.asarray(["c0"]),
+        "end": np.asarray([f"c{N - 1}"]),
+    }
+    return a
+
+
+CALLS = {
+    "embedding": lambda a, **kw: scfim.pl.embedding(a, "X_jsd_phate", color="fim_trace", **kw),
+    "diffusion_entropy": lambda a, **kw: scfim.pl.diffusion_entropy(a, **kw),
+    "eigenspectrum": lambda a, **kw: scfim.pl.eigenspectrum(a, groupby="group", **kw),
+    "geodesic": lambda a, **kw: scfim.pl.geodesic(a, "X_jsd_phate", color="group", **kw),
+    "curvature": lambda a, **kw: scfim.pl.curvature(a, "X_jsd_phate", **kw),
+}
+WRITEKEY = {
+    "embedding": "jsd_phate",
+    "diffusion_entropy": "diffusion_entropy",
+    "eigenspectrum": "eigenspectrum",
+    "geodesic": "geodesic",
+    "curvature": "diffusion_curvature",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_every_plot_takes_ax_show_save_return_fig(fake, name, tmp_path, figdir, monkeypatch):
+    call = CALLS[name]
+    monkeypatch.setattr(plt, "show", lambda *a, **k: None)
+    # ax: draws into the given Axes and returns them
+    fig, ax = plt.subplots()
+    assert call(fake, ax=ax) is ax
+    assert ax.has_data()
+    # return_fig: the Figure that holds the Axes
+    fig2, ax2 = plt.subplots()
+    assert call(fake, ax=ax2, return_fig=True) is fig2
+    assert isinstance(call(fake, return_fig=True), Figure)
+    # show=True returns None, as in scanpy (and does not raise)
+    assert call(fake, show=True) is None
+    # save: an exact path, True and a scanpy-style suffix under sc.settings.figdir
+    target = tmp_path / f"{name}.png"
+    assert isinstance(call(fake, save=target), Axes)
+    assert target.stat().st_size > 1000
+    call(fake, save=True)
+    call(fake, save="_suffix.pdf")
+    saved = sorted(p.name for p in figdir.iterdir())
+    assert len(saved) == 2
+    assert any(p.endswith("_suffix.pdf") for p in saved)
+    assert f"{WRITEKEY[name]}.{sc.settings.file_format_figs}" in saved
+    with pytest.raises(TypeError, match="save"):
+        call(fake, save=3)
+
+
+def test_embedding_show_true_does_not_clash(fake, monkeypatch):
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(1))
+    assert scfim.pl.embedding(fake, "X_jsd_phate", color="group", show=True) is None
+    assert shown == [1]
+
+
+def _path_pixels(png: Path, colour) -> int:
+    img = mpimg.imread(png)[..., :3]
+    return int((np.linalg.norm(img - np.asarray(to_rgb(colour)), axis=-1) < 0.08).sum())
+
+
+def test_geodesic_save_holds_the_path(fake, tmp_path, figdir):
+    ax = scfim.pl.geodesic(
+        fake, "X_jsd_phate", color="group", path_color="#ff00ff", save="_path.png"
+    )
+    colour = ax.lines[0].get_color()
+    assert to_rgb(colour) == (1.0, 0.0, 1.0)
+    png = figdir / "geodesic_path.png"
+    assert png.exists()
+    # the saved figure contains the path (drawn before the file was written) ...
+    with_path = _path_pixels(png, colour)
+    # ... and a figure of the cells alone does not have that colour
+    scfim.pl.embedding(fake, "X_jsd_phate", color="group", save=tmp_path / "cells.png")
+    assert with_path > 50
+    assert _path_pixels(tmp_path / "cells.png", colour) < with_path / 10
+
+
+def test_geodesic_contrasts_with_palette_and_has_legend(fake):
+    ax = scfim.pl.geodesic(fake, "X_jsd_phate", color="group")
+    colour = np.asarray(to_rgb(ax.lines[0].get_color()))
+    pal = np.array([to_rgb(c) for c in fake.uns["group_colors"]])
+    assert np.min(np.linalg.norm(pal - colour, axis=1)) > 0.5
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["start: c0", f"end: c{N - 1}"]
+    # scanpy's categorical legend is kept next to it
+    legends = [c for c in ax.get_children() if isinstance(c, matplotlib.legend.Legend)]
+    cat = [lg for lg in legends if lg is not ax.get_legend()]
+    assert cat and {t.get_text() for t in cat[0].get_texts()} == {"a", "b", "c", "d"}
+
+
+def test_contrasting_colour_avoids_every_palette_colour():
+    assert contrasting_colour(RED_PALETTE) == "black"
+    dark = ["black", "#111111", "#202020"]
+    choice = np.asarray(to_rgb(contrasting_colour(dark)))
+    assert np.min(np.linalg.norm(np.array([to_rgb(c) for c in dark]) - choice, axis=1)) > 0.8
+
+
+def test_embedding_robust_limits_and_labelled_colorbar(fake):
+    ax = scfim.pl.embedding(fake, "X_jsd_phate", color="fim_trace")
+    coll = ax.collections[0]
+    v = fake.obs["fim_trace"].to_numpy()
+    # one extreme cell (1e4) does not stretch the colour map over all others
+    assert coll.norm.vmax == pytest.approx(np.percentile(v, 99))
+    assert coll.norm.vmax < 100
+    assert coll.colorbar.ax.get_ylabel() == "FIM trace (tr g)"
+    ax = scfim.pl.embedding(fake, "X_jsd_phate", color="fim_log_volume", vmin=None, vmax=None)
+    assert ax.collections[0].norm.vmax == pytest.approx(fake.obs["fim_log_volume"].max())
+    assert "log-volume" in ax.collections[0].colorbar.ax.get_ylabel()
+    ax = scfim.pl.embedding(fake, "X_jsd_phate", color="fim_trace", colorbar_label="tr g")
+    assert ax.collections[0].colorbar.ax.get_ylabel() == "tr g"
+
+
+def test_curvature_colorbar_names_the_quantity(fake):
+    ax = scfim.pl.curvature(fake, "X_jsd_phate")
+    assert ax.collections[0].colorbar.ax.get_ylabel() == "diffusion curvature (signed)"
+
+
+def test_eigenspectrum_integer_ticks_title_legend(fake):
+    ax = scfim.pl.eigenspectrum(fake, groupby="group")
+    ax.figure.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 6]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert ax.get_title() == "FIM eigenspectrum by group"
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == "group (cells)"
+    assert [t.get_text() for t in legend.get_texts()] == ["a (30)", "b (30)", "c (30)", "d (30)"]
+    # lines take the stored categorical colours (the same as in the embedding plots)
+    assert [to_rgb(line.get_color()) for line in ax.lines] == [to_rgb(c) for c in RED_PALETTE]
+    # the legend sits outside the Axes, so it hides no line
+    bbox = legend.get_window_extent()
+    assert bbox.x0 >= ax.get_window_extent().x1 - 1
+
+
+def test_robust_limits():
+    v = np.r_[np.arange(100.0), 1e9, np.nan]
+    lo, hi = robust_limits(v)
+    assert lo == pytest.approx(np.percentile(v[np.isfinite(v)], 1))
+    assert hi < 1e9
+    assert robust_limits(np.full(5, np.nan)) == (None, None)
+    assert robust_limits(np.ones(4)) == (1.0, 1.0)
