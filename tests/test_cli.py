@@ -1,8 +1,12 @@
+import argparse
+
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import branching
 
+import scfim
 from scfim import cli
 
 
@@ -44,3 +48,170 @@ def test_run_missing_file(tmp_path, capsys):
 def test_no_command_is_an_error():
     with pytest.raises(SystemExit):
         cli.main([])
+
+
+# --- argument checks happen before any computation, errors without tracebacks ---------
+
+
+@pytest.fixture
+def cells_file(tmp_path):
+    a = ad.AnnData(branching(30, 5, 4).astype(np.float32))
+    a.obs_names = [f"c{i}" for i in range(a.n_obs)]
+    a.obs["arm"] = pd.Categorical(np.repeat(["a", "b", "c"], 30))
+    src = tmp_path / "cells.h5ad"
+    a.write_h5ad(src)
+    return src
+
+
+@pytest.fixture
+def no_pipeline(monkeypatch):
+    """Fail the test if the pipeline starts: validation must come first."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the pipeline ran before the arguments were checked")
+
+    monkeypatch.setattr(scfim.tl, "diffusion", boom)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--color", "celltype"], "--color 'celltype' is neither an obs column nor a gene"),
+        (["--use-rep", "X_umap"], "--use-rep 'X_umap' is not in obsm"),
+        (["--n-neighbors", "500"], "--n-neighbors 500 must be below the 90 cells"),
+        (["--start", "c0"], "--start and --end go together"),
+        (["--start", "c0", "--end", "zz"], "cell(s) 'zz' not in obs_names"),
+        (["--start-group", "a", "--end-group", "b"], "need --groupby (or --color)"),
+        (["--color", "arm", "--start-group", "a", "--end-group", "q"], "group 'q' not in"),
+        (["--groupby", "nope", "--start-group", "a", "--end-group", "b"], "not an obs column"),
+        (["--start", "c0", "--end", "c1", "--start-group", "a"], "either as cells"),
+    ],
+)
+def test_run_checks_arguments_first(cells_file, tmp_path, capsys, no_pipeline, extra, message):
+    out = tmp_path / "out"
+    assert cli.main(["run", str(cells_file), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not out.exists()  # nothing written
+
+
+def test_run_lists_obs_columns_in_color_error(cells_file, capsys, no_pipeline):
+    assert cli.main(["run", str(cells_file), "--color", "celltype"]) == 2
+    assert "obs columns: arm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--n-neighbors", "1"], "must be at least 2"),
+        (["--t", "zero"], "expected 'auto' or a positive integer"),
+        (["--t", "0"], "must be 'auto' or at least 1"),
+        (["--epochs", "x"], "expected an integer"),
+        (["--n-components", "1"], "must be at least 2"),
+    ],
+)
+def test_run_rejects_bad_values_with_usage(cells_file, capsys, no_pipeline, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", str(cells_file), *extra])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_unreadable_file(tmp_path, capsys, no_pipeline):
+    bad = tmp_path / "bad.h5ad"
+    bad.write_text("not an h5ad file")
+    assert cli.main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "Traceback" not in err
+
+
+def test_tool_errors_are_reported_without_traceback(tmp_path, capsys):
+    a = ad.AnnData(np.ones((40, 3), dtype=np.float32))  # constant data: tl.diffusion refuses
+    src = tmp_path / "flat.h5ad"
+    a.write_h5ad(src)
+    assert cli.main(["run", str(src), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "scfim run: error:" in err and "Traceback" not in err
+    assert "--traceback" in err
+
+
+def test_help_documents_every_argument_without_rst(capsys):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            assert action.help, f"scfim {name} {action.option_strings or action.dest} has no help"
+        text = p.format_help()
+        assert "``" not in text and ":func:" not in text
+    for name in ("run", "demo"):
+        text = sub.choices[name].format_help()
+        for flag in ("--n-neighbors", "--t", "--n-components", "--epochs", "--random-state"):
+            assert flag in text
+    assert "``" not in parser.format_help()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("scfim ")
+
+
+def test_run_with_parameters_and_group_ends(cells_file, tmp_path):
+    out = tmp_path / "out"
+    argv = [
+        "run",
+        str(cells_file),
+        "--out",
+        str(out),
+        "--color",
+        "arm",
+        "--start-group",
+        "a",
+        "--end-group",
+        "c",
+        "--n-neighbors",
+        "8",
+        "--t",
+        "5",
+        "--n-components",
+        "3",
+        "--epochs",
+        "3",
+        "--random-state",
+        "1",
+        "--no-curvature",
+        "--quiet",
+    ]
+    assert cli.main(argv) == 0
+    res = ad.read_h5ad(out / "cells.h5ad")
+    assert res.uns["diffusion"]["params"]["n_neighbors"] == 8
+    assert int(res.uns["diffusion"]["t"]) == 5
+    assert res.obsm["X_jsd_phate"].shape == (90, 3)
+    assert np.asarray(res.uns["neural_fim"]["val_loss"]["0"]).size <= 3
+    start, end = (
+        str(np.ravel(res.uns["geodesic"]["start"])[0]),
+        str(np.ravel(res.uns["geodesic"]["end"])[0]),
+    )
+    assert res.obs.loc[start, "arm"] == "a" and res.obs.loc[end, "arm"] == "c"
+    # by name
+    assert (
+        cli.main(
+            [
+                "run",
+                str(cells_file),
+                "--out",
+                str(out),
+                "--start",
+                "c3",
+                "--end",
+                "c80",
+                "--epochs",
+                "2",
+                "--no-curvature",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    res = ad.read_h5ad(out / "cells.h5ad")
+    assert list(np.ravel(res.uns["geodesic"]["start"])) == ["c3"]
+    assert list(np.ravel(res.uns["geodesic"]["end"])) == ["c80"]

@@ -5,13 +5,71 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import _logging as logg
 
-__all__ = ["main", "run_pipeline"]
+__all__ = ["main", "run_pipeline", "PipelineOptions"]
+
+DESCRIPTION = """\
+Learned Fisher information geometry of single-cell data.
+
+scfim run IN.h5ad runs diffusion, JSD-PHATE, the neural Fisher information metric
+(per-cell volume, trace, spectrum), diffusion curvature and a Fisher-Rao geodesic on an
+AnnData file and writes the annotated data and figures. scfim demo does the same on
+bundled data (offline).
+"""
+
+EPILOG = """\
+examples:
+  scfim demo --out scfim_output
+  scfim run cells.h5ad --out results --color cell_type
+  scfim run cells.h5ad --color cell_type --start-group HSC --end-group Monocyte
+  scfim run cells.h5ad --start AAACCTGA-1 --end TTTGCATG-1 --no-curvature
+"""
+
+
+class UsageError(ValueError):
+    """A problem with the command line or the input file, reported without a traceback."""
+
+
+@dataclass
+class PipelineOptions:
+    """Parameters of the pipeline (the defaults of the ``tl`` functions)."""
+
+    use_rep: str | None = None
+    n_neighbors: int = 15
+    t: int | str = "auto"
+    n_components: int = 2
+    epochs: int = 150
+    n_ensemble: int = 1
+    random_state: int = 0
+    curvature: bool = True
+
+
+def _central_cell(adata, groupby: str, group: str, basis: str = "X_jsd_phate") -> int:
+    """Index of the cell of ``group`` nearest to the group's mean in ``basis``."""
+    idx = np.flatnonzero((adata.obs[groupby].astype(str) == group).to_numpy())
+    Y = np.asarray(adata.obsm[basis])[idx]
+    return int(idx[np.argmin(((Y - Y.mean(0)) ** 2).sum(1))])
+
+
+def _geodesic_ends(adata, ends) -> tuple[int, int, str]:
+    """The start and end cells of the geodesic and how they were chosen."""
+    if ends is None:
+        axis = np.asarray(adata.obsm["X_jsd_phate"])[:, 0]
+        return int(np.argmin(axis)), int(np.argmax(axis)), "ends of JSD-PHATE axis 1"
+    kind = ends[0]
+    if kind == "cells":
+        names = list(adata.obs_names)
+        return names.index(ends[1]), names.index(ends[2]), "given cells"
+    _, groupby, a, b = ends
+    s, e = _central_cell(adata, groupby, a), _central_cell(adata, groupby, b)
+    return s, e, f"central cells of {groupby} {a!r} and {b!r}"
 
 
 def run_pipeline(
@@ -20,16 +78,43 @@ def run_pipeline(
     name: str,
     *,
     color: str | None,
-    random_state: int = 0,
+    options: PipelineOptions | None = None,
+    ends: tuple | None = None,
+    groupby: str | None = None,
     progress: bool = True,
-    curvature: bool = True,
+    random_state: int | None = None,
+    curvature: bool | None = None,
 ) -> None:
     """Run the pipeline on ``adata`` and write ``{name}.h5ad`` and figures into ``out``.
 
     Diffusion → JSD-PHATE → neural FIM (per-cell volume, trace, spectrum) → diffusion
-    curvature (unless ``curvature=False``; about 2–20 ms per cell) → the Fisher–Rao geodesic
-    between the two cells at the ends of the first JSD-PHATE axis. Figures:
-    ``{name}_jsd_phate.png``, ``{name}_fim.png`` and ``{name}_geometry.png``.
+    curvature (unless ``options.curvature`` is False; about 2–20 ms per cell) → a
+    Fisher–Rao geodesic. Figures: ``{name}_jsd_phate.png``, ``{name}_fim.png`` and
+    ``{name}_geometry.png`` (geodesic and curvature).
+
+    Parameters
+    ----------
+    adata
+        Annotated data (validated by the caller).
+    out
+        Output folder.
+    name
+        Stem of the output files.
+    color
+        ``obs`` column or gene to colour the embeddings by.
+    options
+        Pipeline parameters; :class:`PipelineOptions` defaults when omitted.
+    ends
+        Geodesic end points: None (the two cells at the ends of the first JSD-PHATE
+        axis), ``("cells", start_name, end_name)`` or ``("groups", column, a, b)`` (the
+        most central cell of each group in the JSD-PHATE embedding).
+    groupby
+        Categorical ``obs`` column for the eigenspectrum (default ``color`` when it is
+        categorical).
+    progress
+        Show the training progress bar of the neural FIM.
+    random_state, curvature
+        Override ``options.random_state`` / ``options.curvature``.
     """
     import matplotlib
 
@@ -38,64 +123,87 @@ def run_pipeline(
 
     from . import pl, tl
 
+    opt = options or PipelineOptions()
+    if random_state is not None:
+        opt.random_state = random_state
+    if curvature is not None:
+        opt.curvature = curvature
     t0 = time.perf_counter()
-    tl.diffusion(adata, random_state=random_state)
+    tl.diffusion(
+        adata,
+        use_rep=opt.use_rep,
+        n_neighbors=opt.n_neighbors,
+        t=opt.t,
+        random_state=opt.random_state,
+    )
     logg.info(
         f"[{name}] diffusion: t = {adata.uns['diffusion']['t']} "
         f"({adata.uns['diffusion']['n_states']} states) in {time.perf_counter() - t0:.1f} s"
     )
     t0 = time.perf_counter()
-    tl.jsd_phate(adata)
+    tl.jsd_phate(adata, n_components=opt.n_components)
     logg.info(
         f"[{name}] JSD-PHATE: stress {adata.uns['jsd_phate']['stress']:.3f} "
         f"in {time.perf_counter() - t0:.1f} s"
     )
 
     t0 = time.perf_counter()
-    tl.neural_fim(adata, random_state=random_state, progress=progress)
+    tl.neural_fim(
+        adata,
+        epochs=opt.epochs,
+        n_ensemble=opt.n_ensemble,
+        random_state=opt.random_state,
+        progress=progress,
+    )
     fim = adata.uns["neural_fim"]
     logg.info(
         f"[{name}] neural FIM: {np.asarray(fim['val_loss']['0']).size} epochs, held-out loss "
         f"{np.min(fim['val_loss']['0']):.4f}, in {time.perf_counter() - t0:.1f} s"
     )
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    if groupby is None and color is not None and color in adata.obs:
+        import pandas as pd
+
+        if not pd.api.types.is_numeric_dtype(adata.obs[color]):
+            groupby = color
+
+    auto_t = "entropy" in adata.uns["diffusion"]  # t="auto": show how t was chosen
+    fig, axes = plt.subplots(1, 2 if auto_t else 1, figsize=(11 if auto_t else 6, 4.4))
+    axes = np.atleast_1d(axes)
     pl.embedding(adata, "X_jsd_phate", color=color, ax=axes[0], title=f"{name}: JSD-PHATE")
-    pl.diffusion_entropy(adata, ax=axes[1])
+    if auto_t:
+        pl.diffusion_entropy(adata, ax=axes[1])
     fig.tight_layout()
     fig.savefig(out / f"{name}_jsd_phate.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]})
     pl.embedding(
         adata, "X_jsd_phate", color="fim_log_volume", ax=axes[0], title=f"{name}: FIM log-volume"
     )
     pl.embedding(adata, "X_jsd_phate", color="fim_trace", ax=axes[1], title=f"{name}: FIM trace")
-    pl.eigenspectrum(adata, groupby=color, ax=axes[2])
-    axes[2].legend(fontsize=6, frameon=False)
+    pl.eigenspectrum(adata, groupby=groupby, ax=axes[2])
     fig.tight_layout()
     fig.savefig(out / f"{name}_fim.png", dpi=120)
     plt.close(fig)
 
-    if curvature:
+    if opt.curvature:
         t0 = time.perf_counter()
-        tl.diffusion_curvature(adata, random_state=random_state)
+        tl.diffusion_curvature(adata, random_state=opt.random_state)
         logg.info(f"[{name}] diffusion curvature in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
-    axis = np.asarray(adata.obsm["X_jsd_phate"])[:, 0]
-    ends = int(np.argmin(axis)), int(np.argmax(axis))
-    tl.geodesic(adata, start=ends[0], end=ends[1])
+    start, end, how = _geodesic_ends(adata, ends)
+    tl.geodesic(adata, start=start, end=end)
     geo = adata.uns["geodesic"]
     logg.info(
-        f"[{name}] geodesic {adata.obs_names[ends[0]]} → {adata.obs_names[ends[1]]}: "
-        f"Fisher–Rao length {float(np.ravel(geo['lengths'])[0]):.3f}, proximity "
+        f"[{name}] geodesic {adata.obs_names[start]} → {adata.obs_names[end]} ({how}): "
+        f"Fisher–Rao length {float(np.ravel(geo['lengths'])[0]):.3f}, farthest from a cell "
         f"{float(np.ravel(geo['proximity'])[0]):.3g}, in {time.perf_counter() - t0:.1f} s"
     )
-    fig, axes = plt.subplots(1, 2 if curvature else 1, figsize=(14 if curvature else 8, 4.6))
+    fig, axes = plt.subplots(1, 2 if opt.curvature else 1, figsize=(15 if opt.curvature else 8, 5))
     axes = np.atleast_1d(axes)
-    pl.geodesic(adata, "X_jsd_phate", color=color, ax=axes[0])
-    axes[0].set_title(f"{name}: Fisher–Rao geodesic")
-    if curvature:
+    pl.geodesic(adata, "X_jsd_phate", color=color, ax=axes[0], title=f"{name}: Fisher–Rao geodesic")
+    if opt.curvature:
         pl.curvature(adata, "X_jsd_phate", ax=axes[1])
         axes[1].set_title(f"{name}: diffusion curvature")
     fig.tight_layout()
@@ -106,59 +214,323 @@ def run_pipeline(
     logg.info(f"[{name}] wrote {name}.h5ad and {name}_{{jsd_phate,fim,geometry}}.png in {out}")
 
 
+# ------------------------------------------------------------------------------------------
+# argument checks (all before any computation)
+# ------------------------------------------------------------------------------------------
+
+
+def _positive_int(minimum: int = 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _diffusion_time(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a positive integer, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or at least 1, got {value}")
+    return value
+
+
+def _choices(values, limit: int = 12) -> str:
+    values = [str(v) for v in values]
+    shown = ", ".join(values[:limit])
+    return shown + (f", … ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _read_input(path: Path):
+    import anndata as ad
+
+    if not path.exists():
+        raise UsageError(f"{path} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not an .h5ad file")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as err:  # h5py/anndata raise many types for a non-h5ad file
+        raise UsageError(
+            f"cannot read {path} as an .h5ad file ({type(err).__name__}: {err})"
+        ) from None
+
+
+def _validate(adata, args: argparse.Namespace) -> tuple | None:
+    """Check every argument against the data; return the geodesic ends spec."""
+    obs = list(adata.obs.columns)
+    if adata.n_obs < 10:
+        raise UsageError(f"{args.input} has {adata.n_obs} cells; the pipeline needs at least 10")
+    if args.color is not None and args.color not in adata.obs and args.color not in adata.var_names:
+        raise UsageError(
+            f"--color {args.color!r} is neither an obs column nor a gene of {args.input} "
+            f"(obs columns: {_choices(obs) or 'none'})"
+        )
+    if args.use_rep is not None and args.use_rep != "X" and args.use_rep not in adata.obsm:
+        raise UsageError(
+            f"--use-rep {args.use_rep!r} is not in obsm (available: "
+            f"{_choices(adata.obsm.keys()) or 'none'}, or X)"
+        )
+    if args.n_neighbors >= adata.n_obs:
+        raise UsageError(f"--n-neighbors {args.n_neighbors} must be below the {adata.n_obs} cells")
+    by_cell = args.start is not None or args.end is not None
+    by_group = args.start_group is not None or args.end_group is not None
+    if by_cell and by_group:
+        raise UsageError("give the geodesic ends either as cells (--start/--end) or as groups")
+    if by_cell:
+        if args.start is None or args.end is None:
+            raise UsageError("--start and --end go together")
+        missing = [c for c in (args.start, args.end) if c not in adata.obs_names]
+        if missing:
+            raise UsageError(
+                f"cell(s) {', '.join(map(repr, missing))} not in obs_names "
+                f"(e.g. {_choices(adata.obs_names[:3], 3)})"
+            )
+        return ("cells", args.start, args.end)
+    if by_group:
+        if args.start_group is None or args.end_group is None:
+            raise UsageError("--start-group and --end-group go together")
+        groupby = args.groupby or args.color
+        if groupby is None:
+            raise UsageError("--start-group/--end-group need --groupby (or --color) COLUMN")
+        if groupby not in adata.obs:
+            raise UsageError(
+                f"--groupby {groupby!r} is not an obs column (obs columns: {_choices(obs)})"
+            )
+        present = set(adata.obs[groupby].astype(str))
+        for g in (args.start_group, args.end_group):
+            if g not in present:
+                raise UsageError(
+                    f"group {g!r} not in obs[{groupby!r}] (groups: {_choices(sorted(present))})"
+                )
+        return ("groups", groupby, args.start_group, args.end_group)
+    if args.groupby is not None and args.groupby not in adata.obs:
+        raise UsageError(f"--groupby {args.groupby!r} is not an obs column ({_choices(obs)})")
+    return None
+
+
+def _options(args: argparse.Namespace) -> PipelineOptions:
+    return PipelineOptions(
+        use_rep=getattr(args, "use_rep", None),
+        n_neighbors=args.n_neighbors,
+        t=args.t,
+        n_components=args.n_components,
+        epochs=args.epochs,
+        n_ensemble=args.n_ensemble,
+        random_state=args.random_state,
+        curvature=not args.no_curvature,
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
     from . import datasets
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
     pbmc = datasets.pbmc68k_reduced()
-    run_pipeline(pbmc, out, "pbmc68k_reduced", color="bulk_labels", random_state=args.random_state)
+    # a geodesic along myeloid differentiation: progenitors to monocytes
+    ends = ("groups", "bulk_labels", "CD34+", "CD14+ Monocyte")
+    run_pipeline(
+        pbmc, out, "pbmc68k_reduced", color="bulk_labels", options=_options(args), ends=ends
+    )
     tree = datasets.tree(n_obs=args.n_tree, random_state=args.random_state)
-    # curvature of the 100-D tree takes about a minute; its signal is the FIM at branch points
-    run_pipeline(tree, out, "tree", color="branch", random_state=args.random_state, curvature=False)
-    logg.info(f"done: results in {out.resolve()}")
+    run_pipeline(tree, out, "tree", color="branch", options=_options(args))
+    logg.info(f"done in {time.perf_counter() - t_start:.0f} s: results in {out.resolve()}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    import anndata as ad
-
     src = Path(args.input)
-    if not src.exists():
-        logg.error(f"{src} does not exist")
-        return 2
+    adata = _read_input(src)
+    ends = _validate(adata, args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    adata = ad.read_h5ad(src)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the output folder {out}: {err}") from None
     run_pipeline(
         adata,
         out,
         src.stem,
         color=args.color,
-        random_state=args.random_state,
-        curvature=not args.no_curvature,
+        options=_options(args),
+        ends=ends,
+        groupby=args.groupby,
+        progress=not args.quiet,
     )
     return 0
 
 
+def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pipeline parameters")
+    g.add_argument(
+        "--n-neighbors",
+        type=_positive_int(2),
+        default=15,
+        metavar="K",
+        help="nearest neighbours of the diffusion kernel (default: %(default)s)",
+    )
+    g.add_argument(
+        "--t",
+        type=_diffusion_time,
+        default="auto",
+        metavar="T",
+        help="diffusion time: 'auto' (knee of the von Neumann entropy) or a number of "
+        "steps (default: %(default)s)",
+    )
+    g.add_argument(
+        "--n-components",
+        type=_positive_int(2),
+        default=2,
+        metavar="D",
+        help="dimensions of the JSD-PHATE embedding; figures show the first two "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--epochs",
+        type=_positive_int(1),
+        default=150,
+        metavar="N",
+        help="training epochs of the neural FIM (default: %(default)s)",
+    )
+    g.add_argument(
+        "--n-ensemble",
+        type=_positive_int(1),
+        default=1,
+        metavar="M",
+        help="neural FIM networks averaged; more are steadier and slower (default: %(default)s)",
+    )
+    g.add_argument(
+        "--random-state",
+        type=int,
+        default=0,
+        metavar="SEED",
+        help="seed of every random step, for reproducible results (default: %(default)s)",
+    )
+    g.add_argument(
+        "--no-curvature",
+        action="store_true",
+        help="skip diffusion curvature (about 2-20 ms per cell)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``scfim`` argument parser."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("scfim")
+    except PackageNotFoundError:  # pragma: no cover - source tree without install
+        v = "unknown"
+    parser = argparse.ArgumentParser(
+        prog="scfim",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"scfim {v}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = sub.add_parser(
+        "demo",
+        help="run the pipeline on bundled data (PBMC and a toy tree, offline)",
+        description="Run the pipeline on scanpy's pbmc68k_reduced and on a generated "
+        "branching tree; write figures and .h5ad files into --out.",
+    )
+    d.add_argument(
+        "--out", default="scfim_output", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    d.add_argument(
+        "--n-tree",
+        type=_positive_int(50),
+        default=3000,
+        metavar="N",
+        help="cells of the toy tree (default: %(default)s)",
+    )
+    _add_pipeline_arguments(d)
+    r = sub.add_parser(
+        "run",
+        help="run the pipeline on an .h5ad file",
+        description="Run the pipeline on an AnnData .h5ad file and write IN.h5ad (with\n"
+        "the results) and IN_{jsd_phate,fim,geometry}.png into --out. All arguments are\n"
+        "checked against the file before anything is computed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("input", metavar="IN.h5ad", help="AnnData file (uses obsm['X_pca'] if present)")
+    r.add_argument(
+        "--out", default="scfim_output", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    r.add_argument(
+        "--color", default=None, metavar="COLUMN", help="obs column or gene to colour figures by"
+    )
+    r.add_argument(
+        "--use-rep",
+        default=None,
+        metavar="KEY",
+        help="obsm key of the cell representation (default: X_pca if present, else X)",
+    )
+    r.add_argument(
+        "--groupby",
+        default=None,
+        metavar="COLUMN",
+        help="categorical obs column of the groups (eigenspectrum lines, --start-group); "
+        "default --color",
+    )
+    _add_pipeline_arguments(r)
+    g = r.add_argument_group(
+        "geodesic end points",
+        "by default the two cells at the ends of the first JSD-PHATE axis",
+    )
+    g.add_argument("--start", metavar="CELL", help="obs name of the start cell")
+    g.add_argument("--end", metavar="CELL", help="obs name of the end cell")
+    g.add_argument(
+        "--start-group", metavar="GROUP", help="start at the most central cell of this group"
+    )
+    g.add_argument(
+        "--end-group", metavar="GROUP", help="end at the most central cell of this group"
+    )
+    r.add_argument("--quiet", action="store_true", help="no training progress output")
+    for p in (d, r):
+        p.add_argument(
+            "--traceback", action="store_true", help="show the full traceback of an error"
+        )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scfim`` command."""
-    parser = argparse.ArgumentParser(prog="scfim", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="run the pipeline on bundled data (offline)")
-    d.add_argument("--out", default="scfim_output", help="output folder")
-    d.add_argument("--n-tree", type=int, default=3000, help="cells of the toy tree")
-    d.add_argument("--random-state", type=int, default=0)
-    r = sub.add_parser("run", help="run the pipeline on an .h5ad file")
-    r.add_argument("input")
-    r.add_argument("--out", default="scfim_output")
-    r.add_argument("--color", default=None, help="obs column to colour figures by")
-    r.add_argument("--random-state", type=int, default=0)
-    r.add_argument(
-        "--no-curvature", action="store_true", help="skip diffusion curvature (slow on big data)"
-    )
+    parser = build_parser()
     args = parser.parse_args(argv)
-    return {"demo": _demo, "run": _run}[args.command](args)
+    command = {"demo": _demo, "run": _run}[args.command]
+    try:
+        return command(args)
+    except UsageError as err:
+        print(f"scfim {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, TypeError) as err:
+        # raised by the tools' input checks (a user error, e.g. data with NaN)
+        if args.traceback:
+            traceback.print_exc()
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"scfim {args.command}: error: {msg}", file=sys.stderr)
+        if not args.traceback:
+            print("(rerun with --traceback for the details)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
