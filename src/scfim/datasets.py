@@ -21,6 +21,9 @@ Data sets
     which is always observation 0.
 :func:`pbmc68k_reduced`
     The small PBMC data set that ships with scanpy (offline).
+:func:`ipsc`
+    iPSC reprogramming mass cytometry (Zunder et al. 2015), downloaded once and cached
+    (needs the optional dependency pooch).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "saddle",
     "torus",
     "pbmc68k_reduced",
+    "ipsc",
 ]
 
 # Parents are attached in the middle of their branch only, so that no branch point lies
@@ -688,6 +692,88 @@ def pbmc68k_reduced() -> ad.AnnData:
     import scanpy as sc  # imported lazily: scanpy is slow to import
 
     return sc.datasets.pbmc68k_reduced().copy()
+
+
+IPSC_URL = "https://github.com/guillaumehu/phate_fim/raw/main/src/data/ipscData.mat"
+IPSC_BLOB_ID = "ddf2353ca2e0ba9685269d5a4b2b91b82382810e"
+IPSC_FILE = "ipscData.mat"
+
+
+def _read_mat(path) -> dict[str, np.ndarray]:
+    """Variables of a MATLAB file (v5 with scipy, v7.3/HDF5 with h5py)."""
+    from scipy.io import loadmat
+
+    try:
+        return {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+    except NotImplementedError:  # MATLAB v7.3 files are HDF5 (column-major: transpose)
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return {k: np.asarray(f[k]).T for k in f if isinstance(f[k], h5py.Dataset)}
+
+
+def ipsc(
+    *,
+    url: str = IPSC_URL,
+    cache_dir: str | None = None,
+    progress: bool = False,
+) -> ad.AnnData:
+    """iPSC reprogramming mass cytometry data (Zunder et al. 2015), preprocessed.
+
+    Zunder et al. (2015, *Cell Stem Cell* 16:323–337) followed mouse embryonic
+    fibroblasts being reprogrammed into induced pluripotent stem cells by mass cytometry.
+    This is the preprocessed cells × markers matrix that Fasina et al. (2023) used with
+    the neural FIM, from their MIT-licensed repository (``ipscData.mat``, the matrix under
+    the MATLAB variable ``data``). It is downloaded once with pooch (optional dependency:
+    ``pip install pooch``) into the cache folder and verified by its git blob id (the
+    SHA-1 that git records for the file), so later calls work offline.
+
+    Parameters
+    ----------
+    url
+        Where to download the file from: the authors' repository by default; any other
+        ``http(s)://`` mirror or a ``file://`` path to a local copy (verified the same way).
+    cache_dir
+        Cache folder; default ``$SCFIM_DATA_DIR`` if set, else the user cache folder of
+        pooch (``pooch.os_cache("scfim")``).
+    progress
+        Show a download progress bar.
+
+    Returns
+    -------
+    AnnData
+        ``X`` the ``data`` matrix (``float32``; cells as ``"cell_0"``, …, markers as
+        ``"marker_0"``, …). Other variables of the file with one value per cell (for
+        example a sampling time) are stored in ``obs`` under their MATLAB names;
+        ``uns["ipsc"]`` records the source URL and blob id.
+
+    Raises
+    ------
+    ImportError
+        pooch is not installed and the file is not cached yet.
+    ConnectionError
+        The file is not cached and could not be downloaded (for example offline).
+    ValueError
+        The downloaded file does not match the expected blob id (it is deleted).
+    """
+    from ._download import fetch_verified
+
+    path = fetch_verified(url, IPSC_BLOB_ID, IPSC_FILE, folder=cache_dir, progress=progress)
+    variables = _read_mat(path)
+    if "data" not in variables:
+        raise ValueError(f"{path} has no MATLAB variable 'data' (found {sorted(variables)})")
+    X = np.asarray(variables.pop("data"), dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"'data' in {path} must be a matrix, got shape {X.shape}")
+    adata = ad.AnnData(X)
+    adata.obs_names = [f"cell_{i}" for i in range(X.shape[0])]
+    adata.var_names = [f"marker_{j}" for j in range(X.shape[1])]
+    for name, value in variables.items():
+        v = np.asarray(value)
+        if v.size == X.shape[0] and np.issubdtype(v.dtype, np.number):
+            adata.obs[name] = v.reshape(-1)
+    adata.uns["ipsc"] = {"url": url, "git_blob_id": IPSC_BLOB_ID, "file": IPSC_FILE}
+    return adata
 
 
 # --------------------------------------------------------------------------------------
