@@ -1,15 +1,22 @@
 """Check the built documentation as a reader sees it (``make docs-check``).
 
-Serves ``docs/_build/html`` on 127.0.0.1, opens every tutorial page (and the index) in
-headless Chromium (Debian packages ``chromium`` and ``chromium-driver``) through Selenium,
-and for each page
+Serves ``docs/_build/html`` on 127.0.0.1, opens the index, installation, API and every
+tutorial page in headless Chromium (Debian packages ``chromium`` and ``chromium-driver``)
+through Selenium, and for each page
 
 * saves a full-page screenshot, cut into 1280 x 1600 tiles, as
   ``<out>/<page>_01.png``, ``<out>/<page>_02.png``, ...;
 * fails on a broken image (an ``<img>`` that did not load: missing file, HTTP error or
   ``naturalWidth == 0``), on a local resource that the browser could not load, on an
   error output of an executed cell (traceback, error or stderr output) and on an executed
-  tutorial that shows no figure at all.
+  tutorial that shows no figure at all;
+* fails on a link to a page of the site that does not exist;
+* on the API page: fails when a public function of ``scfim.tl``, ``scfim.pl`` or
+  ``scfim.datasets`` is missing from the summary tables, when a summary is cut off
+  (unbalanced parentheses, or ending in an abbreviation such as "Fig." or "et al.":
+  autosummary stops at the first period) or when a function's own page is missing;
+* on the installation page: fails unless it shows how to install from a clone
+  (``pip install -e .``) and from a built wheel (``.whl``).
 
 It prints one line per page and exits with 1 if any page has a problem.
 
@@ -68,6 +75,20 @@ return [document.querySelectorAll('.cell_output').length,
         Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)];
 """
 JS_IMAGES_DONE = "return Array.from(document.images).every(img => img.complete);"
+# links to pages of this site (same origin), without the #fragment
+JS_LOCAL_LINKS = """
+return Array.from(document.querySelectorAll('a[href]'))
+  .map(a => a.href.split('#')[0])
+  .filter(h => h.startsWith(window.location.origin));
+"""
+# autosummary tables of the API page: [name, summary] per row
+JS_SUMMARIES = """
+return Array.from(document.querySelectorAll('table.autosummary tr')).map(tr =>
+  Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()));
+"""
+JS_CODE = "return Array.from(document.querySelectorAll('pre')).map(p => p.innerText).join('\\n');"
+# a summary line that stops inside an abbreviation (autosummary cuts at the first period)
+CUT_ENDINGS = ("Fig.", "Figs.", "al.", "e.g.", "i.e.", "cf.", "Eq.", "Sec.", "vs.")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -109,6 +130,55 @@ def _tiles(png: Path, out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _public_functions() -> list[str]:
+    import scfim
+
+    names = []
+    for module in ("tl", "pl", "datasets"):
+        mod = getattr(scfim, module)
+        names += [f"{module}.{n}" for n in getattr(mod, "__all__", []) if callable(getattr(mod, n))]
+    return names
+
+
+def check_api(driver) -> list[str]:
+    """Every public function is listed with a complete summary sentence."""
+    problems = []
+    rows = {r[0]: r[1] for r in driver.execute_script(JS_SUMMARIES) if len(r) == 2}
+    for name in _public_functions():
+        summary = rows.get(name)
+        if summary is None:
+            problems.append(f"API page: {name} is not in the summary tables")
+            continue
+        if summary.count("(") != summary.count(")") or summary.endswith(CUT_ENDINGS):
+            problems.append(f"API page: summary of {name} is cut off: {summary!r}")
+    return problems
+
+
+def check_install(driver) -> list[str]:
+    code = driver.execute_script(JS_CODE)
+    problems = []
+    if "pip install -e ." not in code:
+        problems.append("installation page: no install from a clone (pip install -e .)")
+    if ".whl" not in code:
+        problems.append("installation page: no install from a built wheel (.whl)")
+    return problems
+
+
+def _missing(urls: list[str]) -> list[str]:
+    """Local URLs that the server answers with an error."""
+    from urllib.error import HTTPError, URLError
+    from urllib.request import urlopen
+
+    bad = []
+    for url in sorted(set(urls)):
+        try:
+            with urlopen(url, timeout=10):
+                pass
+        except (HTTPError, URLError) as err:
+            bad.append(f"{url} ({err})")
+    return bad
+
+
 def check_page(driver, url: str, out: Path, stem: str) -> tuple[list[str], str]:
     """Open ``url``, screenshot it into ``out`` and list its problems (broken images, errors)."""
     driver.set_window_size(WIDTH, TILE)
@@ -124,6 +194,11 @@ def check_page(driver, url: str, out: Path, stem: str) -> tuple[list[str], str]:
         # a page resource (image, script, style) that the server could not deliver
         if "Failed to load resource" in msg and "favicon.ico" not in msg:
             problems.append(f"browser: {msg[:200]}")
+    problems += [f"broken link: {u}" for u in _missing(driver.execute_script(JS_LOCAL_LINKS))]
+    if url.endswith("/api.html"):
+        problems += check_api(driver)
+    if url.endswith("/installation.html"):
+        problems += check_install(driver)
     n_outputs, n_images, height = driver.execute_script(JS_COUNTS)
     if n_outputs and not n_images and "/tutorials/" in url:
         # an executed tutorial without a single figure: figures were lost (for example a
@@ -148,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "--pages",
         nargs="*",
         default=None,
-        help="pages relative to the HTML folder (default: index.html and tutorials/*.html)",
+        help="pages relative to the HTML folder (default: index, installation, api and "
+        "tutorials/*.html)",
     )
     args = parser.parse_args(argv)
 
@@ -157,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exe} not found; apt-get install -y chromium chromium-driver")
             return 2
     root = args.html.resolve()
-    pages = args.pages or ["index.html"] + sorted(
+    pages = args.pages or ["index.html", "installation.html", "api.html"] + sorted(
         str(p.relative_to(root)) for p in (root / "tutorials").glob("*.html")
     )
     if not (root / "index.html").exists():

@@ -789,10 +789,10 @@ def land_sphere(
 ) -> ad.AnnData:
     """Points ``Exp_μ(v)`` on the unit 2-sphere with tangent vectors ``v ~ N(0, Σ)``.
 
-    As in the LAND seed: a mean on the sphere (uniform at random unless given), an
-    orthonormal tangent frame at it by Gram–Schmidt, tangent vectors drawn from
-    ``N(0, Σ)`` in that frame (redrawn when ``‖v‖ ≥ π``, where Exp stops being
-    injective), mapped to the sphere by the exponential map.
+    As in the sphere experiments of Arvanitidis et al. (2016): a mean on the sphere
+    (uniform at random unless given), an orthonormal tangent frame at it by
+    Gram–Schmidt, tangent vectors drawn from ``N(0, Σ)`` in that frame (redrawn when
+    ``‖v‖ ≥ π``, where Exp stops being injective), mapped to the sphere by the exponential map.
 
     Parameters
     ----------
