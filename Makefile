@@ -32,12 +32,15 @@ bench: venv
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
 
-# Documentation (issue 7). Its own venv, .venv-docs, so the docs toolchain never touches
-# .venv. `make docs` builds the HTML into docs/_build/html with warnings as errors and
-# executes the tutorials (tutorials/*.ipynb are copied into docs/tutorials/ by conf.py);
-# `make docs-check` opens the built pages in headless Chromium (Debian packages chromium
-# and chromium-driver), screenshots the tutorials into docs/_build/screenshots/ and fails
-# on broken images or error outputs.
+# Documentation. Its own venv, .venv-docs, so the docs toolchain never touches .venv.
+# `make docs` builds the HTML into docs/_build/html with warnings as errors and executes
+# the tutorials (tutorials/*.ipynb are copied into docs/tutorials/ by conf.py; the iPSC
+# tutorial only when its data are cached, see docs/conf.py); `make docs-check` opens the
+# index, installation, API and tutorial pages in headless Chromium, screenshots them into
+# docs/_build/screenshots/ and fails on broken images, links or error outputs, on a public
+# function missing from the API page and on an installation page without clone and wheel
+# instructions. It needs Debian's Chromium and its driver, installed once with
+#     sudo apt-get install -y chromium chromium-driver
 DOCS_VENV := .venv-docs
 DOCS_PY   := $(DOCS_VENV)/bin/python
 
