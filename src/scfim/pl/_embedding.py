@@ -34,7 +34,7 @@ def embedding(
     Thin wrapper over :func:`scanpy.pl.embedding` that returns the Axes. Continuous
     values get outlier-robust colour limits (the 1st and 99th percentiles, so that one
     extreme cell does not leave all others in one colour) and a colour bar labelled with
-    the quantity (``fim_log_volume`` reads "FIM log-volume (½ log det g)"). Continuous
+    the quantity (``fim_trace`` reads "FIM trace (tr g)"). Continuous
     geometric quantities (``fim_volume``, ``fim_trace`` …) default to the ``viridis``
     colour map and to plotting high values on top.
 

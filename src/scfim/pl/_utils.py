@@ -42,7 +42,7 @@ SaveArg = bool | str | os.PathLike | None
 
 # readable colour-bar labels of the per-cell quantities that scfim writes to ``obs``
 _QUANTITY_LABELS = {
-    "fim_log_volume": "FIM log-volume (½ log det g)",
+    "fim_log_volume": "FIM log-volume",
     "fim_log_volume_std": "FIM log-volume, ensemble std",
     "fim_volume": "FIM volume",
     "fim_trace": "FIM trace (tr g)",
