@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _logging as logg
 
-__all__ = ["main", "run_pipeline", "PipelineOptions"]
+__all__ = ["main", "run_pipeline", "write_figures", "PipelineOptions"]
 
 DESCRIPTION = """\
 Learned Fisher information geometry of single-cell data.
@@ -116,12 +116,7 @@ def run_pipeline(
     random_state, curvature
         Override ``options.random_state`` / ``options.curvature``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import pl, tl
+    from . import tl
 
     opt = options or PipelineOptions()
     if random_state is not None:
@@ -161,32 +156,6 @@ def run_pipeline(
         f"{np.min(fim['val_loss']['0']):.4f}, in {time.perf_counter() - t0:.1f} s"
     )
 
-    if groupby is None and color is not None and color in adata.obs:
-        import pandas as pd
-
-        if not pd.api.types.is_numeric_dtype(adata.obs[color]):
-            groupby = color
-
-    auto_t = "entropy" in adata.uns["diffusion"]  # t="auto": show how t was chosen
-    fig, axes = plt.subplots(1, 2 if auto_t else 1, figsize=(11 if auto_t else 6, 4.4))
-    axes = np.atleast_1d(axes)
-    pl.embedding(adata, "X_jsd_phate", color=color, ax=axes[0], title=f"{name}: JSD-PHATE")
-    if auto_t:
-        pl.diffusion_entropy(adata, ax=axes[1])
-    fig.tight_layout()
-    fig.savefig(out / f"{name}_jsd_phate.png", dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]})
-    pl.embedding(
-        adata, "X_jsd_phate", color="fim_log_volume", ax=axes[0], title=f"{name}: FIM log-volume"
-    )
-    pl.embedding(adata, "X_jsd_phate", color="fim_trace", ax=axes[1], title=f"{name}: FIM trace")
-    pl.eigenspectrum(adata, groupby=groupby, ax=axes[2])
-    fig.tight_layout()
-    fig.savefig(out / f"{name}_fim.png", dpi=120)
-    plt.close(fig)
-
     if opt.curvature:
         t0 = time.perf_counter()
         tl.diffusion_curvature(adata, random_state=opt.random_state)
@@ -200,18 +169,60 @@ def run_pipeline(
         f"Fisher–Rao length {float(np.ravel(geo['lengths'])[0]):.3f}, farthest from a cell "
         f"{float(np.ravel(geo['proximity'])[0]):.3g}, in {time.perf_counter() - t0:.1f} s"
     )
-    fig, axes = plt.subplots(1, 2 if opt.curvature else 1, figsize=(15 if opt.curvature else 8, 5))
-    axes = np.atleast_1d(axes)
-    pl.geodesic(adata, "X_jsd_phate", color=color, ax=axes[0], title=f"{name}: Fisher–Rao geodesic")
-    if opt.curvature:
-        pl.curvature(adata, "X_jsd_phate", ax=axes[1])
-        axes[1].set_title(f"{name}: diffusion curvature")
-    fig.tight_layout()
-    fig.savefig(out / f"{name}_geometry.png", dpi=120)
-    plt.close(fig)
-
+    write_figures(adata, out, name, color=color, groupby=groupby)
     adata.write_h5ad(out / f"{name}.h5ad")
     logg.info(f"[{name}] wrote {name}.h5ad and {name}_{{jsd_phate,fim,geometry}}.png in {out}")
+
+
+def write_figures(adata, out: Path, name: str, *, color: str | None, groupby=None) -> None:
+    """Write ``{name}_jsd_phate.png``, ``{name}_fim.png`` and ``{name}_geometry.png``.
+
+    Reads the results of :func:`run_pipeline` from ``adata``; the curvature panel is drawn
+    when ``obs["diffusion_curvature"]`` exists.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from . import pl
+
+    if groupby is None and color is not None and color in adata.obs:
+        if not pd.api.types.is_numeric_dtype(adata.obs[color]):
+            groupby = color
+    # constrained layout keeps legends placed outside the Axes (scanpy's "right margin")
+    # clear of the next panel
+    layout = {"layout": "constrained", "dpi": 120}
+    auto_t = "entropy" in adata.uns["diffusion"]  # t="auto": show how t was chosen
+    fig, axes = plt.subplots(1, 2 if auto_t else 1, figsize=(13 if auto_t else 7.5, 4.8), **layout)
+    axes = np.atleast_1d(axes)
+    pl.embedding(adata, "X_jsd_phate", color=color, ax=axes[0], title=f"{name}: JSD-PHATE")
+    if auto_t:
+        pl.diffusion_entropy(adata, ax=axes[1])
+    fig.savefig(out / f"{name}_jsd_phate.png")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5), width_ratios=[1, 1, 1.2], **layout)
+    pl.embedding(
+        adata, "X_jsd_phate", color="fim_log_volume", ax=axes[0], title=f"{name}: FIM log-volume"
+    )
+    pl.embedding(adata, "X_jsd_phate", color="fim_trace", ax=axes[1], title=f"{name}: FIM trace")
+    pl.eigenspectrum(adata, groupby=groupby, ax=axes[2])
+    fig.savefig(out / f"{name}_fim.png")
+    plt.close(fig)
+
+    curvature = "diffusion_curvature" in adata.obs
+    fig, axes = plt.subplots(
+        1, 2 if curvature else 1, figsize=(16 if curvature else 8.5, 5.6), **layout
+    )
+    axes = np.atleast_1d(axes)
+    pl.geodesic(adata, "X_jsd_phate", color=color, ax=axes[0], title=f"{name}: Fisher–Rao geodesic")
+    if curvature:
+        pl.curvature(adata, "X_jsd_phate", ax=axes[1])
+        axes[1].set_title(f"{name}: diffusion curvature")
+    fig.savefig(out / f"{name}_geometry.png")
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------

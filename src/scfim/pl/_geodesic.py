@@ -113,6 +113,11 @@ def geodesic(
         starts = [str(s) for s in np.ravel(res.get("start", []))]
         ends = [str(e) for e in np.ravel(res.get("end", []))]
         one = len(paths) == 1 and len(starts) == 1 and len(ends) == 1
+        if one and color is not None and color in adata.obs:
+            col = adata.obs[color]
+            if not pd.api.types.is_numeric_dtype(col):  # name the cells' groups
+                starts = [f"{starts[0]} ({col.loc[starts[0]]})"]
+                ends = [f"{ends[0]} ({col.loc[ends[0]]})"]
         handles = [
             Line2D(
                 [],
@@ -137,16 +142,19 @@ def geodesic(
                 label=f"end: {ends[0]}" if one else "end",
             ),
         ]
-        previous = ax.get_legend()
-        ax.legend(
-            handles=handles,
-            loc="lower left",
-            bbox_to_anchor=(0.0, -0.16),
-            ncol=2,
-            frameon=False,
+        # scanpy's categorical legend stays the Axes' legend (layout engines make room for
+        # it); the start/end legend is an extra artist inside the Axes
+        from matplotlib.legend import Legend
+
+        ends_legend = Legend(
+            ax,
+            handles,
+            [h.get_label() for h in handles],
+            loc="best",
+            frameon=True,
+            framealpha=0.85,
             fontsize="small",
             handletextpad=0.3,
         )
-        if previous is not None:  # keep scanpy's categorical legend
-            ax.add_artist(previous)
+        ax.add_artist(ends_legend)
     return finish(ax, writekey="geodesic", show=show, save=save, return_fig=return_fig)
