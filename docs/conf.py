@@ -59,7 +59,8 @@ def _with_note(nb_bytes: bytes, note: str) -> bytes:
     import json
 
     nb = json.loads(nb_bytes)
-    nb["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": note})
+    cell = {"cell_type": "markdown", "id": "build-note", "metadata": {}, "source": note}
+    nb["cells"].insert(1, cell)
     return (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
 
 
