@@ -10,19 +10,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.image as mpimg  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import scanpy as sc  # noqa: E402
-from anndata import AnnData  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
 
-import scfim  # noqa: E402
-from scfim.pl._utils import contrasting_colour, robust_limits  # noqa: E402
+import scfim
+from scfim.pl._utils import contrasting_colour, robust_limits
 
 N = 120
 RED_PALETTE = ["#d62728", "#dc143c", "#b22222", "#ff0000"]  # crimson among reds

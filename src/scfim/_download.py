@@ -1,6 +1,6 @@
-"""Download a data file once, cache it and verify it by its git blob id (optional pooch).
+r"""Download a data file once, cache it and verify it by its git blob id (optional pooch).
 
-A git blob id is the SHA-1 of ``b"blob <size>\\0" + content``: the id GitHub shows for
+A git blob id is the SHA-1 of ``b"blob <size>\0" + content``: the id GitHub shows for
 every file of a repository, so a file published in a repository can be verified without a
 separately published checksum.
 """
@@ -19,7 +19,7 @@ _CHUNK = 1 << 20
 
 
 def git_blob_id(path: str | os.PathLike) -> str:
-    """Git blob id of a file: SHA-1 of ``b"blob <size>\\0"`` followed by its bytes."""
+    r"""Git blob id of a file: SHA-1 of ``b"blob <size>\0"`` followed by its bytes."""
     path = Path(path)
     h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
     with path.open("rb") as f:

@@ -272,7 +272,7 @@ def _read_input(path: Path):
         raise UsageError(f"{path} is a folder, not an .h5ad file")
     try:
         return ad.read_h5ad(path)
-    except Exception as err:  # h5py/anndata raise many types for a non-h5ad file
+    except Exception as err:  # noqa: BLE001 - h5py/anndata raise many types for a non-h5ad file
         raise UsageError(
             f"cannot read {path} as an .h5ad file ({type(err).__name__}: {err})"
         ) from None
