@@ -718,7 +718,7 @@ def ipsc(
     cache_dir: str | None = None,
     progress: bool = False,
 ) -> ad.AnnData:
-    """IPSC reprogramming time course by mass cytometry (Zunder et al., 2015), preprocessed.
+    """Mass cytometry of fibroblasts reprogrammed into iPSCs (Zunder et al., 2015), preprocessed.
 
     Zunder et al. (2015, *Cell Stem Cell* 16:323–337) followed mouse embryonic
     fibroblasts being reprogrammed into induced pluripotent stem cells by mass cytometry.
