@@ -173,7 +173,7 @@ def test_embedding_robust_limits_and_labelled_colorbar(fake):
     assert coll.colorbar.ax.get_ylabel() == "FIM trace (tr g)"
     ax = scfim.pl.embedding(fake, "X_jsd_phate", color="fim_log_volume", vmin=None, vmax=None)
     assert ax.collections[0].norm.vmax == pytest.approx(fake.obs["fim_log_volume"].max())
-    assert "log-volume" in ax.collections[0].colorbar.ax.get_ylabel()
+    assert ax.collections[0].colorbar.ax.get_ylabel() == "log relative FIM volume (0 = median cell)"
     ax = scfim.pl.embedding(fake, "X_jsd_phate", color="fim_trace", colorbar_label="tr g")
     assert ax.collections[0].colorbar.ax.get_ylabel() == "tr g"
 

@@ -42,9 +42,9 @@ SaveArg = bool | str | os.PathLike | None
 
 # readable colour-bar labels of the per-cell quantities that scfim writes to ``obs``
 _QUANTITY_LABELS = {
-    "fim_log_volume": "FIM log-volume",
-    "fim_log_volume_std": "FIM log-volume, ensemble std",
-    "fim_volume": "FIM volume",
+    "fim_log_volume": "log relative FIM volume (0 = median cell)",
+    "fim_log_volume_std": "log relative FIM volume, ensemble std",
+    "fim_volume": "relative FIM volume (1 = median cell)",
     "fim_trace": "FIM trace (tr g)",
     "fim_trace_std": "FIM trace, ensemble std",
     "diffusion_curvature": "diffusion curvature (signed)",
