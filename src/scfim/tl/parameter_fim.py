@@ -295,9 +295,9 @@ def parameter_embeddings(
     max_iter: int = 300,
     copy: bool = False,
 ) -> AnnData | None:
-    """JSD-PHATE embeddings of the parameter-FIM subsample at chosen (t, σ) (paper Fig. 2A).
+    """JSD-PHATE embeddings of the parameter-FIM subsample at chosen points (t, σ).
 
-    For each point, the subsample of :func:`parameter_fim` is embedded with the dense
+    As in Fig. 2A of Fasina et al. (2023). For each point, the subsample of :func:`parameter_fim` is embedded with the dense
     Gaussian operator of bandwidth σ and diffusion time t
     (:func:`scfim.geometry.parameter_fim.jsd_phate_at`): rows of Pᵗ, Jensen–Shannon
     distances, metric MDS. :func:`scfim.pl.parameter_landscape` draws them.
