@@ -20,9 +20,9 @@ FIELDS = ["fim_volume", "fim_log_volume", "fim_trace"]
 
 
 # ---------------------------------------------------------------------- helpers
-def _untrained(d: int, m: int, hidden=(7, 6), seed: int = 0) -> NeuralFIM:
+def _untrained(d: int, m: int, hidden=(7, 6), seed: int = 0, activation="silu") -> NeuralFIM:
     """A randomly initialised model, treated as fitted (no training needed for algebra)."""
-    model = NeuralFIM(m, hidden, random_state=seed, verbose=False)
+    model = NeuralFIM(m, hidden, random_state=seed, progress=False, activation=activation)
     model.net_ = model._init_net(d).eval()
     model.n_features_ = d
     return model
@@ -89,16 +89,24 @@ def small_fit():
 
 # ---------------------------------------------------------------------- architecture
 @pytest.mark.parametrize("hidden", [(5,), (100, 100), (100, 80, 30), (64, 32, 16, 8)])
-def test_relu_after_every_hidden_layer(hidden):
-    mlp = build_mlp(12, hidden, 20)
+@pytest.mark.parametrize(
+    ("activation", "module"), [("relu", nn.ReLU), ("silu", nn.SiLU), ("softplus", nn.Softplus)]
+)
+def test_activation_after_every_hidden_layer(hidden, activation, module):
+    mlp = build_mlp(12, hidden, 20, activation)
     layers = list(mlp)
     assert len(layers) == 2 * len(hidden) + 1
     for i, w in enumerate(hidden):
         assert isinstance(layers[2 * i], nn.Linear) and layers[2 * i].out_features == w
-        assert isinstance(layers[2 * i + 1], nn.ReLU)
+        assert isinstance(layers[2 * i + 1], module)
     assert isinstance(layers[-1], nn.Linear) and layers[-1].out_features == 20
-    model = _untrained(12, 20, hidden)
+    model = _untrained(12, 20, hidden, activation=activation)
     assert [type(m) for m in model.net_.mlp] == [type(m) for m in layers]
+
+
+def test_unknown_activation_raises():
+    with pytest.raises(ValueError, match="activation"):
+        NeuralFIM(activation="tanh")
 
 
 # ---------------------------------------------------------------------- metric algebra
@@ -134,13 +142,98 @@ def test_gram_form_matches_explicit_metric(d, m):
 
 
 @pytest.mark.parametrize("hidden", [(7,), (10, 9), (6, 5, 4)])
-def test_analytic_jacobian_equals_torch_func(hidden):
-    model = _untrained(8, 5, hidden)
+@pytest.mark.parametrize("activation", ["relu", "silu", "softplus"])
+def test_analytic_jacobian_equals_torch_func(hidden, activation):
+    model = _untrained(8, 5, hidden, activation=activation)
     X = torch.as_tensor(np.random.default_rng(3).normal(size=(13, 8)))
     z1, J1 = model._jacobian_fn(torch.float64, "func")(X)
     z2, J2 = model._jacobian_fn(torch.float64, "analytic")(X)
     torch.testing.assert_close(z1, z2)
     torch.testing.assert_close(J1, J2)
+
+
+@pytest.mark.parametrize("activation", ["relu", "silu"])
+def test_forward_jvp_is_the_jacobian_times_v(activation):
+    model = _untrained(6, 5, (9, 7), activation=activation)
+    net = copy.deepcopy(model.net_).double()
+    rng = np.random.default_rng(4)
+    X, V = (torch.as_tensor(rng.normal(size=(10, 6))) for _ in range(2))
+    z, u = net.forward_jvp(X, V)
+    _, J = model._jacobian_fn(torch.float64, "func")(X)
+    torch.testing.assert_close(z, net(X))
+    torch.testing.assert_close(u, torch.einsum("bmd,bd->bm", J, V))
+
+
+def test_summary_restricted_to_a_basis():
+    model = _untrained(7, 6, (10, 10))
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(9, 7))
+    U = np.linalg.qr(rng.normal(size=(9, 7, 2)))[0]  # orthonormal 7 × 2 bases per cell
+    G = model.fim(X)
+    GU = np.einsum("bdi,bde,bej->bij", U, G, U)
+    s = model.summary(X, basis=U, jacobian_dtype=torch.float64)
+    assert s["eigenvalues"].shape == (9, 2)
+    np.testing.assert_allclose(s["trace"], np.trace(GU, axis1=1, axis2=2), rtol=1e-8)
+    np.testing.assert_allclose(s["eigenvalues"], np.linalg.eigvalsh(GU)[:, ::-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="basis"):
+        model.summary(X, basis=U[:3])
+
+
+def test_neighbors_from_transitions_skip_self_and_rank_by_probability():
+    import scipy.sparse as sp
+
+    from scfim.models.neural_fim import neighbors_from_transitions
+
+    P = sp.csr_matrix(
+        np.array([[0.5, 0.1, 0.4, 0.0], [0.2, 0.3, 0.0, 0.5], [0.3, 0.0, 0.7, 0.0], [0, 1.0, 0, 0]])
+    )
+    nb = neighbors_from_transitions(P, 2)
+    np.testing.assert_array_equal(nb, [[2, 1], [3, 0], [0, 0], [1, 1]])
+
+
+def test_walk_partners_stay_on_the_neighbour_lists():
+    from scfim.models.neural_fim import _walk
+
+    nbrs = np.array([[1, 1], [2, 0], [3, 1], [2, 2]])  # a path 0-1-2-3
+    rng = np.random.default_rng(0)
+    end = _walk(nbrs, np.zeros(200, dtype=np.int64), (1,), rng)
+    assert set(end) == {1}
+    end = _walk(nbrs, np.zeros(500, dtype=np.int64), (1, 2, 3), rng)
+    assert set(end) <= {0, 1, 2, 3} and {1, 2, 3} <= set(end)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"neighbor_fraction": 0.5, "walk_steps": (1, 4)},
+        {"neighbor_fraction": 1.0, "local_weight": 1.0, "trace_weight": 0.01, "activation": "silu"},
+    ],
+)
+def test_near_partner_training_reduces_the_loss(kw):
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    model = NeuralFIM(6, (32, 32), epochs=20, batch_size=64, progress=False, **kw)
+    model.fit(X, _rows_from_points(X))
+    val = model.history_["val_loss"]
+    assert np.all(np.isfinite(val)) and val.min() < 0.5 * val[0]
+    again = NeuralFIM.from_dict(model.to_dict())
+    np.testing.assert_allclose(again.trace(X), model.trace(X), rtol=1e-6)
+    assert again.walk_steps == model.walk_steps and again.activation == model.activation
+
+
+def test_lr_schedule_stops_when_converged():
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    model = NeuralFIM(
+        4,
+        (16,),
+        epochs=500,
+        batch_size=64,
+        patience=1000,
+        lr_patience=2,
+        n_lr_decays=2,
+        tol=0.5,
+        progress=False,
+    ).fit(X, _rows_from_points(X))
+    assert model.history_["val_loss"].size < 500  # stopped by the exhausted schedule
 
 
 def test_transform_is_on_the_simplex():
@@ -153,7 +246,7 @@ def test_transform_is_on_the_simplex():
 # ---------------------------------------------------------------------- training
 def test_identical_pairs_do_not_give_nan():
     X = np.ones((40, 3))  # every pair identical, in input and in target
-    model = NeuralFIM(4, (8,), epochs=3, batch_size=16, n_val_pairs=8, verbose=False)
+    model = NeuralFIM(4, (8,), epochs=3, batch_size=16, n_val_pairs=8, progress=False)
     model.fit(X, _rows_const)
     assert np.all(np.isfinite(model.history_["train_loss"]))
     for p in model.net_.parameters():
@@ -163,7 +256,7 @@ def test_identical_pairs_do_not_give_nan():
 def test_fit_is_reproducible():
     X = np.random.default_rng(0).normal(size=(120, 6))
     rows = _rows_from_points(X)
-    kw = {"epochs": 4, "batch_size": 32, "n_val_pairs": 64, "verbose": False}
+    kw = {"epochs": 4, "batch_size": 32, "n_val_pairs": 64, "progress": False}
     a = NeuralFIM(5, (12, 12), random_state=3, **kw).fit(X, rows).to_dict()
     b = NeuralFIM(5, (12, 12), random_state=3, **kw).fit(X, rows).to_dict()
     c = NeuralFIM(5, (12, 12), random_state=4, **kw).fit(X, rows).to_dict()
@@ -182,16 +275,16 @@ def test_pooled_rows_path_is_reproducible():
         return _rows_from_points(X)(idx)
 
     kw = {"epochs": 3, "batch_size": 16, "n_val_pairs": 32, "pool_size": 40, "cache_entries": 0}
-    a = NeuralFIM(4, (8,), random_state=0, verbose=False, **kw).fit(X, rows)
+    a = NeuralFIM(4, (8,), random_state=0, progress=False, **kw).fit(X, rows)
     assert max(calls[1:]) <= 40  # after the held-out pairs: one pool at a time
-    b = NeuralFIM(4, (8,), random_state=0, verbose=False, **kw).fit(X, _rows_from_points(X))
+    b = NeuralFIM(4, (8,), random_state=0, progress=False, **kw).fit(X, _rows_from_points(X))
     np.testing.assert_array_equal(a.to_dict()["weight_0"], b.to_dict()["weight_0"])
     assert np.all(np.isfinite(a.history_["train_loss"]))
 
 
 def test_training_reduces_the_loss():
     X = np.random.default_rng(0).normal(size=(300, 4))
-    model = NeuralFIM(6, (32, 32), epochs=20, batch_size=64, verbose=False)
+    model = NeuralFIM(6, (32, 32), epochs=20, batch_size=64, progress=False)
     model.fit(X, _rows_from_points(X))
     val = model.history_["val_loss"]
     assert val.min() < 0.5 * val[0]
@@ -219,6 +312,43 @@ def test_tree_fields(tree_fit):
     np.testing.assert_allclose(ad.obs["fim_volume"], np.exp(ad.obs["fim_log_volume"]))
     assert set(ad.uns["neural_fim"]["params"]) >= {"use_rep", "n_components", "lr"}
     assert ad.uns["neural_fim"]["val_loss"]["0"].size >= 1
+
+
+def test_volume_is_relative_to_the_median_cell(tree_fit):
+    ad = tree_fit
+    info = ad.uns["neural_fim"]
+    # a 1-D tree: the metric resolves one direction
+    assert info["intrinsic_dim"] == 1 and info["n_dims_estimated"]
+    # (an even number of cells: the median averages the two middle values)
+    np.testing.assert_allclose(np.median(ad.obs["fim_volume"]), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(np.median(ad.obs["fim_log_volume"]), 0.0, atol=1e-9)
+    lam = ad.obsm["fim_eigenvalues"][:, 0]  # k = 1 (ensemble mean of the members' λ₁)
+    assert np.corrcoef(ad.obs["fim_log_volume"], 0.5 * np.log(lam))[0, 1] > 0.95
+
+
+def test_n_dims_overrides_the_intrinsic_dimension(small_fit):
+    ad = small_fit.copy()
+    scfim.tl.neural_fim(
+        ad, n_components=8, hidden=(16, 16), epochs=3, n_ensemble=1, n_dims=3, progress=False
+    )
+    assert ad.uns["neural_fim"]["intrinsic_dim"] == 3
+    assert not ad.uns["neural_fim"]["n_dims_estimated"]
+    model = NeuralFIM.from_dict(ad.uns["neural_fim"]["models"]["0"])
+    lv = model.summary(np.asarray(ad.X, dtype=np.float64), n_dims=3)["log_volume"]
+    np.testing.assert_allclose(ad.obs["fim_log_volume"], lv - np.median(lv), rtol=1e-9, atol=1e-12)
+
+
+def test_intrinsic_dimension_counts_the_leading_eigenvalues():
+    from scfim.models.neural_fim import intrinsic_dimension
+
+    rng = np.random.default_rng(0)
+    for k in (1, 2, 4):
+        lam = np.concatenate([rng.uniform(0.5, 1.0, (50, k)), rng.uniform(1e-5, 1e-4, (50, 6))], 1)
+        assert intrinsic_dimension(-np.sort(-lam, 1)) == k
+    # a few cells with more directions (branch points) do not change the median
+    lam = np.concatenate([np.ones((50, 1)), np.full((50, 5), 1e-3)], 1)
+    lam[:10, 1:3] = 1.0
+    assert intrinsic_dimension(lam) == 1
 
 
 def test_volume_and_trace_higher_at_branch_points(tree_fit):
@@ -310,10 +440,15 @@ def test_ensemble_writes_mean_and_std(small_fit):
     assert np.all(ad.obs["ens_log_volume_std"] >= 0) and np.all(ad.obs["ens_trace_std"] >= 0)
     members = [NeuralFIM.from_dict(ad.uns["ens"]["models"][k]) for k in ("0", "1")]
     X = np.asarray(ad.X, dtype=np.float64)
-    lv = np.stack([m.log_volume(X) for m in members])
-    np.testing.assert_allclose(ad.obs["ens_log_volume"], lv.mean(0), rtol=1e-12)
+    k = ad.uns["ens"]["intrinsic_dim"]
+    lv = np.stack([m.summary(X, n_dims=k)["log_volume"] for m in members])
+    ref = ad.uns["ens"]["log_volume_reference"]
+    np.testing.assert_allclose(ref, np.median(lv.mean(0)), rtol=1e-12)
+    np.testing.assert_allclose(ad.obs["ens_log_volume"], lv.mean(0) - ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ad.obs["ens_log_volume_std"], lv.std(0, ddof=1), rtol=1e-9)
-    assert "fim_log_volume_std" not in small_fit.obs
+    # ensembles are the default (three members), so the default fit has the spread too
+    assert "fim_log_volume_std" in small_fit.obs
+    assert set(small_fit.uns["neural_fim"]["models"]) == {"0", "1", "2"}
 
 
 def test_transform_projects_with_stored_pca():

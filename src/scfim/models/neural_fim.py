@@ -39,9 +39,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._progress import progress_bar
 from ..geometry.divergences import _SQRT_EPS, LOG2, sqrt_js
 
-__all__ = ["NeuralFIM", "FIMSummary", "fim_summary", "build_mlp"]
+__all__ = [
+    "NeuralFIM",
+    "FIMSummary",
+    "fim_summary",
+    "build_mlp",
+    "neighbors_from_transitions",
+    "intrinsic_dimension",
+    "leading_log_volume",
+]
 
 RowsFn = Callable[[np.ndarray], np.ndarray]
 
@@ -51,15 +60,28 @@ RowsFn = Callable[[np.ndarray], np.ndarray]
 EIG_RTOL = 1e-10
 
 
-def build_mlp(n_features: int, hidden: Sequence[int], n_components: int) -> nn.Sequential:
-    """``Linear → ReLU`` for every hidden layer, then a ``Linear`` to the logits.
+#: Hidden-layer activations: module and derivative (for the analytic Jacobian / JVP).
+ACTIVATIONS = {
+    "relu": (nn.ReLU, lambda pre: (pre > 0).to(pre.dtype)),
+    "silu": (nn.SiLU, lambda pre: torch.sigmoid(pre) * (1 + pre * (1 - torch.sigmoid(pre)))),
+    "softplus": (nn.Softplus, torch.sigmoid),
+}
+
+
+def build_mlp(
+    n_features: int, hidden: Sequence[int], n_components: int, activation: str = "relu"
+) -> nn.Sequential:
+    """``Linear → activation`` for every hidden layer, then a ``Linear`` to the logits.
 
     The softmax is applied by :class:`_SimplexNet`; the returned network maps to logits.
+    ``activation`` is ``"relu"``, ``"silu"`` or ``"softplus"``.
     """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     layers: list[nn.Module] = []
     width = n_features
     for h in hidden:
-        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        layers += [nn.Linear(width, int(h)), ACTIVATIONS[activation][0]()]
         width = int(h)
     layers.append(nn.Linear(width, n_components))
     return nn.Sequential(*layers)
@@ -68,14 +90,28 @@ def build_mlp(n_features: int, hidden: Sequence[int], n_components: int) -> nn.S
 class _SimplexNet(nn.Module):
     """Standardise the input, MLP to logits; ``forward`` returns logits."""
 
-    def __init__(self, n_features: int, hidden: Sequence[int], n_components: int):
+    def __init__(
+        self, n_features: int, hidden: Sequence[int], n_components: int, activation: str = "relu"
+    ):
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
-        self.mlp = build_mlp(n_features, hidden, n_components)
+        self.activation = activation
+        self.mlp = build_mlp(n_features, hidden, n_components, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp((x - self.mean) / self.scale)
+
+    def forward_jvp(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``z(x)`` and the directional derivative ``J_z(x) v`` (differentiable)."""
+        act, dact = ACTIVATIONS[self.activation][0](), ACTIVATIONS[self.activation][1]
+        h, dh = (x - self.mean) / self.scale, v / self.scale
+        lins = [mod for mod in self.mlp if isinstance(mod, nn.Linear)]
+        for lin in lins[:-1]:
+            pre = lin(h)
+            dh = dact(pre) * (dh @ lin.weight.T)
+            h = act(pre)
+        return lins[-1](h), dh @ lins[-1].weight.T
 
 
 class FIMSummary(dict):
@@ -108,25 +144,73 @@ def _gram_eigs(
 
 
 def fim_summary(
-    eigenvalues: np.ndarray, trace: np.ndarray, rank: int, rtol: float = EIG_RTOL
+    eigenvalues: np.ndarray,
+    trace: np.ndarray,
+    rank: int,
+    rtol: float = EIG_RTOL,
+    n_dims: int | None = None,
 ) -> FIMSummary:
     """Trace, log-volume and the top ``rank`` eigenvalues (descending) of g.
 
-    ``log_volume = ½ Σ_{i ≤ r} log max(λ_i, rtol · λ_1)``, ``r = rank = min(d, m − 1)``: the
-    log of the Riemannian volume element on the (at most) r-dimensional image of the
-    metric (the pseudo-determinant of g). ``rank g ≤ min(d, m − 1)`` always, so the
-    eigenvalues beyond r are structurally zero and left out. Eigenvalues below the relative
-    tolerance ``rtol · λ_1`` (per cell) are *clamped* to it rather than dropped: every cell
-    then sums the same number of terms, so the log-volume is continuous in x and comparable
-    between cells (dropping small eigenvalues makes the count jump, and a cell that gains a
-    small eigenvalue would lose volume). A cell with ``λ_1 = 0`` gets ``-inf``.
+    ``log_volume = ½ Σ_{i ≤ k} log max(λ_i, rtol · λ_1)`` over the ``k = n_dims`` leading
+    eigenvalues: the log of the Riemannian volume element of the metric on its k leading
+    directions. With k the intrinsic dimension of the data (:func:`intrinsic_dimension`)
+    this is the volume element of the data manifold; the eigenvalues beyond it are
+    directions the operator hardly distinguishes, whose values are set by how the network
+    extrapolates and change from one training run to the next. ``n_dims=None`` takes all
+    ``r = rank = min(d, m − 1)`` eigenvalues (the pseudo-determinant of g; ``rank g ≤ r``
+    always, so the eigenvalues beyond r are structurally zero and left out). Eigenvalues
+    below the relative tolerance ``rtol · λ_1`` (per cell) are *clamped* to it rather than
+    dropped: every cell then sums the same number of terms, so the log-volume is
+    continuous in x and comparable between cells. A cell with ``λ_1 = 0`` gets ``-inf``.
     """
     lam = np.clip(eigenvalues[:, ::-1], 0.0, None)  # descending
     lam = np.ascontiguousarray(lam[:, :rank])
-    lam_max = lam[:, :1]
-    with np.errstate(divide="ignore"):
-        log_volume = 0.5 * np.log(np.maximum(lam, rtol * lam_max)).sum(1)
+    log_volume = leading_log_volume(lam, rank if n_dims is None else n_dims, rtol)
     return FIMSummary(trace=trace, log_volume=log_volume, eigenvalues=lam)
+
+
+def leading_log_volume(eigenvalues: np.ndarray, n_dims: int, rtol: float = EIG_RTOL) -> np.ndarray:
+    """``½ Σ_{i ≤ k} log max(λ_i, rtol · λ_1)`` from descending eigenvalues ``(..., r)``."""
+    lam = np.asarray(eigenvalues)
+    k = max(1, min(int(n_dims), lam.shape[-1]))
+    with np.errstate(divide="ignore"):
+        return 0.5 * np.log(np.maximum(lam[..., :k], rtol * lam[..., :1])).sum(-1)
+
+
+def intrinsic_dimension(eigenvalues: np.ndarray, max_dim: int = 10) -> int:
+    """Number of directions the metric resolves: its participation ratio, median over cells.
+
+    For every cell, the participation ratio of the eigenvalues of g,
+    ``PR = (Σ λ_i)² / Σ λ_i²`` (the effective number of non-negligible eigenvalues: k for k
+    equal eigenvalues and zeros), is computed over the ``max_dim`` leading eigenvalues; k
+    is the median over cells, rounded. A metric learned on a curve has one dominant
+    eigenvalue (k = 1; cells at branch points, where several directions meet, have larger
+    ratios but are few), on a surface two, and so on. The remaining eigenvalues are
+    directions in which the diffusion operator barely distinguishes cells. The largest
+    gap of the log-spectrum was tried first and rejected: on the toy tree it flipped
+    between 1 and 2 with the training length, the ratio λ₂/λ₁ (≈ 0.03–0.08) being small but
+    its logarithm comparable to the later gaps.
+
+    Parameters
+    ----------
+    eigenvalues
+        ``(n, r)`` eigenvalues per cell (``FIMSummary["eigenvalues"]``).
+    max_dim
+        Largest dimension considered.
+
+    Returns
+    -------
+    int
+        k, between 1 and ``min(max_dim, r)``.
+    """
+    lam = np.clip(np.asarray(eigenvalues, dtype=np.float64)[:, :max_dim], 0.0, None)
+    lam = lam[lam.max(1) > 0]
+    if lam.size == 0:
+        return 1
+    lam = lam / lam.max(1, keepdims=True)
+    pr = lam.sum(1) ** 2 / (lam * lam).sum(1)
+    return int(np.clip(np.rint(np.median(pr)), 1, lam.shape[1]))
 
 
 class NeuralFIM:
@@ -137,16 +221,20 @@ class NeuralFIM:
     n_components
         ``m``, the size of the output simplex (number of softmax outputs), ≥ 2.
     hidden
-        Widths of the hidden layers (``ReLU`` after each).
+        Widths of the hidden layers.
+    activation
+        Activation after every hidden layer: ``"relu"``, ``"silu"`` or ``"softplus"``. A ReLU
+        network has a piecewise-constant Jacobian, so its metric jumps from cell to cell;
+        SiLU and softplus give a continuous metric.
     epochs
-        Maximal number of epochs; one epoch visits every cell once as the first member of
-        a pair with a uniformly random partner (``pool_reuse`` times on large data), i.e.
-        ``n_obs`` pairs (``pool_reuse · n_obs``).
+        Maximal number of epochs; one epoch visits every cell as the first member of a pair
+        (``ceil(epoch_pairs / n_obs)`` times on small data, ``pool_reuse`` times on large
+        data).
     max_pairs
         Bound on the total number of training pairs (``epochs`` is reduced to
         ``max(min_epochs, max_pairs // pairs per epoch)``), so that training time stays
-        bounded: 3000 cells run the full 150 epochs (450 000 pairs), 20 000 cells 12 epochs
-        of 80 000 pairs, 100 000 cells 2 of 400 000.
+        bounded: 3000 cells at most 166 epochs of 6000 pairs, 20 000 cells 12 epochs of
+        80 000 pairs (pooled rows, ``pool_reuse`` 4), 100 000 cells 2 of 400 000.
     min_epochs
         Lower bound on the number of epochs when ``max_pairs`` cuts them.
     batch_size
@@ -160,16 +248,47 @@ class NeuralFIM:
         larger step.
     weight_decay
         AdamW weight decay.
+    epoch_pairs
+        Small data: an epoch visits every cell ``ceil(epoch_pairs / n_obs)`` times, so
+        that an epoch is at least this many pairs (the held-out loss is evaluated once per
+        epoch; 0 keeps one visit).
     patience
-        Early stopping: stop after this many epochs without improvement of the held-out
-        loss (the best weights are restored).
+        Early stopping: stop after this many epochs without a relative improvement of the
+        held-out loss by more than ``tol`` (the best weights are restored).
+    lr_patience, lr_factor, n_lr_decays
+        Learning-rate schedule on the held-out loss: after ``lr_patience`` epochs without
+        improvement the learning rate is multiplied by ``lr_factor``; training stops when
+        it has been reduced ``n_lr_decays`` times and stalls again (converged), after
+        ``patience`` epochs without improvement, or at ``epochs`` / ``max_pairs``.
+        ``lr_patience=0`` keeps the learning rate constant.
+    tol
+        Relative improvement of the held-out loss that counts as progress.
+    neighbor_fraction
+        Share of the partners drawn near the cell instead of uniformly at random: the end
+        of a random walk of ``walk_steps`` steps on the cells' neighbour lists (see
+        :meth:`fit`). Random partners fix the global layout; near partners fix the local
+        speed of φ, which is what the metric measures. The held-out pairs have the same
+        share.
+    n_partner_neighbors
+        Length of the neighbour lists computed by :meth:`fit` when none are given.
+    walk_steps
+        Walk lengths, one drawn uniformly per near pair (1: a nearest neighbour; longer
+        walks give partners at several scales).
+    local_weight
+        Weight of a local term on the near pairs: ``(√(⅛ δᵀ g(x) δ) − √JS(Pᵗ(x,·), Pᵗ(y,·)))²``
+        with ``δ = y − x``, the second-order expansion of the JS divergence of φ, matched
+        directly to the operator (0: off).
+    trace_weight
+        Weight of a penalty on ``tr g / 8`` (Hutchinson estimate with one Gaussian probe),
+        which damps variations of φ in directions the data do not constrain (0: off).
     n_val_pairs
         Number of held-out pairs (fixed for the whole fit) used for early stopping.
     pool_size
         Large data: rows of ``Pᵗ`` are computed for a pool of this many cells at a time (a
         slice of the epoch's random permutation), and every cell of the pool is paired with
         a uniformly random partner from the same pool, ``pool_reuse`` times; each row is
-        thus computed once per epoch and used in about ``2 · pool_reuse`` pairs.
+        thus computed once per epoch and used in about ``2 · pool_reuse`` pairs. With near
+        partners, half the pool are cells of the permutation and half their walk partners.
     pool_reuse
         See ``pool_size`` (computing rows costs more than using them).
     cache_entries
@@ -189,8 +308,10 @@ class NeuralFIM:
         batches are small, so one thread is fastest: measured 4.8 s with 1 thread against
         22 s with 2 on a busy 2-core machine (1500 cells, 40 epochs). None keeps torch's
         setting. Inference (:meth:`summary`) uses torch's setting.
+    progress
+        Show a tqdm progress bar (one step per epoch).
     verbose
-        Show a tqdm progress bar.
+        Former name of ``progress``; when given it overrides it.
     """
 
     def __init__(
@@ -198,13 +319,24 @@ class NeuralFIM:
         n_components: int = 20,
         hidden: Sequence[int] = (100, 100),
         *,
-        epochs: int = 150,
+        activation: str = "silu",
+        epochs: int = 300,
         max_pairs: int = 1_000_000,
         min_epochs: int = 2,
+        epoch_pairs: int = 4096,
         batch_size: int = 512,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        patience: int = 15,
+        patience: int = 40,
+        lr_patience: int = 10,
+        lr_factor: float = 0.5,
+        n_lr_decays: int = 6,
+        tol: float = 1e-4,
+        neighbor_fraction: float = 0.5,
+        n_partner_neighbors: int = 15,
+        walk_steps: Sequence[int] = (1,),
+        local_weight: float = 0.0,
+        trace_weight: float = 0.01,
         n_val_pairs: int = 4096,
         pool_size: int = 4096,
         pool_reuse: int = 4,
@@ -213,7 +345,8 @@ class NeuralFIM:
         random_state: int | None = 0,
         device: str | torch.device = "cpu",
         num_threads: int | None = 1,
-        verbose: bool = True,
+        progress: bool = True,
+        verbose: bool | None = None,
     ):
         if int(n_components) < 2:
             raise ValueError(f"n_components must be ≥ 2, got {n_components}")
@@ -221,15 +354,36 @@ class NeuralFIM:
             raise ValueError(f"hidden must be a non-empty sequence of positive widths: {hidden}")
         if standardize not in ("global", "feature", None):
             raise ValueError(f"standardize must be 'global', 'feature' or None: {standardize!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}: {activation!r}")
+        if not 0.0 <= float(neighbor_fraction) <= 1.0:
+            raise ValueError(f"neighbor_fraction must lie in [0, 1], got {neighbor_fraction!r}")
+        if not 0.0 < float(lr_factor) <= 1.0:
+            raise ValueError(f"lr_factor must lie in (0, 1], got {lr_factor!r}")
+        if float(local_weight) < 0:
+            raise ValueError(f"local_weight must be ≥ 0, got {local_weight!r}")
         self.n_components = int(n_components)
         self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
         self.epochs = int(epochs)
         self.max_pairs = int(max_pairs)
         self.min_epochs = int(min_epochs)
+        self.epoch_pairs = int(epoch_pairs)
         self.batch_size = int(batch_size)
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.patience = int(patience)
+        self.lr_patience = int(lr_patience)
+        self.lr_factor = float(lr_factor)
+        self.n_lr_decays = int(n_lr_decays)
+        self.tol = float(tol)
+        self.neighbor_fraction = float(neighbor_fraction)
+        self.n_partner_neighbors = int(n_partner_neighbors)
+        self.walk_steps = tuple(int(w) for w in walk_steps)
+        if not self.walk_steps or min(self.walk_steps) < 1:
+            raise ValueError(f"walk_steps must be positive integers, got {walk_steps!r}")
+        self.local_weight = float(local_weight)
+        self.trace_weight = float(trace_weight)
         self.n_val_pairs = int(n_val_pairs)
         self.pool_size = int(pool_size)
         self.pool_reuse = int(pool_reuse)
@@ -237,7 +391,7 @@ class NeuralFIM:
         self.standardize = standardize
         self.random_state = random_state
         self.device = torch.device(device)
-        self.verbose = bool(verbose)
+        self.progress = bool(progress if verbose is None else verbose)
         self.num_threads = None if num_threads is None else int(num_threads)
         self.net_: _SimplexNet | None = None
         self.history_: dict[str, np.ndarray] = {}
@@ -250,7 +404,7 @@ class NeuralFIM:
             seed = int(np.random.default_rng().integers(2**62))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            net = _SimplexNet(n_features, self.hidden, self.n_components)
+            net = _SimplexNet(n_features, self.hidden, self.n_components, self.activation)
         return net
 
     def _standardisation(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -267,8 +421,8 @@ class NeuralFIM:
             scale = np.full(d, rms if rms > 0 else 1.0)
         return mean, scale
 
-    def fit(self, X: np.ndarray, rows: RowsFn) -> NeuralFIM:
-        """Train φ on random pairs of cells.
+    def fit(self, X: np.ndarray, rows: RowsFn, neighbors: np.ndarray | None = None) -> NeuralFIM:
+        """Train φ on pairs of cells at two scales: random partners and nearest neighbours.
 
         Parameters
         ----------
@@ -278,21 +432,26 @@ class NeuralFIM:
             Callable ``rows(idx) -> (len(idx), n_states)`` probability rows of ``Pᵗ``
             (e.g. :meth:`scfim.geometry.diffusion.DiffusionOperator.rows`). Called pool by
             pool (see ``pool_size``); no ``n × n`` matrix is formed.
+        neighbors
+            Optional ``(n_obs, k)`` indices of each cell's nearest cells, the candidates for
+            the near partners (``neighbor_fraction``); e.g. the cells a diffusion step
+            reaches. Computed from ``X`` (exact kNN, ``n_partner_neighbors``) when omitted.
 
         Returns
         -------
         self, with ``net_`` (the network, best held-out loss) and ``history_``
-        (``train_loss`` and ``val_loss`` per epoch, ``best_val_loss``, ``fit_seconds``).
+        (``train_loss`` and ``val_loss`` per epoch, ``best_val_loss``, ``n_pairs``,
+        ``fit_seconds``).
         """
         old = torch.get_num_threads()
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
         try:
-            return self._fit(X, rows)
+            return self._fit(X, rows, neighbors)
         finally:
             torch.set_num_threads(old)
 
-    def _fit(self, X: np.ndarray, rows: RowsFn) -> NeuralFIM:
+    def _fit(self, X: np.ndarray, rows: RowsFn, neighbors: np.ndarray | None) -> NeuralFIM:
         t0 = time.perf_counter()
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] < 2:
@@ -301,6 +460,7 @@ class NeuralFIM:
             raise ValueError("X contains NaN or infinite values")
         n, d = X.shape
         rng = np.random.default_rng(self.random_state)
+        nbrs = self._partner_neighbors(X, neighbors)
         net = self._init_net(d)
         mean, scale = self._standardisation(X)
         net.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -308,64 +468,102 @@ class NeuralFIM:
         net.to(self.device)
         Xt = torch.as_tensor(X, dtype=torch.float32, device=self.device)
 
-        # fixed held-out pairs
+        # fixed held-out pairs: random partners, and neighbour partners in the same share
+        # as in training, so that the stopping rule watches both scales
         n_val = max(1, self.n_val_pairs)
         vi, vj = rng.integers(0, n, n_val), rng.integers(0, n, n_val)
+        if nbrs is not None:
+            near = rng.random(n_val) < self.neighbor_fraction
+            vj[near] = _walk(nbrs, vi[near], self.walk_steps, rng)
         vbank = _RowBank(_rows_in_chunks(rows, np.concatenate([vi, vj]), 4096))
         v_target = vbank.sqrt_js(np.arange(n_val), np.arange(n_val, 2 * n_val)).to(self.device)
         n_states = vbank.R.shape[1]
 
         # Rows of P^t are computed once per pool of cells and shared by the pairs drawn in it.
         # When all rows fit in `cache_entries` numbers, the pool is the whole data set and
-        # is computed once for the whole fit.
-        cached, pool_size, reuse = None, self.pool_size, max(1, self.pool_reuse)
+        # is computed once for the whole fit. Otherwise a pool holds `pool_size // 2`
+        # anchor cells of the epoch's permutation and one random neighbour of each, so
+        # that neighbour pairs are available inside the pool.
+        cached = None
         if n * n_states <= self.cache_entries:
-            cached, pool_size, reuse = _RowBank(_rows_in_chunks(rows, np.arange(n), 4096)), n, 1
-        epochs = min(self.epochs, max(self.min_epochs, self.max_pairs // (reuse * n)))
+            cached = _RowBank(_rows_in_chunks(rows, np.arange(n), 4096))
+            n_anchor, reuse = n, max(1, math.ceil(self.epoch_pairs / n))
+        else:
+            n_anchor = self.pool_size // 2 if nbrs is not None else self.pool_size
+            n_anchor, reuse = max(1, n_anchor), max(1, self.pool_reuse)
+        pairs_per_epoch = reuse * n
+        epochs = min(self.epochs, max(self.min_epochs, self.max_pairs // pairs_per_epoch))
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best, best_state, wait = math.inf, None, 0
+        lr, lr_min = self.lr, self.lr * self.lr_factor**self.n_lr_decays
+        best, best_state, wait, lr_wait = math.inf, None, 0, 0
         train_curve, val_curve = [], []
-        bar = _progress(epochs, self.verbose)
+        bar = progress_bar(total=epochs, desc="neural FIM", unit="epoch", progress=self.progress)
         for _ in range(epochs):
             net.train()
             perm = rng.permutation(n)
             total, count = 0.0, 0
-            for p0 in range(0, n, pool_size):
-                pool = perm[p0 : p0 + pool_size]
+            for p0 in range(0, n, n_anchor):
+                anchors = perm[p0 : p0 + n_anchor]
+                na = len(anchors)
                 if cached is not None:
-                    bank, loc = cached, pool
+                    bank, cells = cached, np.arange(n)
+                    loc_a = anchors
                 else:
-                    bank, loc = _RowBank(_rows_in_chunks(rows, pool, 4096)), np.arange(len(pool))
+                    cells = anchors
+                    if nbrs is not None:
+                        mates = _walk(nbrs, anchors, self.walk_steps, rng)
+                        cells = np.concatenate([anchors, mates])
+                    bank = _RowBank(_rows_in_chunks(rows, cells, 4096))
+                    loc_a = np.arange(na)
                 for _ in range(reuse):
-                    partner = rng.integers(0, len(pool), len(pool))
-                    for s in range(0, len(pool), self.batch_size):
-                        a = np.arange(s, min(s + self.batch_size, len(pool)))
-                        b = partner[a]
-                        target = bank.sqrt_js(loc[a], loc[b]).to(self.device)
-                        pred = _pair_sqrt_js(net, Xt, pool[a], pool[b])
+                    loc_b = rng.integers(0, len(cells), na)
+                    near = np.zeros(na, dtype=bool)
+                    if nbrs is not None:
+                        near = rng.random(na) < self.neighbor_fraction
+                        if cached is not None:
+                            loc_b[near] = _walk(nbrs, anchors[near], self.walk_steps, rng)
+                        else:  # the anchor's own mate, which was put in the pool
+                            loc_b[near] = na + np.flatnonzero(near)
+                    for s in range(0, na, self.batch_size):
+                        a = slice(s, min(s + self.batch_size, na))
+                        ia, ib = cells[loc_a[a]], cells[loc_b[a]]
+                        target = bank.sqrt_js(loc_a[a], loc_b[a]).to(self.device)
+                        pred = _pair_sqrt_js(net, Xt, ia, ib)
                         loss = torch.mean((pred - target) ** 2)
+                        if self.local_weight > 0 and near[a].any():
+                            sel = np.flatnonzero(near[a])
+                            pl = _local_sqrt_js(net, Xt, ia[sel], ib[sel])
+                            loss = loss + self.local_weight * torch.mean(
+                                (pl - target[torch.as_tensor(sel)]) ** 2
+                            )
+                        if self.trace_weight > 0:
+                            loss = loss + self.trace_weight * _trace_estimate(net, Xt, ia, rng)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
-                        total += float(loss.detach()) * len(a)
-                        count += len(a)
+                        total += float(loss.detach()) * (a.stop - a.start)
+                        count += a.stop - a.start
             train_curve.append(total / count)
             net.eval()
             with torch.no_grad():
                 v = float(torch.mean((_pair_sqrt_js(net, Xt, vi, vj) - v_target) ** 2))
             val_curve.append(v)
-            if bar is not None:
-                bar.set_postfix(train=f"{train_curve[-1]:.4g}", val=f"{v:.4g}")
-                bar.update()
-            if v < best - 1e-7:
-                best, wait = v, 0
+            bar.set_postfix(train=f"{train_curve[-1]:.4g}", val=f"{v:.4g}", refresh=False)
+            bar.update()
+            if v < best * (1 - self.tol) - 1e-7:
+                best, wait, lr_wait = v, 0, 0
                 best_state = copy.deepcopy(net.state_dict())
             else:
-                wait += 1
+                wait, lr_wait = wait + 1, lr_wait + 1
                 if wait >= self.patience:
                     break
-        if bar is not None:
-            bar.close()
+                if self.lr_patience and lr_wait >= self.lr_patience:
+                    if lr * self.lr_factor < lr_min * (1 - 1e-9):
+                        break  # the schedule is exhausted: converged
+                    lr, lr_wait = lr * self.lr_factor, 0
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+        bar.close()
         if best_state is not None:
             net.load_state_dict(best_state)
         net.eval()
@@ -375,9 +573,30 @@ class NeuralFIM:
             "train_loss": np.asarray(train_curve),
             "val_loss": np.asarray(val_curve),
             "best_val_loss": np.float64(best),
+            "n_pairs": np.int64(len(train_curve) * pairs_per_epoch),
             "fit_seconds": np.float64(time.perf_counter() - t0),
         }
         return self
+
+    def _partner_neighbors(self, X: np.ndarray, neighbors: np.ndarray | None) -> np.ndarray | None:
+        """``(n, k)`` neighbour indices for the near partners, or None when not used."""
+        if self.neighbor_fraction <= 0:
+            return None
+        n = X.shape[0]
+        if neighbors is None:
+            # exact search that tolerates duplicated cells (the diffusion kNN graph refuses
+            # them, but φ can be trained on any rows); tl.neural_fim passes the operator's
+            from sklearn.neighbors import NearestNeighbors
+
+            k = min(self.n_partner_neighbors, n - 1)
+            nn_idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)[1]
+            return nn_idx[:, 1:].astype(np.int64)
+        nb = np.asarray(neighbors)
+        if nb.ndim != 2 or nb.shape[0] != n or nb.shape[1] < 1:
+            raise ValueError(f"neighbors must have shape ({n}, k), got {nb.shape}")
+        if not np.issubdtype(nb.dtype, np.integer) or nb.min() < 0 or nb.max() >= n:
+            raise ValueError("neighbors must hold integer cell indices in [0, n_obs)")
+        return nb.astype(np.int64)
 
     # ------------------------------------------------------------------ inference
     def _check_fitted(self) -> _SimplexNet:
@@ -432,11 +651,12 @@ class NeuralFIM:
         return vmap(logits_and_jac)
 
     def _analytic_jacobian_fn(self, dtype: torch.dtype):
-        """Jacobian of the ReLU MLP as one batched product of masked weight matrices.
+        """Jacobian of the MLP as one batched product of weight matrices and derivatives.
 
-        ``J_z = W_L D_{L-1} W_{L-1} ⋯ D_1 W_1 S⁻¹`` (``D_i`` the ReLU masks, ``S`` the input
-        scale), evaluated right to left from the output side (``m < d``) with large GEMMs
-        over ``chunk × m`` rows. Equal to ``torch.func.jacrev`` (tested), about 2× faster.
+        ``J_z = W_L D_{L-1} W_{L-1} ⋯ D_1 W_1 S⁻¹`` (``D_i = diag σ'(pre-activation)``: the
+        ReLU masks, or the SiLU / softplus derivatives; ``S`` the input scale), evaluated
+        right to left from the output side (``m < d``) with large GEMMs over ``chunk × m``
+        rows. Equal to ``torch.func.jacrev`` (tested), about 2× faster.
         """
         net = self._check_fitted()
         lins = [mod for mod in net.mlp if isinstance(mod, nn.Linear)]
@@ -444,13 +664,15 @@ class NeuralFIM:
         bs = [lin.bias.detach().to(dtype) for lin in lins]
         mean, scale = net.mean.detach().to(dtype), net.scale.detach().to(dtype)
         W_in = Ws[0] / scale  # W_1 S⁻¹
+        act, dact = ACTIVATIONS[net.activation][0](), ACTIVATIONS[net.activation][1]
 
         def fn(x):
             h = (x - mean) / scale
             masks = []
             for W, b in zip(Ws[:-1], bs[:-1], strict=True):
-                h = torch.relu(torch.addmm(b, h, W.T))
-                masks.append(h > 0)
+                pre = torch.addmm(b, h, W.T)
+                h = act(pre)
+                masks.append(dact(pre))
             z = torch.addmm(bs[-1], h, Ws[-1].T)
             B, m = z.shape
             T = Ws[-1] * masks[-1][:, None, :]  # (B, m, h_L)
@@ -485,28 +707,51 @@ class NeuralFIM:
         self,
         X,
         *,
+        basis: np.ndarray | None = None,
         chunk_size: int = 2048,
         jacobian_dtype: torch.dtype = torch.float32,
         jacobian: str = "analytic",
         rtol: float = EIG_RTOL,
+        n_dims: int | None = None,
     ) -> FIMSummary:
         """Trace, log-volume and eigenvalues of g for many cells, in chunks.
 
         The Jacobian of the logits is computed in ``jacobian_dtype`` (float32 by default:
         the network is trained in float32), with ``jacobian="analytic"`` as a batched
-        product of masked weight matrices (fastest) or with ``jacobian="func"`` by
-        ``torch.func.vmap(jacrev(...))`` (any network); the Gram form ``AAᵀ`` and its
-        eigenvalues are computed in float64. No Python loop runs per cell, no ``d × d``
-        matrix is formed; memory is bounded by ``chunk_size``.
+        product of weight matrices and activation derivatives (fastest) or with
+        ``jacobian="func"`` by ``torch.func.vmap(jacrev(...))`` (any network); the Gram form
+        ``AAᵀ`` and its eigenvalues are computed in float64. No Python loop runs per cell,
+        no ``d × d`` matrix is formed; memory is bounded by ``chunk_size``.
+
+        Parameters
+        ----------
+        X
+            ``(n, d)`` cells.
+        basis
+            Optional ``(n, d, k)`` orthonormal bases, one per cell: the metric is then
+            restricted to their span, ``Uᵀ g U`` (``k × k``; e.g. the data's local tangent
+            space), and the summaries are those of the restriction.
+        chunk_size, jacobian_dtype, jacobian, rtol
+            Cells per batch; dtype and method of the Jacobian; clamp of the log-volume.
+        n_dims
+            Number of leading eigenvalues in the log-volume (None: all, see
+            :func:`fim_summary`).
 
         Returns
         -------
         :class:`FIMSummary` with ``trace`` (n,), ``log_volume`` (n,) and ``eigenvalues``
-        (n, rank) in descending order, ``rank = min(d, n_components − 1)``.
+        (n, rank) in descending order, ``rank = min(d, n_components − 1)`` (``k`` in place
+        of ``d`` with a ``basis``).
         """
         X = self._as_input(X)
-        fn = self._jacobian_fn(jacobian_dtype, jacobian)
         n = X.shape[0]
+        rank = self.rank
+        if basis is not None:
+            basis = np.asarray(basis, dtype=np.float64)
+            if basis.ndim != 3 or basis.shape[:2] != X.shape:
+                raise ValueError(f"basis must have shape ({n}, {X.shape[1]}, k), got {basis.shape}")
+            rank = min(basis.shape[2], self.n_components - 1)
+        fn = self._jacobian_fn(jacobian_dtype, jacobian)
         trace = np.empty(n)
         eig = np.empty((n, self.n_components))
         n_workers = max(1, torch.get_num_threads())
@@ -514,10 +759,13 @@ class NeuralFIM:
             for s in range(0, n, chunk_size):
                 xb = X[s : s + chunk_size]
                 z, J = fn(torch.as_tensor(xb, dtype=jacobian_dtype, device=self.device))
+                if basis is not None:
+                    U = torch.as_tensor(basis[s : s + chunk_size], device=self.device)
+                    J = J.double() @ U
                 tr, ev = _gram_eigs(z, J, pool if n_workers > 1 else None)
                 trace[s : s + chunk_size] = tr.cpu().numpy()
                 eig[s : s + chunk_size] = ev.cpu().numpy()
-        return fim_summary(eig, trace, self.rank, rtol)
+        return fim_summary(eig, trace, rank, rtol, n_dims)
 
     def log_volume(self, X, **kwargs) -> np.ndarray:
         """``½ Σ log λ_i`` over the top ``min(d, m − 1)`` eigenvalues of g (:func:`fim_summary`)."""
@@ -545,6 +793,7 @@ class NeuralFIM:
             "mean": net.mean.detach().cpu().numpy().astype(np.float64),
             "scale": net.scale.detach().cpu().numpy().astype(np.float64),
             "standardize": "none" if self.standardize is None else self.standardize,
+            "activation": self.activation,
             "config": {
                 "epochs": self.epochs,
                 "max_pairs": self.max_pairs,
@@ -553,6 +802,16 @@ class NeuralFIM:
                 "lr": self.lr,
                 "weight_decay": self.weight_decay,
                 "patience": self.patience,
+                "epoch_pairs": self.epoch_pairs,
+                "lr_patience": self.lr_patience,
+                "lr_factor": self.lr_factor,
+                "n_lr_decays": self.n_lr_decays,
+                "tol": self.tol,
+                "neighbor_fraction": self.neighbor_fraction,
+                "n_partner_neighbors": self.n_partner_neighbors,
+                "walk_steps": np.asarray(self.walk_steps, dtype=np.int64),
+                "local_weight": self.local_weight,
+                "trace_weight": self.trace_weight,
                 "n_val_pairs": self.n_val_pairs,
                 "pool_size": self.pool_size,
                 "pool_reuse": self.pool_reuse,
@@ -571,17 +830,28 @@ class NeuralFIM:
         cfg = dict(state.get("config", {}))
         rs = int(cfg.pop("random_state", 0))
         std = str(state.get("standardize", "global"))
+        floats = (
+            "lr",
+            "weight_decay",
+            "lr_factor",
+            "tol",
+            "neighbor_fraction",
+            "local_weight",
+            "trace_weight",
+        )
         model = cls(
             int(state["n_components"]),
             [int(h) for h in np.asarray(state["hidden"]).ravel()],
             standardize=None if std == "none" else std,
             random_state=None if rs < 0 else rs,
             device=device,
-            verbose=False,
-            **{k: (float(v) if k in ("lr", "weight_decay") else int(v)) for k, v in cfg.items()},
+            progress=False,
+            # models saved before the activation was a parameter are ReLU networks
+            activation=str(state.get("activation", "relu")),
+            **{k: _config_value(k, v, floats) for k, v in cfg.items()},
         )
         d = int(state["n_features"])
-        net = _SimplexNet(d, model.hidden, model.n_components)
+        net = _SimplexNet(d, model.hidden, model.n_components, model.activation)
         linears = [m for m in net.mlp if isinstance(m, nn.Linear)]
         with torch.no_grad():
             for li, lin in enumerate(linears):
@@ -615,6 +885,32 @@ def _pair_sqrt_js(net: nn.Module, Xt: torch.Tensor, i: np.ndarray, j: np.ndarray
     return sqrt_js(phi[:b], phi[b:])
 
 
+def _trace_estimate(net: _SimplexNet, Xt: torch.Tensor, i: np.ndarray, rng) -> torch.Tensor:
+    """Hutchinson estimate of ``mean tr g(x) / 8`` (one Gaussian probe per cell)."""
+    x = Xt[torch.as_tensor(i, device=Xt.device)]
+    v = torch.as_tensor(rng.standard_normal(x.shape), dtype=x.dtype, device=x.device)
+    z, u = net.forward_jvp(x, v)
+    phi = torch.softmax(z, dim=-1)
+    u = u - (phi * u).sum(-1, keepdim=True)
+    return (phi * u * u).sum(-1).mean() / 8
+
+
+def _local_sqrt_js(
+    net: _SimplexNet, Xt: torch.Tensor, i: np.ndarray, j: np.ndarray
+) -> torch.Tensor:
+    """``√(⅛ δᵀ g(x) δ)``, δ = y − x: the second-order expansion of ``√JS(φ(x), φ(y))``.
+
+    ``δᵀ g δ = Σ_k φ_k (u_k − φ·u)²`` with ``u = J_z δ`` (one forward-mode pass).
+    """
+    ti, tj = torch.as_tensor(i, device=Xt.device), torch.as_tensor(j, device=Xt.device)
+    x = Xt[ti]
+    z, u = net.forward_jvp(x, Xt[tj] - x)
+    phi = torch.softmax(z, dim=-1)
+    u = u - (phi * u).sum(-1, keepdim=True)
+    quad = (phi * u * u).sum(-1)
+    return torch.sqrt((quad / 8).clamp_min(_SQRT_EPS))
+
+
 class _RowBank:
     """Rows of Pᵗ (float32) with their ``Σ p log p``, for fast JS targets between them.
 
@@ -644,6 +940,28 @@ def _sum_xlogx(R: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(R, torch.log(R.clamp_min(torch.finfo(R.dtype).tiny)))
 
 
+def neighbors_from_transitions(P, k: int) -> np.ndarray:
+    """``(n, k)`` indices of the k cells each cell's diffusion step most likely reaches.
+
+    ``P`` is the sparse one-step Markov matrix; self-loops are skipped. A cell with fewer
+    than ``k`` other cells in its row repeats its most likely ones.
+    """
+    import scipy.sparse as sp
+
+    P = sp.csr_matrix(P)
+    n = P.shape[0]
+    row = np.repeat(np.arange(n), np.diff(P.indptr))
+    keep = P.indices != row
+    row, col, val = row[keep], P.indices[keep], P.data[keep]
+    counts = np.bincount(row, minlength=n)
+    if np.any(counts == 0):
+        raise ValueError(f"cell {int(np.argmin(counts))} has no transition to another cell")
+    order = np.lexsort((-val, row))  # by row, most likely first
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(k)[None, :] % counts[:, None]  # repeat when a row is short
+    return col[order][start[:, None] + rank].astype(np.int64)
+
+
 def _rows_in_chunks(rows: RowsFn, idx: np.ndarray, chunk: int) -> np.ndarray:
     """``rows(idx)`` as float32, computed ``chunk`` cells at a time (bounded float64 peak)."""
     out = None
@@ -660,12 +978,25 @@ def _rows_in_chunks(rows: RowsFn, idx: np.ndarray, chunk: int) -> np.ndarray:
     return out
 
 
-def _progress(total: int, verbose: bool):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
+def _config_value(key: str, value, floats: tuple[str, ...]):
+    if key == "walk_steps":
+        return tuple(int(w) for w in np.atleast_1d(value))
+    return float(value) if key in floats else int(value)
 
-    return tqdm(total=total, desc="neural FIM", unit="epoch", leave=False)
+
+def _walk(nbrs: np.ndarray, start: np.ndarray, steps: tuple[int, ...], rng) -> np.ndarray:
+    """End points of random walks on the neighbour lists, one walk length per start cell.
+
+    Each start cell draws its length uniformly from ``steps``; each step moves to a
+    uniformly chosen entry of the current cell's neighbour list. Partners at several
+    scales: one step is a nearest neighbour, longer walks reach further along the data.
+    """
+    length = np.asarray(steps)[rng.integers(0, len(steps), len(start))]
+    cur = np.array(start, copy=True)
+    for s in range(int(length.max(initial=0))):
+        move = length > s
+        cur[move] = nbrs[cur[move], rng.integers(0, nbrs.shape[1], int(move.sum()))]
+    return cur
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

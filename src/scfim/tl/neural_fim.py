@@ -13,7 +13,13 @@ from .. import _logging as logg
 from .._docs import doc_params
 from .._keys import neural_fim_keys
 from ..models.chunked import CHUNK_CELLS, is_dask_array, map_cells
-from ..models.neural_fim import EIG_RTOL, NeuralFIM
+from ..models.neural_fim import (
+    EIG_RTOL,
+    NeuralFIM,
+    intrinsic_dimension,
+    leading_log_volume,
+    neighbors_from_transitions,
+)
 from ._basis import new_cells_basis
 from ._basis import pca_projection as _pca_projection
 from ._store import clean_for_h5ad, fim_ensemble_state, read_fim_ensemble, read_operator
@@ -56,15 +62,35 @@ def _fields(key_added: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------------- PCA projection
 # ---------------------------------------------------------------------- writing
-def _summaries(models: list[NeuralFIM], X: np.ndarray) -> dict[str, np.ndarray]:
+def _volume_frame(models: list[NeuralFIM], X: np.ndarray, n_dims: int | None) -> tuple[int, float]:
+    """``(k, reference)`` of the relative log-volume, measured on the training cells ``X``.
+
+    ``k = n_dims``, or the intrinsic dimension of the pooled spectra of the members
+    (:func:`~scfim.models.neural_fim.intrinsic_dimension`); ``reference`` is the median over
+    the cells of the ensemble-mean log-volume over the k leading eigenvalues.
+    """
+    eig = np.stack([m.summary(X)["eigenvalues"] for m in models])
+    k = intrinsic_dimension(eig.reshape(-1, eig.shape[-1])) if n_dims is None else int(n_dims)
+    return k, float(np.median(leading_log_volume(eig, k).mean(0)))
+
+
+def _summaries(
+    models: list[NeuralFIM], X: np.ndarray, n_dims: int, reference: float
+) -> dict[str, np.ndarray]:
+    """Ensemble-mean per-cell fields (per-cell arrays only; see :func:`_volume_frame`).
+
+    The log-volume is over the ``n_dims`` leading eigenvalues of each member, averaged, minus
+    ``reference`` (the training median), so that new cells are measured on the same scale.
+    """
     s = [m.summary(X) for m in models]
-    lv = np.stack([x["log_volume"] for x in s])
+    eig = np.stack([x["eigenvalues"] for x in s])
+    lv = leading_log_volume(eig, n_dims)
     tr = np.stack([x["trace"] for x in s])
     out = {
         "embedding": models[0].transform(X),
-        "log_volume": lv.mean(0),
+        "log_volume": lv.mean(0) - reference,
         "trace": tr.mean(0),
-        "eigenvalues": np.stack([x["eigenvalues"] for x in s]).mean(0),
+        "eigenvalues": eig.mean(0),
     }
     out["volume"] = np.exp(out["log_volume"])
     if len(models) > 1:
@@ -92,11 +118,13 @@ def neural_fim(
     *,
     n_components: int = 20,
     hidden: Sequence[int] = (100, 100),
-    epochs: int = 150,
+    activation: str = "silu",
+    epochs: int = 300,
     batch_size: int = 512,
     lr: float = 1e-3,
     max_pairs: int = 1_000_000,
-    n_ensemble: int = 1,
+    n_ensemble: int = 3,
+    n_dims: int | None = None,
     device: str = "cpu",
     diffusion_key: str = "diffusion",
     random_state: int | None = 0,
@@ -106,13 +134,23 @@ def neural_fim(
 ) -> AnnData | None:
     """Train neural FIM on the diffusion operator and write the per-cell Fisher information.
 
-    An MLP ``φ`` (ReLU after every hidden layer, softmax output of size ``n_components``)
+    An MLP ``φ`` (SiLU after every hidden layer, softmax output of size ``n_components``)
     maps the input representation of :func:`scfim.tl.diffusion` (its ``use_rep``) to the
-    probability simplex so that ``√JS(φ(x), φ(y)) ≈ √JS(Pᵗ(x,·), Pᵗ(y,·))`` on random
-    pairs of cells (Fasina et al. 2023, Eq. 6). Each cell's metric is the Fisher
-    information of the categorical distribution ``φ(x)``,
-    ``g(x) = Σ_k φ_k ∇log φ_k ∇log φ_kᵀ`` (see :mod:`scfim.models.neural_fim`), of rank at
-    most ``r = min(d, n_components − 1)``.
+    probability simplex so that ``√JS(φ(x), φ(y)) ≈ √JS(Pᵗ(x,·), Pᵗ(y,·))`` on pairs of
+    cells (Fasina et al. 2023, Eq. 6): half of the partners uniformly random (the global
+    layout), half among the cells a diffusion step most likely reaches (the local speed of
+    φ, which is what the metric measures). Training runs until the held-out loss stops
+    improving under a decaying learning rate. Each cell's metric is the Fisher information
+    of the categorical distribution ``φ(x)``, ``g(x) = Σ_k φ_k ∇log φ_k ∇log φ_kᵀ`` (see
+    :mod:`scfim.models.neural_fim`), of rank at most ``r = min(d, n_components − 1)``.
+    By default three networks with different seeds are trained and their per-cell fields
+    averaged: single networks agree on the branch points but their per-cell values differ
+    more between training seeds than the mean of three does.
+
+    The volume is measured on the ``k`` leading eigenvalues of g, ``k`` the intrinsic
+    dimension (the participation ratio of the FIM spectrum, or ``n_dims``): the other
+    eigenvalues are directions the diffusion operator hardly distinguishes. It is written
+    relative to the median cell, so that values read as "× the typical cell".
 
     Parameters
     ----------
@@ -122,18 +160,24 @@ def neural_fim(
         Size of the output simplex (≥ 2, and at most the number of diffusion states).
     hidden
         Hidden layer widths.
+    activation
+        ``"silu"``, ``"softplus"`` or ``"relu"`` (the paper's; its metric is piecewise
+        constant and less reproducible between seeds).
     epochs
-        Maximal number of epochs (one epoch = ``n_obs`` random pairs); also bounded by
-        ``max_pairs`` and cut by early stopping on held-out pairs.
+        Maximal number of epochs (an epoch visits every cell, at least 4096 pairs); also
+        bounded by ``max_pairs`` and cut by early stopping on held-out pairs.
     batch_size
         Pairs per optimisation step.
     lr
         AdamW learning rate.
     max_pairs
-        Bound on the total number of training pairs.
+        Bound on the number of training pairs of each network.
     n_ensemble
         Number of independently initialised networks (seeds ``random_state + i``); the
         per-cell fields are their mean, with standard deviations written alongside.
+    n_dims
+        Number of leading eigenvalues of g in the log-volume; None estimates the intrinsic
+        dimension from the spectra (:func:`~scfim.models.neural_fim.intrinsic_dimension`).
     device
         Torch device (``"cpu"``, ``"cuda"``…).
     diffusion_key
@@ -153,10 +197,13 @@ def neural_fim(
             ``(n_obs, n_components)`` probabilities ``φ(x)`` (first ensemble member: the output
             coordinates of different members are not aligned);
         ``adata.obs["fim_log_volume"]``
-            ``½ Σ log λ_i`` over the top ``r`` eigenvalues of g, each clamped below at
-            ``1e-10 · λ_1`` (log of the Riemannian volume element; ensemble mean);
+            log of the relative volume: ``½ Σ_{i ≤ k} log λ_i`` over the ``k`` leading
+            eigenvalues of g (each clamped below at ``1e-10 · λ_1``; ensemble mean) minus its
+            median over the cells (0 for the median cell; the subtracted value is
+            ``uns[key_added]["log_volume_reference"]``);
         ``adata.obs["fim_volume"]``
-            ``exp(fim_log_volume)``;
+            ``exp(fim_log_volume)``: the Riemannian volume element relative to the median
+            cell (1 = typical, 2 = twice its volume);
         ``adata.obs["fim_trace"]``
             ``tr g(x)`` (ensemble mean);
         ``adata.obsm["fim_eigenvalues"]``
@@ -169,7 +216,8 @@ def neural_fim(
             :meth:`~scfim.models.neural_fim.NeuralFIM.to_dict`), ``fit_seconds``, ``fields``
             (the names above) and, when ``use_rep="X_pca"`` can be reproduced from
             ``adata.X`` and ``varm["PCs"]``, ``pca`` (the mean scanpy centred with) for
-            :func:`neural_fim_transform`.
+            :func:`neural_fim_transform`; ``intrinsic_dim`` (``k``), ``n_dims_estimated``
+            and ``log_volume_reference``.
 
     Raises
     ------
@@ -184,6 +232,10 @@ def neural_fim(
     max_pairs = check_int("max_pairs", max_pairs)
     n_ensemble = check_int("n_ensemble", n_ensemble)
     lr = check_float("lr", lr, minimum=0, exclusive_minimum=True)
+    if n_dims is not None:
+        n_dims = check_int("n_dims", n_dims)
+    if activation not in ("silu", "softplus", "relu"):
+        raise ValueError(f"activation must be 'silu', 'softplus' or 'relu', got {activation!r}")
     dev = _check_device(device)
     progress = check_bool("progress", progress)
     random_state = check_common(random_state, key_added, copy)
@@ -202,6 +254,7 @@ def neural_fim(
             f"n_components={n_components} exceeds the number of diffusion states ({op.n_states})"
         )
     pca = _pca_projection(adata, X) if use_rep == "X_pca" else None
+    neighbors = neighbors_from_transitions(op.transitions, 15)
 
     # ---------------- compute
     start = logg.info(
@@ -213,20 +266,22 @@ def neural_fim(
         model = NeuralFIM(
             n_components,
             hidden,
+            activation=activation,
             epochs=epochs,
             max_pairs=max_pairs,
             batch_size=batch_size,
             lr=lr,
             random_state=None if random_state is None else random_state + i,
             device=dev,
-            verbose=progress,
+            progress=progress,
         )
-        models.append(model.fit(X, op.rows))
+        models.append(model.fit(X, op.rows, neighbors))
         logg.info(
             f"    member {i}: {model.history_['val_loss'].size} epochs, held-out loss "
             f"{float(model.history_['best_val_loss']):.4g}"
         )
-    res = _summaries(models, X)
+    k, reference = _volume_frame(models, X, n_dims)
+    res = _summaries(models, X, k, reference)
 
     # ---------------- write
     adata = adata.copy() if copy else adata
@@ -239,7 +294,9 @@ def neural_fim(
             "batch_size": batch_size,
             "lr": lr,
             "max_pairs": max_pairs,
+            "activation": activation,
             "n_ensemble": n_ensemble,
+            "n_dims": -1 if n_dims is None else n_dims,
             "device": str(dev),
             "diffusion_key": diffusion_key,
             "random_state": random_state,
@@ -252,6 +309,9 @@ def neural_fim(
         "fit_seconds": np.asarray([float(m.history_["fit_seconds"]) for m in models]),
         "fields": _fields(key_added),
         "pca": pca,
+        "intrinsic_dim": k,
+        "n_dims_estimated": n_dims is None,
+        "log_volume_reference": reference,
     }
     adata.uns[key_added] = clean_for_h5ad(uns)
     logg.info("    finished", time=start, deep=logg.added(fields))
@@ -353,12 +413,21 @@ def neural_fim_transform(
     if store is not None and not lazy:
         raise ValueError("store= is for a dask-backed input; this input is in memory")
     start = logg.info(f"evaluating {len(models)} neural FIM model(s) on {X.shape[0]} new cells")
+    if "intrinsic_dim" in info and "log_volume_reference" in info:
+        k, reference = int(info["intrinsic_dim"]), float(info["log_volume_reference"])
+    elif lazy:
+        raise ValueError(
+            "model_from was trained before the relative volume was stored; refit it, or "
+            "transform an in-memory input"
+        )
+    else:  # models stored before the relative volume: measured on these cells
+        k, reference = _volume_frame(models, X, None)
     if lazy:
-        fn = partial(_summaries, models)
+        fn = partial(_summaries, models, n_dims=k, reference=reference)
         res = map_cells(fn, X, chunk_size=chunk_size, store=store, progress=progress)
         res = {name: np.asarray(v) if v.ndim == 1 else v for name, v in res.items()}  # obs
     else:
-        res = _summaries(models, X)
+        res = _summaries(models, X, k, reference)
 
     adata_new = adata_new.copy() if copy else adata_new
     fields = _write(adata_new, res, key_added)
