@@ -206,3 +206,17 @@ def test_robust_limits():
     assert hi < 1e9
     assert robust_limits(np.full(5, np.nan)) == (None, None)
     assert robust_limits(np.ones(4)) == (1.0, 1.0)
+
+
+def test_land_means_placed_when_fitted_on_leading_pcs():
+    """tl.land(n_pcs=...) stores means in the first n_pcs columns of use_rep."""
+    rng = np.random.default_rng(0)
+    a = AnnData(rng.normal(size=(60, 3)).astype(np.float32))
+    a.obsm["X_pca"] = rng.normal(size=(60, 12))
+    a.obsm["X_jsd_phate"] = a.obsm["X_pca"][:, :2] * 3.0
+    a.obs["land_log_likelihood"] = rng.normal(size=60)
+    means = a.obsm["X_pca"][[0, 30], :4]  # two means at cells 0 and 30, 4 leading PCs
+    a.uns["land"] = {"means": means, "params": {"use_rep": "X_pca", "n_pcs": 4}}
+    ax = scfim.pl.land(a, "X_jsd_phate")
+    placed = ax.collections[-1].get_offsets()
+    np.testing.assert_allclose(placed, a.obsm["X_jsd_phate"][[0, 30]], atol=1e-6)

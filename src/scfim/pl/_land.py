@@ -115,6 +115,9 @@ def land(
             P = means[:, :2]
         else:
             X = rep_array(adata, use_rep)
+            n_pcs = res["params"].get("n_pcs")  # tl.land fitted on the leading columns
+            if n_pcs is not None:
+                X = X[:, : int(n_pcs)]
             d, i = cKDTree(X).query(means, k=min(5, len(X)))
             d, i = np.atleast_2d(d), np.atleast_2d(i)
             w = 1.0 / np.maximum(d, 1e-12)
