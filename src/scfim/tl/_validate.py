@@ -111,6 +111,13 @@ def check_common(random_state: Any, key_added: Any, copy: Any) -> int | None:
     return check_random_state(random_state)
 
 
+def check_use_rep(use_rep: Any) -> str | None:
+    """``use_rep`` is a string or None (TypeError otherwise); checked before ``adata`` is read."""
+    if use_rep is not None and not isinstance(use_rep, str):
+        raise TypeError(f"use_rep must be a string or None, got {use_rep!r}")
+    return use_rep
+
+
 def resolve_rep(adata: AnnData, use_rep: str | None) -> str:
     """Input representation: ``use_rep``, else ``"X_pca"`` when present, else ``"X"``.
 
@@ -118,8 +125,7 @@ def resolve_rep(adata: AnnData, use_rep: str | None) -> str:
     """
     if use_rep is None:
         return "X_pca" if "X_pca" in adata.obsm else "X"
-    if not isinstance(use_rep, str):
-        raise TypeError(f"use_rep must be a string or None, got {use_rep!r}")
+    check_use_rep(use_rep)
     rep_matrix(adata, use_rep)  # KeyError when it is missing
     return use_rep
 

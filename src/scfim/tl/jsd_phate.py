@@ -12,7 +12,7 @@ from ..geometry.diffusion import extend_transitions
 from ..geometry.jsd_phate import jsd_phate_embedding, jsd_phate_place
 from ._basis import new_cells_basis
 from ._store import read_operator
-from ._validate import check_bool, check_int, check_key_added, get_rep, require_key
+from ._validate import check_bool, check_int, check_key_added, check_use_rep, get_rep, require_key
 
 __all__ = ["jsd_phate", "jsd_phate_transform"]
 
@@ -158,8 +158,7 @@ def jsd_phate_transform(
         On invalid input; ``adata_new`` is then left unchanged.
     """
     check_key_added(key_added)
-    if use_rep is not None and not isinstance(use_rep, str):
-        raise TypeError(f"use_rep must be a string or None, got {use_rep!r}")
+    check_use_rep(use_rep)
     max_iter = check_int("max_iter", max_iter)
     check_bool("copy", copy)
     fit = require_key(model_from, key_added, "jsd_phate", what="model_from")

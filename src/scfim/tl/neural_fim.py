@@ -29,6 +29,7 @@ from ._validate import (
     check_float,
     check_int,
     check_key_added,
+    check_use_rep,
     get_rep,
     require_key,
 )
@@ -398,8 +399,7 @@ def neural_fim_transform(
         On invalid input; ``adata_new`` is then left unchanged.
     """
     check_key_added(key_added)
-    if use_rep is not None and not isinstance(use_rep, str):
-        raise TypeError(f"use_rep must be a string or None, got {use_rep!r}")
+    check_use_rep(use_rep)
     check_bool("copy", copy)
     check_bool("progress", progress)
     dev = _check_device(device)
