@@ -118,29 +118,15 @@ def geodesic(
             if not pd.api.types.is_numeric_dtype(col):  # name the cells' groups
                 starts = [f"{starts[0]} ({col.loc[starts[0]]})"]
                 ends = [f"{ends[0]} ({col.loc[ends[0]]})"]
+        labels = [
+            ("o", f"start: {starts[0]}" if one else "start"),
+            ("s", f"end: {ends[0]}" if one else "end"),
+        ]
         handles = [
             Line2D(
-                [],
-                [],
-                color=path_color,
-                lw=2.2,
-                marker="o",
-                ms=7,
-                mec="white",
-                ls="none",
-                label=f"start: {starts[0]}" if one else "start",
-            ),
-            Line2D(
-                [],
-                [],
-                color=path_color,
-                lw=2.2,
-                marker="s",
-                ms=7,
-                mec="white",
-                ls="none",
-                label=f"end: {ends[0]}" if one else "end",
-            ),
+                [], [], color=path_color, lw=2.2, marker=m, ms=7, mec="white", ls="none", label=lab
+            )
+            for m, lab in labels
         ]
         # scanpy's categorical legend stays the Axes' legend (layout engines make room for
         # it); the start/end legend is an extra artist inside the Axes
