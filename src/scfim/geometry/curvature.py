@@ -33,16 +33,26 @@ same boundary in both.
 
 **Cost.** Everything is local: per cell, two dense ``patch_size × patch_size`` kernels and
 ``2t`` matrix–vector products, vectorised over batches of cells. The only global steps are
-one kNN graph (``patch_size − 1`` neighbours) and the bandwidth. Chosen cells
+one kNN graph (for the dimension estimate) and the exact patches. Chosen cells
 (``cells=``) cost the kNN graph plus their own patches, and give exactly the values of a
 full run.
 
 Choices (measured on spheres, sphere caps, saddles and planes of dimension 2–6 under four
 sampling schemes, see ``benchmarks/bench_curvature.py``):
 
-* **Kernel**: ``exp(−d² / σ)`` with one fixed bandwidth σ, the squared median distance of
-  the cells to their ``n_neighbors``-th neighbour; anisotropy α = 1 (removes the sampling
-  density to first order).
+* **Kernel**: ``exp(−d² / σ_x)`` with a bandwidth tied to the patch, ``σ_x = 0.25 R_x²``
+  (``R_x`` the distance from x to the farthest cell of its patch); anisotropy α = 1
+  (removes the sampling density to first order). With one global bandwidth (the squared
+  median distance to the 15th neighbour) the walk outgrew its 128-cell patch at d ≥ 4:
+  σ was 0.6–0.8 R_x², t steps mixed the walk over the whole patch, both walks reached
+  nearly the same stationary ball mass and the difference (relative 10⁻⁴) lost its
+  sign, worst where the sampling is densest around x (Gaussian sampling: saddles 0.5–0.75
+  correct at d = 4–6). Relative to the patch the walk reaches the same fraction of it in
+  every dimension and at every local density; 0.2–0.3 gave the right sign on every cap,
+  sphere and saddle of the tuning clouds at d = 2–6, 0.1 and 0.5 did not.
+* **Duplicates**: exact copies of a cell are one state carrying its multiplicity; the walk
+  is the exact lumping of the walk with every copy present, patches and balls count
+  distinct cells, and copies get identical values.
 * **Ball** ``B(x)``: x and its ``ball_neighbors`` nearest neighbours.
 * **Steps** t = 8 and patches of 128 cells by default.
 """
@@ -56,14 +66,14 @@ import numpy as np
 import torch
 
 from .._progress import progress_bar
-from .graph import knn_graph
+from .diffusion import distinct_states
+from .graph import knn_graph, nearest_cells
 
 _EXACT_PATCHES = 50_000  # largest data set whose patches are exact nearest neighbours
 
 __all__ = [
     "CurvatureResult",
     "neighbor_graph",
-    "nearest_cells",
     "patch_neighbors",
     "estimate_dimension",
     "patch_curvature",
@@ -88,7 +98,7 @@ class CurvatureResult:
     dim
         Intrinsic dimension of the flattening.
     sigma
-        Bandwidth of the Gaussian kernel (scales squared distances).
+        Bandwidth of the Gaussian kernel (scales squared distances) of each cell's patch.
     patch_size
         Cells per patch (the cell included).
     """
@@ -98,7 +108,7 @@ class CurvatureResult:
     flat: np.ndarray
     curvature: np.ndarray
     dim: int
-    sigma: float
+    sigma: np.ndarray
     patch_size: int
 
 
@@ -116,29 +126,6 @@ def neighbor_graph(
     D = knn_graph(X, k, random_state=random_state)
     idx = np.column_stack([np.arange(n), D.indices.reshape(n, k)])
     return idx, np.column_stack([np.zeros(n), D.data.reshape(n, k)])
-
-
-def nearest_cells(X: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
-    """``(B, k)`` exact nearest cells of ``cells`` (itself first, then by distance).
-
-    A query of chosen rows against all cells (float64), so that a patch depends only on
-    its cell and the data: chosen-cell runs give the values of a full run. Candidates are
-    ranked by the Gram expansion, then re-sorted by directly computed distances.
-    """
-    cells = np.asarray(cells, dtype=np.int64)
-    n = X.shape[0]
-    m = min(n, k + 8)  # margin against rounding of the Gram expansion at the cut
-    with torch.no_grad(), _one_thread():
-        Xt = torch.from_numpy(X)
-        sq = (Xt * Xt).sum(1)
-        q = Xt[torch.from_numpy(cells)]
-        d2 = sq[cells][:, None] - 2.0 * (q @ Xt.T) + sq[None, :]
-        d2[torch.arange(cells.size), torch.from_numpy(cells)] = -1.0  # the cell first
-        cand = torch.topk(d2, m, dim=1, largest=False, sorted=True)[1].numpy()
-    exact = np.sqrt(((X[cand] - X[cells][:, None, :]) ** 2).sum(-1))
-    exact[:, 0] = -1.0
-    order = np.argsort(exact, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(cand, order, 1)
 
 
 def patch_neighbors(
@@ -232,32 +219,41 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
-def _walk_mass(sq, sigma: float, t: int, ball: int, pad=None):
+def _walk_mass(sq, sigma, t: int, ball: int, pad=None, w=None):
     """Ball mass ``C`` of a t-step α = 1 Gaussian walk from patch member 0, per patch.
 
-    ``sq`` is a ``(B, M, M)`` tensor of squared distances (overwritten); ``pad`` an
-    optional ``(B, M)`` boolean tensor of padding entries (isolated from the walk).
+    ``sq`` is a ``(B, M, M)`` tensor of squared distances (overwritten), ``sigma`` a
+    ``(B,)`` tensor of bandwidths; ``pad`` an optional ``(B, M)`` boolean tensor of padding
+    entries (isolated from the walk); ``w`` optional ``(B, M)`` multiplicities of the
+    members: the walk is then the exact lumping of the walk on all copies, and C the mean
+    over the ball's copies.
     """
-    K = sq.mul_(-1.0 / sigma).exp_()
+    K = sq.div_(-sigma[:, None, None]).exp_()
     if pad is not None:
         K.masked_fill_(pad[:, :, None] | pad[:, None, :], 0.0)
         K.diagonal(dim1=1, dim2=2).masked_fill_(pad, 1.0)
-    q = K.sum(2)
-    K.div_(q[:, :, None]).div_(q[:, None, :])
+    if w is None:
+        q = K.sum(2)
+        K.div_(q[:, :, None]).div_(q[:, None, :])
+    else:
+        q = torch.bmm(K, w[:, :, None])[:, :, 0]
+        K.div_(q[:, :, None]).mul_((w / q)[:, None, :])
     K.div_(K.sum(2, keepdim=True))  # row-stochastic P on each patch
     r = K[:, :1, :]  # one step from member 0
     for _ in range(int(t) - 1):
         r = torch.bmm(r, K)
-    return r[:, 0, : ball + 1].mean(1)
+    if w is None:
+        return r[:, 0, : ball + 1].mean(1)
+    return r[:, 0, : ball + 1].sum(1) / w[:, : ball + 1].sum(1)
 
 
-def _off_surface(Y, T, V):
+def _off_surface(Y, T, V, w=None):
     """Scatter of the patch's cells off a quadratic surface fitted over the tangent space.
 
     The normal part ``N = Y − T Vᵀ`` of each cell is regressed (least squares over the
     patch) on ``[1, T, T_i T_j]``; the residual estimates the noise, the fit the curvature.
     Returns ``(residual, fit)``, or None when the patch is too small for the fit
-    (``4p > M``, p regressors).
+    (``4p > M``, p regressors). Optional ``(B, M)`` multiplicities ``w`` weight the fit.
     """
     B, M, dim = T.shape
     if 4 * (1 + dim + dim * (dim + 1) // 2) > M:
@@ -266,9 +262,10 @@ def _off_surface(Y, T, V):
     quad = (T[:, :, :, None] * T[:, :, None, :])[:, :, iu[0], iu[1]]
     Phi = torch.cat([torch.ones(B, M, 1, dtype=T.dtype), T, quad], dim=2)
     N = Y - torch.bmm(T, V.transpose(1, 2))
-    G = torch.bmm(Phi.transpose(1, 2), Phi)
+    PhiT = Phi.transpose(1, 2) if w is None else (Phi * w[:, :, None]).transpose(1, 2)
+    G = torch.bmm(PhiT, Phi)
     G.diagonal(dim1=1, dim2=2).add_(1e-10 * G.diagonal(dim1=1, dim2=2).mean(1, keepdim=True))
-    coef = torch.linalg.solve(G, torch.bmm(Phi.transpose(1, 2), N))
+    coef = torch.linalg.solve(G, torch.bmm(PhiT, N))
     fit = torch.bmm(Phi, coef)
     quad = torch.bmm(Phi[:, :, 1 + dim :], coef[:, 1 + dim :, :])
     return N - fit, fit, quad
@@ -286,10 +283,11 @@ def patch_curvature(
     patches: np.ndarray,
     *,
     dim: int,
-    sigma: float,
+    sigma,
     t: int,
     ball_neighbors: int,
     noise_aware: bool = True,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(C, C_flat)`` for a batch of patches.
 
@@ -304,7 +302,8 @@ def patch_curvature(
     dim
         Dimension of the tangent space the patch is flattened to.
     sigma
-        Gaussian bandwidth (scales squared distances).
+        Gaussian bandwidth (scales squared distances): one for all patches, or ``(B,)``,
+        one per patch (see :func:`patch_bandwidth`).
     t
         Number of steps.
     ball_neighbors
@@ -313,6 +312,11 @@ def patch_curvature(
     noise_aware
         Keep each cell's scatter off a quadratic surface fitted to the patch (its noise)
         in the flattened patch, so that noise thickens both walks alike.
+    weights
+        Optional ``(n,)`` multiplicities of the rows of ``X`` (exact duplicate cells
+        collapsed into one row): the walks, the tangent space and the surface fit are
+        then those of the patch with every copy present, and C the mean over the copies
+        in the ball. None is the same as all ones.
 
     Returns
     -------
@@ -328,16 +332,22 @@ def patch_curvature(
         # tangent space: top `dim` principal directions of the cell's ball, from the
         # smaller of its two Gram forms (float64 eigh; LAPACK's batched SVD is slower)
         nb = Y[:, : ball_neighbors + 1, :]
-        nb = nb - nb.mean(1, keepdim=True)
+        if weights is None:
+            w = None
+            nb = nb - nb.mean(1, keepdim=True)
+        else:
+            w = torch.from_numpy(np.where(missing, 1.0, weights[patches]).astype(np.float64))
+            wb = w[:, : ball_neighbors + 1, None]
+            nb = (nb - (wb * nb).sum(1, keepdim=True) / wb.sum(1, keepdim=True)) * wb.sqrt()
         if nb.shape[2] <= nb.shape[1]:
             V = torch.linalg.eigh(torch.bmm(nb.transpose(1, 2), nb))[1][:, :, -dim:]
         else:
-            w, A = torch.linalg.eigh(torch.bmm(nb, nb.transpose(1, 2)))
+            A = torch.linalg.eigh(torch.bmm(nb, nb.transpose(1, 2)))[1]
             V = torch.bmm(nb.transpose(1, 2), A[:, :, -dim:])  # (B, D, dim), unnormalised
             V /= torch.linalg.vector_norm(V, dim=1, keepdim=True).clamp_(min=1e-300)
         T = torch.bmm(Y, V)  # (B, M, dim) tangent coordinates
         ny2 = (Y * Y).sum(2)
-        fitted = _off_surface(Y, T, V) if noise_aware else None
+        fitted = _off_surface(Y, T, V, w) if noise_aware else None
         # radial normal coordinates: each cell keeps its distance from the centre, measured
         # on the fitted surface when the scatter E off it is kept (E then enters separately)
         if fitted is None:
@@ -351,9 +361,22 @@ def patch_curvature(
         Z = T * scale[:, :, None]
         if E is not None:
             Z = torch.cat([Z, E], dim=2)
-        C = _walk_mass(_squared_distances(Y), sigma, t, ball_neighbors, pad)
-        C_flat = _walk_mass(_squared_distances(Z), sigma, t, ball_neighbors, pad)
+        sig = torch.from_numpy(np.array(np.broadcast_to(sigma, missing.shape[:1]), np.float64))
+        C = _walk_mass(_squared_distances(Y), sig, t, ball_neighbors, pad, w)
+        C_flat = _walk_mass(_squared_distances(Z), sig, t, ball_neighbors, pad, w)
     return C.numpy(), C_flat.numpy()
+
+
+def patch_bandwidth(X: np.ndarray, patches: np.ndarray, bandwidth: float) -> np.ndarray:
+    """Bandwidth of each patch's walks: ``σ_x = bandwidth · R_x²``.
+
+    ``R_x`` is the distance from the cell x (column 0) to the farthest cell of its patch
+    (``-1`` padding ignored). Tying the kernel to the patch keeps the walk's reach a fixed
+    fraction of the patch whatever the dimension and the local sampling density.
+    """
+    patches = np.asarray(patches)
+    Y = X[np.where(patches < 0, patches[:, :1], patches)] - X[patches[:, :1]]
+    return bandwidth * np.einsum("bmd,bmd->bm", Y, Y).max(1)
 
 
 def _batch_size(patch_size: int, D: int) -> int:
@@ -383,12 +406,16 @@ def diffusion_curvature(
     cells: np.ndarray | None = None,
     dim: int | None = None,
     sigma: float | None = None,
+    bandwidth: float = 0.25,
     smooth: int = 0,
     noise_aware: bool = True,
     progress: bool = False,
     random_state: int | None = 0,
 ) -> CurvatureResult:
     """Pointwise diffusion curvature of the cells ``cells`` (all cells by default).
+
+    Exact duplicate rows are collapsed into one cell with their multiplicity (see the
+    module notes); every copy gets the value of its cell.
 
     Parameters
     ----------
@@ -397,7 +424,8 @@ def diffusion_curvature(
     t
         Number of diffusion steps (integer ≥ 1).
     n_neighbors
-        k of the bandwidth ``σ = median_x d_k(x)²``.
+        Neighbours per cell of the kNN graph behind the dimension estimate, the
+        smoothing and (more than 50 000 cells) the two-step patches.
     ball_neighbors
         The ball ``B(x)`` is x and its ``ball_neighbors`` nearest neighbours; the tangent
         space of the flat reference is fitted to the same cells.
@@ -411,7 +439,12 @@ def diffusion_curvature(
         Intrinsic dimension of the flat reference; estimated from the neighbour distances
         (:func:`estimate_dimension`) when None.
     sigma
-        Gaussian bandwidth; default from the data (see ``n_neighbors``).
+        One Gaussian bandwidth for every patch; by default each patch gets its own
+        (see ``bandwidth``).
+    bandwidth
+        Bandwidth of each patch relative to its size: ``σ_x = bandwidth · R_x²`` with
+        ``R_x`` the distance from x to the farthest cell of its patch (ignored when
+        ``sigma`` is given).
     smooth
         Average C and C_flat over each cell and its ``smooth`` nearest neighbours (0: no
         averaging).
@@ -462,6 +495,8 @@ def diffusion_curvature(
             raise ValueError(f"dim={dim} exceeds the {X.shape[1]} features")
     if sigma is not None and (not np.isfinite(sigma) or sigma <= 0):
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    if isinstance(bandwidth, bool) or not np.isfinite(bandwidth) or bandwidth <= 0:
+        raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
     if cells is None:
         idx = np.arange(n)
     else:
@@ -472,37 +507,52 @@ def diffusion_curvature(
             raise ValueError(f"cell indices must lie in [-{n}, {n}), got {idx.min()}..{idx.max()}")
         idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
 
+    # exact duplicates: one row per distinct cell, carrying its multiplicity (the walks are
+    # then the exact lumping of the walks with every copy present); copies share a value
+    states = distinct_states(X)
+    weights = None if states is None else states.counts.astype(np.float64)
+    Xs = X if states is None else X[states.first]
+    ns = Xs.shape[0]
+    if ns < need + 1:
+        raise ValueError(
+            f"need at least max(n_neighbors, ball_neighbors, smooth) + 2 = {need + 1} "
+            f"distinct cells, got {ns}"
+        )
+    at = idx if states is None else states.labels[idx]
+
     # patches: the exact patch_size − 1 nearest neighbours of the evaluated cells up to
     # 50 000 cells; beyond, the two-step neighbourhood of a kNN graph ranked by path length
-    small = n <= _EXACT_PATCHES
+    small = ns <= _EXACT_PATCHES
     k_graph = max(n_neighbors, smooth, 10) if small else max(n_neighbors, ball_neighbors, smooth)
-    nbrs, dist = neighbor_graph(X, min(n - 1, k_graph), random_state=random_state)
-    if sigma is None:
-        sigma = float(np.median(dist[:, n_neighbors]) ** 2)
-    d = dim if dim is not None else estimate_dimension(dist, k=min(10, n - 1))
+    nbrs, dist = neighbor_graph(Xs, min(ns - 1, k_graph), random_state=random_state)
+    d = dim if dim is not None else estimate_dimension(dist, k=min(10, ns - 1))
     d = min(d, X.shape[1])
 
     # cells whose values are needed: the chosen ones, and their neighbours when smoothing
-    need_cells = np.unique(nbrs[idx, : smooth + 1]) if smooth else np.unique(idx)
+    need_cells = np.unique(nbrs[at, : smooth + 1]) if smooth else np.unique(at)
     raw = np.empty(need_cells.size)
     flat = np.empty(need_cells.size)
+    sig = np.full(need_cells.size, np.nan if sigma is None else float(sigma))
     size = _batch_size(patch_size, X.shape[1])
     starts = range(0, need_cells.size, size)
     for s in progress_bar(starts, desc="diffusion curvature", unit="batch", progress=progress):
         b = need_cells[s : s + size]
         if small:
-            patches = nearest_cells(X, b, min(n, patch_size))
+            patches = nearest_cells(Xs, b, min(ns, patch_size))
         else:
             patches = patch_neighbors(nbrs, dist, b, patch_size)
+        if sigma is None:
+            sig[s : s + b.size] = patch_bandwidth(Xs, patches, bandwidth)
         raw[s : s + b.size], flat[s : s + b.size] = patch_curvature(
-            X,
+            Xs,
             patches,
             dim=d,
-            sigma=sigma,
+            sigma=sig[s : s + b.size],
             t=t,
             ball_neighbors=ball_neighbors,
             noise_aware=noise_aware,
+            weights=weights,
         )
-    pos = np.searchsorted(need_cells, nbrs[idx, : smooth + 1])
+    pos = np.searchsorted(need_cells, nbrs[at, : smooth + 1])
     raw_i, flat_i = raw[pos].mean(1), flat[pos].mean(1)
-    return CurvatureResult(idx, raw_i, flat_i, raw_i - flat_i, int(d), float(sigma), patch_size)
+    return CurvatureResult(idx, raw_i, flat_i, raw_i - flat_i, int(d), sig[pos[:, 0]], patch_size)

@@ -413,3 +413,43 @@ def interpolate_curves(c, t_old, t_new):
     w = ((t_new - t0) / (t1 - t0).clamp_min(1e-300)).clamp(0, 1)[..., None]
     gi = idx[..., None].expand(-1, -1, c.shape[2])
     return (1 - w) * torch.gather(c, 1, gi) + w * torch.gather(c, 1, gi + 1)
+
+
+def nearest_cells(X: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
+    """``(B, k)`` exact nearest cells of ``cells`` (itself first, then by distance).
+
+    A query of chosen rows against all cells (float64, one torch thread), so that the
+    answer for a cell depends only on the cell and the data, not on the other cells of the
+    query. Candidates are ranked by the Gram expansion with a margin of 8, then re-sorted
+    by directly computed distances.
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` float64 array.
+    cells
+        ``(B,)`` row indices to query.
+    k
+        Cells returned per query, the cell itself included (``≤ n``).
+    """
+    import torch
+
+    cells = np.asarray(cells, dtype=np.int64)
+    n = X.shape[0]
+    m = min(n, k + 8)  # margin against rounding of the Gram expansion at the cut
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            Xt = torch.from_numpy(X)
+            sq = (Xt * Xt).sum(1)
+            q = Xt[torch.from_numpy(cells)]
+            d2 = sq[cells][:, None] - 2.0 * (q @ Xt.T) + sq[None, :]
+            d2[torch.arange(cells.size), torch.from_numpy(cells)] = -1.0  # the cell first
+            cand = torch.topk(d2, m, dim=1, largest=False, sorted=True)[1].numpy()
+    finally:
+        torch.set_num_threads(threads)
+    exact = np.sqrt(((X[cand] - X[cells][:, None, :]) ** 2).sum(-1))
+    exact[:, 0] = -1.0
+    order = np.argsort(exact, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(cand, order, 1)

@@ -24,6 +24,7 @@ def diffusion_curvature(
     n_neighbors: int = 15,
     ball_neighbors: int = 30,
     patch_size: int = 128,
+    bandwidth: float = 0.25,
     smooth: int = 0,
     cells=None,
     use_rep: str | None = None,
@@ -40,14 +41,18 @@ def diffusion_curvature(
     ``C(x) = Σ_{y ∈ B(x)} Pᵗ(x, y) / |B(x)|`` is the average probability that a t-step
     random walk from cell x ends in the ball ``B(x)`` of x and its ``ball_neighbors``
     nearest neighbours (in ``use_rep``). The walk runs on x's *patch* (x and its
-    ``patch_size − 1`` nearest neighbours) with a fixed-bandwidth Gaussian kernel (σ =
-    squared median distance to the ``n_neighbors``-th neighbour, anisotropy α = 1). The
+    ``patch_size − 1`` nearest neighbours) with a Gaussian kernel whose bandwidth is tied
+    to the patch (``σ_x = bandwidth · R_x²``, ``R_x`` the distance from x to the farthest
+    cell of its patch; anisotropy α = 1), so that the walk reaches the same fraction of
+    its patch in every dimension and at every sampling density. The
     flat reference ``C_flat(x)`` is the same walk on the same cells after flattening the
     patch onto x's tangent space (local PCA, ``dim`` components; each cell keeps its
     distance from x): sampling noise, density and boundary are shared by both walks and
     cancel in ``C − C_flat``, which is positive for positive and negative for negative
     (scalar) curvature, and exactly 0 on flat data. See :mod:`scfim.geometry.curvature`
-    for the choices and their measurements.
+    for the choices and their measurements. Exact duplicate cells are collapsed into one
+    cell carrying its multiplicity (the walk is the exact lumping of the walk with every
+    copy present), and copies get identical values.
 
     Parameters
     ----------
@@ -56,13 +61,17 @@ def diffusion_curvature(
     t
         Number of diffusion steps (integer ≥ 1).
     n_neighbors
-        k of the kernel bandwidth (integer ≥ 1).
+        Neighbours per cell of the kNN graph behind the dimension estimate and the
+        smoothing (integer ≥ 1).
     ball_neighbors
         Size of the ball: the cell and its ``ball_neighbors`` nearest neighbours (also
         the cells the tangent space is fitted to).
     patch_size
         Cells in each walk's patch; larger patches measure a larger scale at quadratic
         cost per cell.
+    bandwidth
+        Kernel bandwidth relative to the patch: ``σ_x = bandwidth · R_x²`` (a positive
+        number).
     smooth
         Average C and C_flat over the cell and its ``smooth`` nearest neighbours (0: none).
     cells
@@ -94,8 +103,9 @@ def diffusion_curvature(
         ``adata.obs[f"{{key_added}}_raw"]``
             ``C(x)`` (only with the flat reference);
         ``adata.uns[key_added]``
-            ``params`` (the arguments, with the resolved ``use_rep``), the kernel bandwidth
-            ``sigma``, the dimension ``dim`` used and ``n_cells`` (cells evaluated).
+            ``params`` (the arguments, with the resolved ``use_rep``), the median kernel
+            bandwidth ``sigma`` of the evaluated cells' patches, the dimension ``dim``
+            used and ``n_cells`` (cells evaluated).
 
     Raises
     ------
@@ -111,6 +121,11 @@ def diffusion_curvature(
     flat_reference = check_bool("flat_reference", flat_reference)
     noise_aware = check_bool("noise_aware", noise_aware)
     progress = check_bool("progress", progress)
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float, np.number)):
+        raise TypeError(f"bandwidth must be a number, got {bandwidth!r}")
+    if not np.isfinite(bandwidth) or bandwidth <= 0:
+        raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
+    bandwidth = float(bandwidth)
     if dim is not None:
         dim = check_int("dim", dim)
     random_state = check_common(random_state, key_added, copy)
@@ -140,6 +155,7 @@ def diffusion_curvature(
         n_neighbors=n_neighbors,
         ball_neighbors=ball_neighbors,
         patch_size=patch_size,
+        bandwidth=bandwidth,
         cells=idx,
         smooth=smooth,
         dim=dim,
@@ -164,6 +180,7 @@ def diffusion_curvature(
             "n_neighbors": n_neighbors,
             "ball_neighbors": ball_neighbors,
             "patch_size": patch_size,
+            "bandwidth": bandwidth,
             "smooth": smooth,
             "use_rep": rep,
             "flat_reference": bool(flat_reference),
@@ -171,14 +188,15 @@ def diffusion_curvature(
             "dim": dim,
             "random_state": random_state,
         },
-        "sigma": float(res.sigma),
+        "sigma": float(np.median(res.sigma)),
         "dim": int(res.dim),
         "n_cells": int(np.unique(res.idx).size),
     }
     adata.uns[key_added] = clean_for_h5ad(result)
     fields = [keys["curvature"], *([keys["raw"]] if flat_reference else []), keys["uns"]]
     logg.info(
-        f"    finished: kernel bandwidth sigma = {res.sigma:.3g}, dimension {res.dim}",
+        f"    finished: median kernel bandwidth sigma = {np.median(res.sigma):.3g}, "
+        f"dimension {res.dim}",
         time=start,
         deep=logg.added(fields),
     )
