@@ -188,3 +188,28 @@ def test_extend_transitions_of_a_new_point_follow_its_neighbours():
     assert T[np.argsort(d)[:8]].sum() > 0.5
     with pytest.raises(ValueError, match="columns"):
         dm.extend_transitions(X, X[:2, :3], n_neighbors=8, **kw)
+
+
+def test_auto_knn_reuses_the_landmark_clusters_as_ivf_index(monkeypatch):
+    """Beyond EXACT_KNN_CELLS distinct cells with landmarks, "auto" searches by IVF over them."""
+    Xs = branching(900, 20, 3)
+    seen = {}
+    original = dm.knn_graph
+
+    def spy(X, k, *, method="auto", clusters=None, random_state=0):
+        seen.update(method=method, clusters=clusters)
+        return original(X, k, method=method, clusters=clusters, random_state=random_state)
+
+    monkeypatch.setattr(dm, "knn_graph", spy)
+    monkeypatch.setattr(dm, "EXACT_KNN_CELLS", 500)
+    op, _ = dm.build_operator(Xs, n_landmarks=150, t=5)
+    assert seen["method"] == "ivf"
+    np.testing.assert_array_equal(seen["clusters"], op.landmark_labels)
+    exact, _ = dm.build_operator(Xs, n_landmarks=150, t=5, knn_method="exact")
+    assert seen["method"] == "exact"
+    idx = np.arange(0, 900, 7)
+    tv = 0.5 * np.abs(op.rows(idx) - exact.rows(idx)).sum(1)
+    assert np.median(tv) < 1e-3 and tv.max() < 0.05  # (nearly) the same neighbours
+    monkeypatch.setattr(dm, "EXACT_KNN_CELLS", 5000)
+    dm.build_operator(Xs, n_landmarks=150, t=5)
+    assert seen["method"] == "auto"  # below the threshold: knn_graph's own rule (exact)

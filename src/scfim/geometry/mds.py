@@ -55,37 +55,48 @@ def classical_mds(D: np.ndarray, n_components: int = 2) -> np.ndarray:
 
 
 def stress(D: np.ndarray, Y: np.ndarray) -> float:
-    """Kruskal's normalised stress-1 ``sqrt(Σ (d_ij − ‖y_i − y_j‖)² / Σ d_ij²)``."""
+    """Kruskal's normalised stress-1 ``sqrt(Σ (d_ij − ‖y_i − y_j‖)² / Σ d_ij²)`` (float64)."""
     D = np.ascontiguousarray(D, dtype=np.float64)
-    Y = np.ascontiguousarray(Y, dtype=np.float64)
-    raw = 2.0 * _guttman_step(D, Y, np.empty_like(Y))
+    Yt = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).T)
+    raw = 2.0 * _guttman_step(D, Yt, np.empty_like(Yt))
     return float(np.sqrt(raw / max((D**2).sum(), 1e-300)))
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _guttman_step(D, Y, Ynew):  # pragma: no cover - compiled
-    """One SMACOF (Guttman) update, fused: returns the raw stress at ``Y``."""
-    n, d = Y.shape
+def _guttman_step(D, Yt, Ynew_t):  # pragma: no cover - compiled
+    """One SMACOF (Guttman) update, fused: returns the raw stress at ``Y``.
+
+    Coordinates are stored axis-major (``Yt`` is ``(k, n)``) and the ratio is branch-free,
+    so that every inner loop runs over contiguous memory and vectorises (about 2× faster
+    than a loop over the pairs with the coordinates innermost).
+    """
+    k, n = Yt.shape
     row_stress = np.zeros(n)
     for i in numba.prange(n):
-        acc = np.zeros(d)
+        e2 = np.zeros(n)
+        for c in range(k):
+            yc = Yt[c, i]
+            row = Yt[c]
+            for j in range(n):
+                t = yc - row[j]
+                e2[j] += t * t
+        Di = D[i]
+        r = np.empty(n)
         bsum = 0.0
         st = 0.0
         for j in range(n):
-            if j == i:
-                continue
-            e2 = 0.0
-            for c in range(d):
-                diff = Y[i, c] - Y[j, c]
-                e2 += diff * diff
-            e = np.sqrt(e2)
-            r = D[i, j] / e if e > 1e-12 else 0.0
-            bsum += r
-            for c in range(d):
-                acc[c] -= r * Y[j, c]
-            st += (e - D[i, j]) ** 2
-        for c in range(d):
-            Ynew[i, c] = (acc[c] + bsum * Y[i, c]) / n
+            e = np.sqrt(e2[j])
+            # the ratio d_ij / e_ij, 0 for coincident points (and for j = i)
+            rj = Di[j] / max(e, 1e-12) * (e > 1e-12)
+            r[j] = rj
+            bsum += rj
+            st += (e - Di[j]) ** 2
+        for c in range(k):
+            row = Yt[c]
+            acc = 0.0
+            for j in range(n):
+                acc += r[j] * row[j]
+            Ynew_t[c, i] = (bsum * Yt[c, i] - acc) / n
         row_stress[i] = st
     return 0.5 * row_stress.sum()
 
@@ -100,9 +111,9 @@ def metric_mds(
 ) -> tuple[np.ndarray, float]:
     """Metric MDS by SMACOF (Guttman transform), started from classical MDS.
 
-    Minimises the raw stress ``Σ_{i<j} (d_ij − ‖y_i − y_j‖)²``; stops when the relative
-    decrease of the stress between iterations falls below ``tol``. Each iteration is one
-    fused, parallel pass over the pairs (no ``n × n`` temporaries).
+    Minimises the raw stress ``Σ_{i<j} (d_ij − ‖y_i − y_j‖)²`` (de Leeuw 1977); stops when
+    the relative decrease of the stress between iterations falls below ``tol``. Each
+    iteration is one fused, parallel pass over the pairs (no ``n × n`` temporaries).
 
     Parameters
     ----------
@@ -126,15 +137,16 @@ def metric_mds(
     if not np.all(np.isfinite(D)):
         raise ValueError("D contains NaN or infinite values")
     Y = classical_mds(D, n_components) if init is None else np.array(init, dtype=np.float64)
-    Y = np.ascontiguousarray(Y)
-    Ynew = np.empty_like(Y)
+    Yt = np.ascontiguousarray(Y.T)
+    Ynew_t = np.empty_like(Yt)
     prev = np.inf
     for _ in range(max_iter):
-        cur = _guttman_step(D, Y, Ynew)
+        cur = _guttman_step(D, Yt, Ynew_t)
         if np.isfinite(prev) and prev - cur <= tol * prev:
             break
         prev = cur
-        Y, Ynew = Ynew, Y
+        Yt, Ynew_t = Ynew_t, Yt
+    Y = np.ascontiguousarray(Yt.T)
     return _fix_signs(Y), stress(D, Y)
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "neighbors_from_transitions",
     "intrinsic_dimension",
     "leading_log_volume",
+    "check_device",
 ]
 
 RowsFn = Callable[[np.ndarray], np.ndarray]
@@ -114,6 +115,41 @@ class _SimplexNet(nn.Module):
         return lins[-1](h), dh @ lins[-1].weight.T
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` that can be used here, or a clear error.
+
+    Nothing falls back to the CPU silently: a CUDA (or MPS) device that this machine does not
+    have raises, naming what is available.
+
+    Raises
+    ------
+    ValueError
+        For a string that is not a torch device, a device type other than ``"cpu"``,
+        ``"cuda"`` and ``"mps"``, or a device that is not available.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a valid torch device ('cpu', 'cuda')") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} requested but CUDA is not available (torch "
+                f"{torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); use 'cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r} requested but only {torch.cuda.device_count()} "
+                "CUDA device(s) are available"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={str(device)!r} requested but MPS is not available")
+    elif dev.type != "cpu":
+        raise ValueError(f"device={str(device)!r}: only 'cpu', 'cuda' and 'mps' are supported")
+    return dev
+
+
 class FIMSummary(dict):
     """Per-cell summaries of the FIM: ``trace``, ``log_volume``, ``eigenvalues`` (arrays)."""
 
@@ -123,17 +159,19 @@ def _gram_eigs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Trace and ascending eigenvalues of the ``m × m`` Gram form ``AAᵀ`` (float64).
 
-    ``AAᵀ = C (J_z J_zᵀ) Cᵀ`` with ``C = diag(√φ)(I − 1φᵀ)``: only ``J_z J_zᵀ`` touches the
-    ``d`` axis, everything else is ``m × m``. Its non-zero eigenvalues are those of
-    ``g = AᵀA``, whatever ``d`` is.
+    ``AAᵀ = C K Cᵀ`` with ``K = J_z J_zᵀ`` and ``C = diag(√φ)(I − 1φᵀ)``: only ``K`` touches
+    the ``d`` axis. The centring is a rank-one update, ``(I − 1φᵀ) K (I − φ1ᵀ) = K − k1ᵀ −
+    1kᵀ + (φᵀk) 11ᵀ`` with ``k = Kφ``, so the rest costs ``O(m²)`` per cell instead of two
+    ``m × m`` matrix products. The non-zero eigenvalues are those of ``g = AᵀA``, whatever
+    ``d`` is. Everything stays on the device of the inputs.
     """
     phi = torch.softmax(logits.double(), dim=-1)  # (B, m)
     J = J.double()
     K = J @ J.transpose(1, 2)  # (B, m, m)
-    m = phi.shape[1]
-    eye = torch.eye(m, dtype=phi.dtype, device=phi.device)
-    C = phi.sqrt()[:, :, None] * (eye - phi[:, None, :])  # C_ij = √φ_i (δ_ij − φ_j)
-    G = C @ K @ C.transpose(1, 2)
+    k = (K @ phi[:, :, None])[..., 0]  # Kφ
+    c = (phi * k).sum(-1)  # φᵀKφ
+    s = phi.sqrt()
+    G = (K - k[:, :, None] - k[:, None, :] + c[:, None, None]) * s[:, :, None] * s[:, None, :]
     G = 0.5 * (G + G.transpose(1, 2))
     trace = torch.diagonal(G, dim1=1, dim2=2).sum(-1)
     if pool is None or G.shape[0] < 512 or G.device.type != "cpu":
@@ -610,25 +648,48 @@ class NeuralFIM:
         return self._check_fitted()
 
     def _as_input(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
+        """``X`` as a 2-D float array (float32 and float64 kept as they are, no copy).
+
+        The cells are converted to the Jacobian's dtype chunk by chunk, so that a float32
+        matrix of many cells is never copied to float64 as a whole. Non-finite values are
+        looked for in blocks (bounded temporary memory).
+        """
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
         if X.ndim == 1:
             X = X[None]
         if X.ndim != 2 or X.shape[1] != self.n_features_:
             raise ValueError(f"expected {self.n_features_} features, got input shape {X.shape}")
-        if not np.isfinite(X).all():
-            raise ValueError("inputs contain NaN or infinite values")
+        for s in range(0, X.shape[0], 65536):
+            if not np.isfinite(X[s : s + 65536]).all():
+                raise ValueError("inputs contain NaN or infinite values")
         return X
 
+    def _chunk_cells(self, chunk_size: int | None) -> int:
+        """Cells per batch: ``chunk_size``, or 2048 on a CPU and 32768 on an accelerator."""
+        if chunk_size is None:
+            return 2048 if self.device.type == "cpu" else 32768
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        return int(chunk_size)
+
     def transform(self, X, *, chunk_size: int = 65536) -> np.ndarray:
-        """``φ(x)``: the ``(n, n_components)`` probabilities (the ``X_neural_fim`` embedding)."""
+        """``φ(x)``: the ``(n, n_components)`` probabilities (the ``X_neural_fim`` embedding).
+
+        Each chunk of cells is copied to the model's device once; the probabilities are
+        gathered there and copied back once at the end.
+        """
         net = self._check_fitted()
         X = self._as_input(X)
-        out = np.empty((X.shape[0], self.n_components), dtype=np.float64)
+        chunk = self._chunk_cells(chunk_size)
+        dev = check_device(self.device)
+        out = torch.empty((X.shape[0], self.n_components), dtype=torch.float64, device=dev)
         with torch.no_grad():
-            for s in range(0, X.shape[0], chunk_size):
-                xb = torch.as_tensor(X[s : s + chunk_size], dtype=torch.float32, device=self.device)
-                out[s : s + chunk_size] = torch.softmax(net(xb).double(), -1).cpu().numpy()
-        return out
+            for s in range(0, X.shape[0], chunk):
+                xb = torch.as_tensor(X[s : s + chunk], dtype=torch.float32).to(dev)
+                out[s : s + chunk] = torch.softmax(net(xb).double(), -1)
+        return out.cpu().numpy()
 
     def _jacobian_fn(self, dtype: torch.dtype, method: str = "func"):
         """Batched ``x ↦ (logits, J_z)``; ``method`` is ``"func"`` or ``"analytic"``."""
@@ -691,7 +752,7 @@ class NeuralFIM:
         X = self._as_input(X)
         fn = self._jacobian_fn(dtype)
         with torch.no_grad():
-            z, J = fn(torch.as_tensor(X, dtype=dtype, device=self.device))
+            z, J = fn(torch.as_tensor(X, dtype=dtype).to(check_device(self.device)))
             phi = torch.softmax(z.double(), -1)
             J = J.double()
             A = (J - torch.einsum("bm,bmd->bd", phi, J)[:, None, :]) * phi.sqrt()[:, :, None]
@@ -708,7 +769,7 @@ class NeuralFIM:
         X,
         *,
         basis: np.ndarray | None = None,
-        chunk_size: int = 2048,
+        chunk_size: int | None = None,
         jacobian_dtype: torch.dtype = torch.float32,
         jacobian: str = "analytic",
         rtol: float = EIG_RTOL,
@@ -723,6 +784,11 @@ class NeuralFIM:
         ``AAᵀ`` and its eigenvalues are computed in float64. No Python loop runs per cell,
         no ``d × d`` matrix is formed; memory is bounded by ``chunk_size``.
 
+        On an accelerator (the model's ``device``), each chunk of cells (and of ``basis``) is
+        copied to it once, everything else runs there, and the per-cell results are gathered
+        on the device and copied back once at the end. On a CPU the eigenvalue problems of a
+        chunk are split over torch's threads.
+
         Parameters
         ----------
         X
@@ -731,8 +797,10 @@ class NeuralFIM:
             Optional ``(n, d, k)`` orthonormal bases, one per cell: the metric is then
             restricted to their span, ``Uᵀ g U`` (``k × k``; e.g. the data's local tangent
             space), and the summaries are those of the restriction.
-        chunk_size, jacobian_dtype, jacobian, rtol
-            Cells per batch; dtype and method of the Jacobian; clamp of the log-volume.
+        chunk_size
+            Cells per batch (None: 2048 on a CPU, 32768 on an accelerator).
+        jacobian_dtype, jacobian, rtol
+            Dtype and method of the Jacobian; clamp of the log-volume.
         n_dims
             Number of leading eigenvalues in the log-volume (None: all, see
             :func:`fim_summary`).
@@ -751,21 +819,20 @@ class NeuralFIM:
             if basis.ndim != 3 or basis.shape[:2] != X.shape:
                 raise ValueError(f"basis must have shape ({n}, {X.shape[1]}, k), got {basis.shape}")
             rank = min(basis.shape[2], self.n_components - 1)
+        chunk = self._chunk_cells(chunk_size)
+        dev = check_device(self.device)
         fn = self._jacobian_fn(jacobian_dtype, jacobian)
-        trace = np.empty(n)
-        eig = np.empty((n, self.n_components))
-        n_workers = max(1, torch.get_num_threads())
+        trace = torch.empty(n, dtype=torch.float64, device=dev)
+        eig = torch.empty((n, self.n_components), dtype=torch.float64, device=dev)
+        n_workers = max(1, torch.get_num_threads()) if dev.type == "cpu" else 1
         with torch.no_grad(), ThreadPoolExecutor(n_workers) as pool:
-            for s in range(0, n, chunk_size):
-                xb = X[s : s + chunk_size]
-                z, J = fn(torch.as_tensor(xb, dtype=jacobian_dtype, device=self.device))
+            for s in range(0, n, chunk):
+                e = min(s + chunk, n)
+                z, J = fn(torch.as_tensor(X[s:e], dtype=jacobian_dtype).to(dev))
                 if basis is not None:
-                    U = torch.as_tensor(basis[s : s + chunk_size], device=self.device)
-                    J = J.double() @ U
-                tr, ev = _gram_eigs(z, J, pool if n_workers > 1 else None)
-                trace[s : s + chunk_size] = tr.cpu().numpy()
-                eig[s : s + chunk_size] = ev.cpu().numpy()
-        return fim_summary(eig, trace, rank, rtol, n_dims)
+                    J = J.double() @ torch.as_tensor(basis[s:e]).to(dev)
+                trace[s:e], eig[s:e] = _gram_eigs(z, J, pool if n_workers > 1 else None)
+        return fim_summary(eig.cpu().numpy(), trace.cpu().numpy(), rank, rtol, n_dims)
 
     def log_volume(self, X, **kwargs) -> np.ndarray:
         """``½ Σ log λ_i`` over the top ``min(d, m − 1)`` eigenvalues of g (:func:`fim_summary`)."""
@@ -827,6 +894,7 @@ class NeuralFIM:
     @classmethod
     def from_dict(cls, state: dict, *, device: str | torch.device = "cpu") -> NeuralFIM:
         """Rebuild a fitted model from :meth:`to_dict` output (also after an h5ad round trip)."""
+        device = check_device(device)
         cfg = dict(state.get("config", {}))
         rs = int(cfg.pop("random_state", 0))
         std = str(state.get("standardize", "global"))

@@ -180,8 +180,9 @@ def diffusion(
         use ``adata.uns[key]`` as given (warning about any incompatibility). None: always
         build scfim's own graph. The log says which graph was used.
     knn_method
-        ``"auto"`` (exact up to 50 000 cells, else ``"ivf"``), ``"exact"``, ``"ivf"`` or
-        ``"pynndescent"``.
+        ``"auto"`` (exact up to 5000 distinct cells; beyond, an inverted-file search
+        (``"ivf"``) over the landmark clusters, or, with the exact operator, exact up to
+        50 000 cells), ``"exact"``, ``"ivf"`` or ``"pynndescent"``.
     random_state
         Seed of the approximate kNN search and of the landmark clustering.
     {key_added}
