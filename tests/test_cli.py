@@ -215,3 +215,22 @@ def test_run_with_parameters_and_group_ends(cells_file, tmp_path):
     res = ad.read_h5ad(out / "cells.h5ad")
     assert list(np.ravel(res.uns["geodesic"]["start"])) == ["c3"]
     assert list(np.ravel(res.uns["geodesic"]["end"])) == ["c80"]
+
+
+def test_demo_builds_its_own_graph_on_pbmc_without_a_warning(tmp_path, monkeypatch):
+    """pbmc68k_reduced ships a 10-NN graph; the demo's 15-NN diffusion must not warn."""
+    import warnings
+
+    calls = {}
+
+    def record(adata, out, name, *, options, **kwargs):
+        calls[name] = (adata, options)
+
+    monkeypatch.setattr(cli, "run_pipeline", record)
+    assert cli.main(["demo", "--out", str(tmp_path), "--n-tree", "60"]) == 0
+    pbmc, options = calls["pbmc68k_reduced"]
+    assert options.neighbors_key is None and calls["tree"][1].neighbors_key == "auto"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scfim.tl.diffusion(pbmc, neighbors_key=options.neighbors_key, n_neighbors=15)
+    assert pbmc.uns["diffusion"]["params"]["neighbors_key"] is None

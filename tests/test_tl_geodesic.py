@@ -60,8 +60,9 @@ def test_ode_method_and_fisher_rao_energy(fitted):
     assert g["endpoint_error"][0] < 0.1 * span  # x(1) lands near the end cell
     assert g["lengths"][0] > 0 and g["lengths"][1] < 1e-8  # same cell: length 0
     # the energy solver with the Jacobian-free Fisher–Rao energy
-    scfim.tl.geodesic(a, "c0", "c70", energy="fisher_rao", n_points=10, key_added="fr")
-    scfim.tl.geodesic(a, "c0", "c70", n_points=10, key_added="quad")
+    kw = {"method": "energy", "n_points": 10}
+    scfim.tl.geodesic(a, "c0", "c70", energy="fisher_rao", key_added="fr", **kw)
+    scfim.tl.geodesic(a, "c0", "c70", energy="metric", key_added="quad", **kw)
     L_fr, L_q = a.uns["fr"]["lengths"][0], a.uns["quad"]["lengths"][0]
     assert L_fr == pytest.approx(L_q, rel=0.1)
     np.testing.assert_array_equal(a.uns["quad"]["endpoint_error"], 0.0)
@@ -86,11 +87,51 @@ def test_hot_starts_graph_density_none(fitted):
     assert p[0] > p[1]  # the density start stays where the cells are
     lengths = {}
     for hs in ("graph", "density", "none", True, False):
-        scfim.tl.geodesic(a, "c0", "c150", n_points=12, hot_start=hs, key_added="h")
+        scfim.tl.geodesic(
+            a, "c0", "c150", method="energy", n_points=12, hot_start=hs, key_added="h"
+        )
         lengths[str(hs)] = a.uns["h"]["lengths"][0]
     assert a.uns["h"]["params"]["hot_start"] == "none"
     assert all(np.isfinite(v) and v > 0 for v in lengths.values())
     assert lengths["True"] == pytest.approx(lengths["graph"])
+
+
+def _fisher_rao_bound(a, s, e):
+    """2 arccos Σ√(φ(s)φ(e)) averaged over the ensemble: no curve is shorter."""
+    from scfim.tl._store import read_fim_ensemble
+
+    X = np.asarray(a.X, dtype=np.float64)
+    models, _ = read_fim_ensemble(a, "neural_fim")
+    bounds = []
+    for m in models:
+        with torch.no_grad():
+            phi = torch.softmax(m.network(torch.as_tensor(X[[s, e]], dtype=torch.float32)).double(), -1).numpy()
+        bounds.append(2 * np.arccos(min(1.0, np.sqrt(phi[0] * phi[1]).sum())))
+    return float(np.mean(bounds))
+
+
+def test_default_graph_geodesic_follows_the_cells(fitted):
+    """The default curve runs along kNN edges: every point lies on a segment between two
+    neighbouring cells, its length is the distance fisher_rao_distances reports for the
+    pair, and it is no shorter than the Fisher–Rao distance of the end distributions."""
+    from scipy.spatial import cKDTree
+
+    a = fitted.copy()
+    scfim.tl.geodesic(a, "c0", "c150")
+    g = a.uns["geodesic"]
+    assert g["params"]["method"] == "graph" and g["paths"].shape == (1, 32, 5)
+    X = np.asarray(a.X, dtype=float)
+    d, _ = cKDTree(X).query(X, k=16)
+    assert g["proximity"][0] <= 0.5 * d[:, 15].max() + 1e-6
+    assert g["nn_distance"] == pytest.approx(np.median(d[:, 1]))
+    np.testing.assert_array_equal(g["endpoint_error"], 0.0)
+    scfim.tl.fisher_rao_distances(a, ["c0", "c150"])
+    D = a.uns["fisher_rao_distances"]["distances"]
+    assert g["lengths"][0] == pytest.approx(D[0, 1], rel=1e-9)
+    assert g["lengths"][0] >= _fisher_rao_bound(a, 0, 150)
+    for energy in ("fisher_rao", "metric"):
+        scfim.tl.geodesic(a, "c0", "c150", method="energy", energy=energy, key_added="c")
+        assert a.uns["c"]["lengths"][0] >= 0.9 * _fisher_rao_bound(a, 0, 150)
 
 
 @pytest.mark.parametrize(
@@ -109,6 +150,8 @@ def test_hot_starts_graph_density_none(fitted):
         ((0, 1), {"fim_key": "missing"}, KeyError),
         ((0.5, 1), {}, TypeError),
         ((0, 1), {"hot_start": "spline"}, ValueError),
+        ((0, 1), {"n_neighbors": 0}, ValueError),
+        ((0, 1), {"n_neighbors": 2.5}, TypeError),
     ],
 )
 def test_bad_input_leaves_adata_unchanged(fitted, args, kwargs, exc):
