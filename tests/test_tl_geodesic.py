@@ -105,7 +105,9 @@ def _fisher_rao_bound(a, s, e):
     bounds = []
     for m in models:
         with torch.no_grad():
-            phi = torch.softmax(m.network(torch.as_tensor(X[[s, e]], dtype=torch.float32)).double(), -1).numpy()
+            phi = torch.softmax(
+                m.network(torch.as_tensor(X[[s, e]], dtype=torch.float32)).double(), -1
+            ).numpy()
         bounds.append(2 * np.arccos(min(1.0, np.sqrt(phi[0] * phi[1]).sum())))
     return float(np.mean(bounds))
 
