@@ -13,6 +13,7 @@ from scfim.geometry.curvature import (
     patch_curvature,
     patch_neighbors,
 )
+from scfim.geometry.graph import nearest_cells
 
 
 def _cloud(shape: str, n_obs: int = 800, n_dim: int = 2, seed: int = 0) -> np.ndarray:
@@ -366,3 +367,18 @@ def test_collapsed_copies_are_the_walk_with_every_copy_present():
     C_1, F_1 = patch_curvature(X, patch, ball_neighbors=ball, weights=np.ones(len(X)), **kw)
     C_0, F_0 = patch_curvature(X, patch, ball_neighbors=ball, **kw)
     np.testing.assert_allclose([C_1, F_1], [C_0, F_0], rtol=1e-12)
+
+
+def test_exact_patch_query_is_exact_and_independent_of_the_batch():
+    """Against brute force (float64 distances, ties by index), on data far from the origin
+    and on a grid full of ties; the answer for a cell does not depend on the others."""
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(30.0), np.arange(30.0)), -1).reshape(-1, 2)
+    for X in (rng.normal(size=(1500, 6)) + 1e3, grid):
+        n, cells = len(X), np.arange(0, len(X), 7)
+        got = nearest_cells(X, cells, 40)
+        d2 = ((X[cells][:, None] - X[None]) ** 2).sum(-1)
+        d2[np.arange(cells.size), cells] = -1.0
+        ref = np.lexsort((np.broadcast_to(np.arange(n), d2.shape), d2), axis=-1)[:, :40]
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(nearest_cells(X, cells[::-1], 40)[::-1], got)

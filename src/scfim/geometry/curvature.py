@@ -32,10 +32,11 @@ sin θ) gives the flat patch the same geodesic extent as the data's, so the walk
 same boundary in both.
 
 **Cost.** Everything is local: per cell, two dense ``patch_size × patch_size`` kernels and
-``2t`` matrix–vector products, vectorised over batches of cells. The only global steps are
-one kNN graph (for the dimension estimate) and the exact patches. Chosen cells
-(``cells=``) cost the kNN graph plus their own patches, and give exactly the values of a
-full run.
+``2t`` matrix–vector products, vectorised over batches of cells. The only global step is
+the search for the patches, an exact query of each evaluated cell against all cells (for
+every cell, the patches also give the neighbour distances of the dimension estimate).
+Chosen cells (``cells=``) cost a 10-neighbour query of every cell (for the dimension) plus
+their own patches, and give exactly the values of a full run.
 
 Choices (measured on spheres, sphere caps, saddles and planes of dimension 2–6 under four
 sampling schemes, see ``benchmarks/bench_curvature.py``):
@@ -379,6 +380,16 @@ def patch_bandwidth(X: np.ndarray, patches: np.ndarray, bandwidth: float) -> np.
     return bandwidth * np.einsum("bmd,bmd->bm", Y, Y).max(1)
 
 
+def _query(X: np.ndarray, cells: np.ndarray, k: int, progress: bool) -> np.ndarray:
+    """:func:`~scfim.geometry.graph.nearest_cells` in chunks of ≤ 32 MiB of distances."""
+    chunk = int(max(32, 2**22 // max(X.shape[0], 1)))
+    out = np.empty((cells.size, k), dtype=np.int64)
+    starts = range(0, cells.size, chunk)
+    for s in progress_bar(starts, desc="nearest cells", unit="batch", progress=progress):
+        out[s : s + chunk] = nearest_cells(X, cells[s : s + chunk], k)
+    return out
+
+
 def _batch_size(patch_size: int, D: int) -> int:
     """Cells per batch: about 2¹⁹ entries (4 MiB) per ``(B, M, M)`` or ``(B, M, D)`` array.
 
@@ -424,8 +435,9 @@ def diffusion_curvature(
     t
         Number of diffusion steps (integer ≥ 1).
     n_neighbors
-        Neighbours per cell of the kNN graph behind the dimension estimate, the
-        smoothing and (more than 50 000 cells) the two-step patches.
+        Neighbours per cell of the kNN graph whose two-step neighbourhoods give the
+        patches of data sets with more than 50 000 distinct cells (smaller ones get
+        exact patches).
     ball_neighbors
         The ball ``B(x)`` is x and its ``ball_neighbors`` nearest neighbours; the tangent
         space of the flat reference is fitted to the same cells.
@@ -521,10 +533,20 @@ def diffusion_curvature(
     at = idx if states is None else states.labels[idx]
 
     # patches: the exact patch_size − 1 nearest neighbours of the evaluated cells up to
-    # 50 000 cells; beyond, the two-step neighbourhood of a kNN graph ranked by path length
+    # 50 000 cells (one query of each cell against all; when every cell is evaluated the
+    # patches also give the neighbour distances of the dimension estimate); beyond, the
+    # two-step neighbourhood of a kNN graph ranked by path length
     small = ns <= _EXACT_PATCHES
-    k_graph = max(n_neighbors, smooth, 10) if small else max(n_neighbors, ball_neighbors, smooth)
-    nbrs, dist = neighbor_graph(Xs, min(ns - 1, k_graph), random_state=random_state)
+    M = min(ns, patch_size)
+    every = small and np.unique(at).size == ns
+    if small:
+        k1 = min(ns, max(11, smooth + 1))  # the cell, 10 neighbours for the dimension
+        rows = _query(Xs, np.arange(ns), M if every else k1, progress)
+        nbrs = rows[:, :k1]
+        dist = np.sqrt(((Xs[nbrs] - Xs[:, None, :]) ** 2).sum(-1))
+    else:
+        k_graph = max(n_neighbors, ball_neighbors, smooth)
+        nbrs, dist = neighbor_graph(Xs, min(ns - 1, k_graph), random_state=random_state)
     d = dim if dim is not None else estimate_dimension(dist, k=min(10, ns - 1))
     d = min(d, X.shape[1])
 
@@ -537,8 +559,10 @@ def diffusion_curvature(
     starts = range(0, need_cells.size, size)
     for s in progress_bar(starts, desc="diffusion curvature", unit="batch", progress=progress):
         b = need_cells[s : s + size]
-        if small:
-            patches = nearest_cells(Xs, b, min(ns, patch_size))
+        if every:
+            patches = rows[b]
+        elif small:
+            patches = nearest_cells(Xs, b, M)
         else:
             patches = patch_neighbors(nbrs, dist, b, patch_size)
         if sigma is None:

@@ -418,10 +418,13 @@ def interpolate_curves(c, t_old, t_new):
 def nearest_cells(X: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
     """``(B, k)`` exact nearest cells of ``cells`` (itself first, then by distance).
 
-    A query of chosen rows against all cells (float64, one torch thread), so that the
-    answer for a cell depends only on the cell and the data, not on the other cells of the
-    query. Candidates are ranked by the Gram expansion with a margin of 8, then re-sorted
-    by directly computed distances.
+    A query of chosen rows against all cells whose answer depends only on the cell and
+    the data, never on the other cells of the query: the k nearest cells by float64
+    distance, ties broken by index. Candidates come from a float32 Gram expansion of the
+    centred data (one torch thread), with a margin of 8; a row is accepted only when its
+    k-th exact distance lies below the margin candidate's float32 value minus a bound on
+    the float32 rounding (so no cell outside the candidates can be nearer), and is
+    otherwise searched exactly against all cells.
 
     Parameters
     ----------
@@ -434,22 +437,35 @@ def nearest_cells(X: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
     """
     import torch
 
-    cells = np.asarray(cells, dtype=np.int64)
-    n = X.shape[0]
-    m = min(n, k + 8)  # margin against rounding of the Gram expansion at the cut
+    cells = np.ascontiguousarray(cells, dtype=np.int64)
+    n, D = X.shape
+    Xc = X - X.mean(0)
+    sq = np.einsum("ij,ij->i", Xc, Xc)
+    m = min(n, k + 8)  # margin against rounding at the cut
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.no_grad():
-            Xt = torch.from_numpy(X)
-            sq = (Xt * Xt).sum(1)
-            q = Xt[torch.from_numpy(cells)]
-            d2 = sq[cells][:, None] - 2.0 * (q @ Xt.T) + sq[None, :]
-            d2[torch.arange(cells.size), torch.from_numpy(cells)] = -1.0  # the cell first
-            cand = torch.topk(d2, m, dim=1, largest=False, sorted=True)[1].numpy()
+            X32 = torch.from_numpy(Xc.astype(np.float32))
+            sq32 = torch.from_numpy(sq.astype(np.float32))
+            c = torch.from_numpy(cells)
+            d2 = torch.addmm(sq32[None, :], X32[c], X32.T, alpha=-2.0).add_(sq32[c][:, None])
+            d2[torch.arange(cells.size), c] = -float("inf")  # the cell first
+            vals, cand = torch.topk(d2, m, dim=1, largest=False, sorted=True)
+            vals, cand = vals.numpy().astype(np.float64), cand.numpy()
     finally:
         torch.set_num_threads(threads)
-    exact = np.sqrt(((X[cand] - X[cells][:, None, :]) ** 2).sum(-1))
-    exact[:, 0] = -1.0
-    order = np.argsort(exact, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(cand, order, 1)
+
+    def ranked(cand, q):
+        e = np.einsum("bmd,bmd->bm", Xc[cand] - Xc[q][:, None, :], Xc[cand] - Xc[q][:, None, :])
+        e[cand == q[:, None]] = -1.0
+        order = np.lexsort((cand, e), axis=-1)
+        return np.take_along_axis(cand, order, 1), np.take_along_axis(e, order, 1)
+
+    out, e = ranked(cand, cells)
+    if m < n:
+        bound = (D + 8) * 2.0**-22 * (sq[cells] + sq.max())
+        redo = np.flatnonzero(e[:, k - 1] >= vals[:, m - 1] - bound)
+        for i in redo:  # exact search against all cells
+            out[i] = ranked(np.arange(n)[None], cells[i : i + 1])[0][0, :m]
+    return out[:, :k]

@@ -61,8 +61,8 @@ def diffusion_curvature(
     t
         Number of diffusion steps (integer ≥ 1).
     n_neighbors
-        Neighbours per cell of the kNN graph behind the dimension estimate and the
-        smoothing (integer ≥ 1).
+        Neighbours per cell of the kNN graph whose two-step neighbourhoods give the
+        patches of data sets with more than 50 000 distinct cells (integer ≥ 1).
     ball_neighbors
         Size of the ball: the cell and its ``ball_neighbors`` nearest neighbours (also
         the cells the tangent space is fitted to).
