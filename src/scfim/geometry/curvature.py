@@ -284,13 +284,15 @@ def patch_curvature(
     patches: np.ndarray,
     *,
     dim: int,
-    sigma,
+    sigma=None,
+    bandwidth: float = 0.25,
     t: int,
     ball_neighbors: int,
     noise_aware: bool = True,
     weights: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(C, C_flat)`` for a batch of patches.
+    return_sigma: bool = False,
+):
+    """``(C, C_flat)`` for a batch of patches (and their bandwidths with ``return_sigma``).
 
     Parameters
     ----------
@@ -303,8 +305,11 @@ def patch_curvature(
     dim
         Dimension of the tangent space the patch is flattened to.
     sigma
-        Gaussian bandwidth (scales squared distances): one for all patches, or ``(B,)``,
-        one per patch (see :func:`patch_bandwidth`).
+        Gaussian bandwidth (scales squared distances): one for all patches, ``(B,)`` one
+        per patch, or None: ``bandwidth · R_x²`` with ``R_x`` the distance from the cell x
+        to the farthest cell of its patch.
+    bandwidth
+        Bandwidth relative to the patch when ``sigma`` is None.
     t
         Number of steps.
     ball_neighbors
@@ -318,11 +323,15 @@ def patch_curvature(
         collapsed into one row): the walks, the tangent space and the surface fit are
         then those of the patch with every copy present, and C the mean over the copies
         in the ball. None is the same as all ones.
+    return_sigma
+        Also return the ``(B,)`` bandwidths used.
 
     Returns
     -------
     C, C_flat
         ``(B,)`` ball masses of the data walk and of the walk on the flattened patch.
+    sigma
+        ``(B,)`` bandwidths, with ``return_sigma``.
     """
     patches = np.asarray(patches)
     missing = patches < 0
@@ -362,22 +371,15 @@ def patch_curvature(
         Z = T * scale[:, :, None]
         if E is not None:
             Z = torch.cat([Z, E], dim=2)
-        sig = torch.from_numpy(np.array(np.broadcast_to(sigma, missing.shape[:1]), np.float64))
+        if sigma is None:  # tied to the patch: the walk reaches the same fraction of it
+            sig = float(bandwidth) * ny2.max(1).values
+        else:
+            sig = torch.from_numpy(np.array(np.broadcast_to(sigma, missing.shape[:1]), np.float64))
         C = _walk_mass(_squared_distances(Y), sig, t, ball_neighbors, pad, w)
         C_flat = _walk_mass(_squared_distances(Z), sig, t, ball_neighbors, pad, w)
+    if return_sigma:
+        return C.numpy(), C_flat.numpy(), sig.numpy()
     return C.numpy(), C_flat.numpy()
-
-
-def patch_bandwidth(X: np.ndarray, patches: np.ndarray, bandwidth: float) -> np.ndarray:
-    """Bandwidth of each patch's walks: ``σ_x = bandwidth · R_x²``.
-
-    ``R_x`` is the distance from the cell x (column 0) to the farthest cell of its patch
-    (``-1`` padding ignored). Tying the kernel to the patch keeps the walk's reach a fixed
-    fraction of the patch whatever the dimension and the local sampling density.
-    """
-    patches = np.asarray(patches)
-    Y = X[np.where(patches < 0, patches[:, :1], patches)] - X[patches[:, :1]]
-    return bandwidth * np.einsum("bmd,bmd->bm", Y, Y).max(1)
 
 
 def _query(X: np.ndarray, cells: np.ndarray, k: int, progress: bool) -> np.ndarray:
@@ -554,7 +556,7 @@ def diffusion_curvature(
     need_cells = np.unique(nbrs[at, : smooth + 1]) if smooth else np.unique(at)
     raw = np.empty(need_cells.size)
     flat = np.empty(need_cells.size)
-    sig = np.full(need_cells.size, np.nan if sigma is None else float(sigma))
+    sig = np.empty(need_cells.size)
     size = _batch_size(patch_size, X.shape[1])
     starts = range(0, need_cells.size, size)
     for s in progress_bar(starts, desc="diffusion curvature", unit="batch", progress=progress):
@@ -565,18 +567,19 @@ def diffusion_curvature(
             patches = nearest_cells(Xs, b, M)
         else:
             patches = patch_neighbors(nbrs, dist, b, patch_size)
-        if sigma is None:
-            sig[s : s + b.size] = patch_bandwidth(Xs, patches, bandwidth)
-        raw[s : s + b.size], flat[s : s + b.size] = patch_curvature(
+        out = patch_curvature(
             Xs,
             patches,
             dim=d,
-            sigma=sig[s : s + b.size],
+            sigma=sigma,
+            bandwidth=bandwidth,
             t=t,
             ball_neighbors=ball_neighbors,
             noise_aware=noise_aware,
             weights=weights,
+            return_sigma=True,
         )
+        raw[s : s + b.size], flat[s : s + b.size], sig[s : s + b.size] = out
     pos = np.searchsorted(need_cells, nbrs[at, : smooth + 1])
     raw_i, flat_i = raw[pos].mean(1), flat[pos].mean(1)
     return CurvatureResult(idx, raw_i, flat_i, raw_i - flat_i, int(d), sig[pos[:, 0]], patch_size)
