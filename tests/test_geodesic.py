@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 import torch
+from scipy.spatial import cKDTree
 
-from scfim.geometry.geodesic import energy_geodesic, refinement_levels
+from scfim.geometry.geodesic import (
+    energy_geodesic,
+    initial_curves,
+    refinement_levels,
+    solve_geodesics,
+)
+from scfim.geometry.graph import graph_paths, knn_graph, symmetrize
 from scfim.geometry.metric import DensityMetric, EuclideanMetric, SphereMetric, SumMetric
 
 
@@ -179,3 +186,68 @@ def test_density_on_nearest_components_is_a_truncated_sum():
     np.testing.assert_allclose(small.density(x[:, :3]).numpy(), ref.density(x[:, :3]).numpy())
     with pytest.raises(ValueError):
         DensityMetric(data, n_nearest=0)
+
+
+# chart points of the sphere away from the poles and the seam of the azimuth
+_CHART = np.c_[
+    np.random.default_rng(0).uniform(0.5, 2.6, 400), np.random.default_rng(1).uniform(0.3, 3.0, 400)
+]
+_S, _E = np.array([0, 1, 2]), np.array([3, 4, 5])
+
+
+def test_solve_geodesics_energy_and_ode_agree_on_the_sphere():
+    """Both solvers behind one entry point find the great circles between data points: the
+    energy solver from the graph path, the ODE from the straight line (from the jagged
+    graph path in the chart its 120 Adam steps leave it up to 2 % long)."""
+    m = SphereMetric()
+    exact = m.distance(_CHART[_S], _CHART[_E])
+    en = solve_geodesics(m, _CHART, _S, _E, n_points=33)
+    ode = solve_geodesics(
+        m, _CHART, _S, _E, method="ode", hot_start="none", n_points=13, n_steps=120
+    )
+    assert en.method == "energy" and ode.method == "ode"
+    np.testing.assert_allclose(en.lengths, exact, rtol=2e-3)
+    np.testing.assert_allclose(ode.lengths, en.lengths, rtol=5e-3)
+    np.testing.assert_allclose(en.paths[:, -1], _CHART[_E])
+    assert np.all(ode.endpoint_error < 1e-2 * np.linalg.norm(_CHART[_E] - _CHART[_S], axis=1))
+    # proximity: the largest distance of a curve point to the nearest data point
+    for res in (en, ode):
+        d = cKDTree(_CHART).query(res.paths.reshape(-1, 2))[0].reshape(3, -1).max(1)
+        np.testing.assert_allclose(res.proximity, d)
+
+
+@pytest.mark.parametrize("method", ["energy", "ode"])
+def test_solve_geodesics_batched_equals_one_by_one(method):
+    m = SphereMetric()
+    kw = {"n_points": 9, "n_steps": 10} if method == "ode" else {"n_points": 25}
+    batch = solve_geodesics(m, _CHART, _S, _E, method=method, **kw)
+    for i in range(3):
+        one = solve_geodesics(m, _CHART, _S[i], _E[i], method=method, **kw)
+        assert one.lengths[0] == pytest.approx(batch.lengths[i], rel=1e-5)
+        np.testing.assert_allclose(one.paths[0], batch.paths[i], atol=1e-4)
+        assert one.proximity[0] == pytest.approx(batch.proximity[i], abs=1e-4)
+
+
+def test_initial_curves_graph_density_none():
+    """The graph start runs through data points, the density start is a curve between the
+    two points, "none" is the solvers' straight line; init overrides the hot start."""
+    G = symmetrize(knn_graph(_CHART, 10))
+    paths, _ = graph_paths(G, _CHART, _S, _E, 12)
+    np.testing.assert_allclose(initial_curves(_CHART, _S, _E, 12, graph=G), paths)
+    np.testing.assert_allclose(initial_curves(_CHART, _S, _E, 12, n_neighbors=10), paths)
+    dens = initial_curves(_CHART, _S, _E, 12, "density")
+    assert dens.shape == (3, 12, 2)
+    np.testing.assert_allclose(dens[:, 0], _CHART[_S], atol=1e-12)
+    np.testing.assert_allclose(dens[:, -1], _CHART[_E], atol=1e-12)
+    assert initial_curves(_CHART, _S, _E, 12, "none") is None
+    line = np.linspace(_CHART[_S], _CHART[_E], 9).transpose(1, 0, 2)
+    r = solve_geodesics(
+        SphereMetric(), _CHART, _S, _E, method="ode", init=line, n_points=9, n_steps=0
+    )
+    np.testing.assert_allclose(r.paths, line, atol=1e-12)  # not the graph path
+    with pytest.raises(ValueError, match="hot_start"):
+        initial_curves(_CHART, _S, _E, 12, "straight")
+    with pytest.raises(ValueError, match="method"):
+        solve_geodesics(SphereMetric(), _CHART, _S, _E, method="shooting")
+    with pytest.raises(ValueError, match="start points"):
+        solve_geodesics(SphereMetric(), _CHART, _S, _E[:2])

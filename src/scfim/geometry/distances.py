@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .geodesic import solve_geodesics
 from .graph import (
     connect_components,
-    graph_paths,
     knn_graph,
     metric_edge_lengths,
     shortest_paths,
@@ -189,17 +189,17 @@ def geodesic_distances(
             range(0, ii.size, per), desc="geodesics", unit="batch", progress=progress
         ):
             bi, bj = ii[b : b + per], jj[b : b + per]
-            res = _solve_pairs(
+            res = solve_geodesics(
                 metric,
-                graph,
                 X,
                 src[bi],
                 tgt[bj],
-                refine,
-                n_points,
-                max_iter,
-                n_steps,
-                random_state,
+                method=refine,
+                graph=graph,
+                n_points=n_points,
+                max_iter=max_iter,
+                n_steps=n_steps,
+                random_state=random_state,
             )
             # a distance is an infimum over curves: the energy solver's curve or the graph
             # path, whichever is shorter (the ODE's curve misses the target: kept as is)
@@ -212,26 +212,6 @@ def geodesic_distances(
     if symmetric:
         np.fill_diagonal(D, 0.0)
     return DistanceResult(D, DG, miss, refined)
-
-
-def _solve_pairs(metric, graph, X, s, e, refine, n_points, max_iter, n_steps, random_state):
-    """One batch of curve solves started from the graph paths."""
-    from .geodesic import energy_geodesic
-    from .geodesic_ode import ode_geodesic
-
-    if refine == "energy":
-        init, _ = graph_paths(graph, X, s, e, n_points)
-        return energy_geodesic(metric, X[s], X[e], n_points=n_points, init=init, max_iter=max_iter)
-    init, _ = graph_paths(graph, X, s, e, 2 * n_points)
-    return ode_geodesic(
-        metric,
-        X[s],
-        X[e],
-        n_points=n_points,
-        init=init,
-        n_steps=n_steps,
-        random_state=random_state,
-    )
 
 
 def geodesic_pseudotime(
@@ -283,8 +263,6 @@ def geodesic_pseudotime(
     distances, nearest_root
         ``(n,)`` distances and the index (into ``roots``) of each point's nearest root.
     """
-    from .geodesic import energy_geodesic
-
     X = np.asarray(X, dtype=np.float64)
     roots = np.unique(np.atleast_1d(np.asarray(roots, dtype=np.int64)))
     if graph is None:
@@ -308,8 +286,7 @@ def geodesic_pseudotime(
         DL[i] = shortest_paths(graph, lm[i])[0]
         gap = np.minimum(gap, DL[i])
     r = roots[nearest[lm]]
-    init, _ = graph_paths(graph, X, r, lm, n_points)
-    res = energy_geodesic(metric, X[r], X[lm], n_points=n_points, init=init, max_iter=max_iter)
+    res = solve_geodesics(metric, X, r, lm, graph=graph, n_points=n_points, max_iter=max_iter)
     dE = np.minimum(res.lengths, d[lm])  # a refinement never lengthens the path
     via = dE[:, None] + DL  # (L, n)
     best = np.argmin(via, axis=0)

@@ -25,13 +25,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .graph import interpolate_curves
-from .metric import Metric
+from .graph import graph_paths, interpolate_curves, knn_graph, symmetrize
+from .metric import DensityMetric, Metric
 
 __all__ = [
     "GeodesicResult",
+    "HOT_STARTS",
+    "METHODS",
     "energy_geodesic",
+    "initial_curves",
     "refinement_levels",
+    "solve_geodesics",
     "torch_threads",
 ]
 
@@ -56,6 +60,9 @@ class GeodesicResult:
         points (0 for the energy solver, whose end points are fixed).
     method
         ``"energy"`` or ``"ode"``.
+    proximity
+        ``(B,)`` largest distance of a curve point to its nearest data point, filled in by
+        :func:`solve_geodesics` (None from the solvers themselves).
     """
 
     paths: np.ndarray
@@ -64,6 +71,7 @@ class GeodesicResult:
     n_iter: int
     endpoint_error: np.ndarray | None = None
     method: str = "energy"
+    proximity: np.ndarray | None = None
 
 
 @contextmanager
@@ -229,3 +237,159 @@ def _solve_levels(metric, a, b, c0, levels, energy, max_iter, tol) -> GeodesicRe
     return GeodesicResult(
         c.numpy(), lengths.numpy(), energies.numpy(), n_iter, np.zeros(a.shape[0]), "energy"
     )
+
+
+#: Solvers of :func:`solve_geodesics`.
+METHODS = ("energy", "ode")
+#: Starting curves of :func:`initial_curves`.
+HOT_STARTS = ("graph", "density", "none")
+
+
+def initial_curves(
+    X: np.ndarray,
+    start,
+    end,
+    n_points: int,
+    hot_start: str = "graph",
+    *,
+    graph=None,
+    density: DensityMetric | None = None,
+    n_neighbors: int = 15,
+) -> np.ndarray | None:
+    """Starting curves ("hot starts") for the curve solvers between data points.
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` data points.
+    start, end
+        Equally long index arrays into ``X``.
+    n_points
+        Points per returned curve.
+    hot_start
+        ``"graph"``: the shortest path of the kNN graph (a path through the data, the
+        Isomap construction of Tenenbaum et al. 2000), resampled by arc length;
+        ``"density"``: the minimum-energy curve under the density metric
+        ``I / (p(x) + ε)`` alone (Hauberg's density metric; it follows the dense regions
+        of the data, which a low-rank pull-back metric may not see);
+        ``"none"``: None (the solvers then start from the straight line).
+    graph
+        The weighted graph whose shortest paths to take (``"graph"``); default the
+        symmetric Euclidean kNN graph of ``X`` with ``n_neighbors`` neighbours.
+    density
+        The density metric (``"density"``); default ``DensityMetric(X, normalize=True)``.
+    n_neighbors
+        Neighbours of the default graph.
+
+    Returns
+    -------
+    ``(B, n_points, d)`` curves from ``X[start[i]]`` to ``X[end[i]]``, or None.
+    """
+    if hot_start not in HOT_STARTS:
+        raise ValueError(f"hot_start must be one of {HOT_STARTS}, got {hot_start!r}")
+    X = np.asarray(X, dtype=np.float64)
+    s = np.atleast_1d(np.asarray(start, dtype=np.int64))
+    e = np.atleast_1d(np.asarray(end, dtype=np.int64))
+    if hot_start == "graph":
+        if graph is None:
+            graph = symmetrize(knn_graph(X, min(int(n_neighbors), X.shape[0] - 1)))
+        return graph_paths(graph, X, s, e, n_points)[0]
+    if hot_start == "density":
+        dens = density if density is not None else DensityMetric(X, normalize=True)
+        return energy_geodesic(dens, X[s], X[e], n_points=n_points, max_iter=100).paths
+    return None
+
+
+def solve_geodesics(
+    metric: Metric,
+    X: np.ndarray,
+    start,
+    end,
+    *,
+    method: str = "energy",
+    init: np.ndarray | None = None,
+    hot_start: str = "graph",
+    graph=None,
+    density: DensityMetric | None = None,
+    energy: str = "metric",
+    n_points: int = 32,
+    max_iter: int = 300,
+    n_steps: int = 300,
+    random_state: int | None = 0,
+    progress: bool = False,
+) -> GeodesicResult:
+    """Geodesics between data points ``X[start[i]]`` and ``X[end[i]]`` by either solver.
+
+    The one entry point from data points to curves: it chooses the starting curves
+    (``init``, else :func:`initial_curves` with ``hot_start``), runs the energy solver
+    (:func:`energy_geodesic`) or the neural-ODE solver of Fasina et al. (2023, Eq. 9;
+    :func:`~scfim.geometry.geodesic_ode.ode_geodesic`) on the whole batch, and measures
+    how far the curves stray from the data (``proximity``).
+
+    Parameters
+    ----------
+    metric
+        A :class:`~scfim.geometry.metric.Metric` on ``R^d``.
+    X
+        ``(n, d)`` data points.
+    start, end
+        Equally long index arrays into ``X`` (scalars for one pair).
+    method
+        ``"energy"`` or ``"ode"``.
+    init
+        ``(B, m, d)`` starting curves; overrides ``hot_start``.
+    hot_start, graph, density
+        See :func:`initial_curves`. The ODE's starting curves get ``2 n_points`` points
+        (its field follows them between the RK4 grid points).
+    energy
+        ``"metric"`` (:meth:`Metric.curve_energy`) or ``"fisher_rao"``
+        (:meth:`Metric.divergence_energy`, Jacobian-free for a neural Fisher metric);
+        energy solver only.
+    n_points
+        Points per curve, end points included (the RK4 grid of ``"ode"``).
+    max_iter
+        L-BFGS iterations per level (``"energy"``).
+    n_steps, random_state
+        Adam steps and seed of the initial field weights (``"ode"``).
+    progress
+        Progress bar over the Adam steps (``"ode"``).
+
+    Returns
+    -------
+    :class:`GeodesicResult` with ``proximity`` filled in.
+    """
+    from scipy.spatial import cKDTree
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if energy not in ("metric", "fisher_rao"):
+        raise ValueError(f"energy must be 'metric' or 'fisher_rao', got {energy!r}")
+    X = np.asarray(X, dtype=np.float64)
+    s = np.atleast_1d(np.asarray(start, dtype=np.int64))
+    e = np.atleast_1d(np.asarray(end, dtype=np.int64))
+    if s.shape != e.shape:
+        raise ValueError(f"{s.size} start points but {e.size} end points")
+    m = 2 * int(n_points) if method == "ode" else int(n_points)
+    if init is None:
+        init = initial_curves(X, s, e, m, hot_start, graph=graph, density=density)
+    if method == "ode":
+        from .geodesic_ode import ode_geodesic
+
+        res = ode_geodesic(
+            metric,
+            X[s],
+            X[e],
+            n_points=n_points,
+            init=init,
+            n_steps=n_steps,
+            random_state=random_state,
+            progress=progress,
+        )
+    else:
+        fn = metric.divergence_energy if energy == "fisher_rao" else None
+        res = energy_geodesic(
+            metric, X[s], X[e], n_points=n_points, init=init, energy=fn, max_iter=max_iter
+        )
+    d = cKDTree(X).query(res.paths.reshape(-1, X.shape[1]))[0]
+    res.proximity = d.reshape(len(s), -1).max(1)
+    return res
