@@ -5,7 +5,9 @@
 - :func:`symmetrize`, :func:`connect_components`, :func:`metric_edge_lengths`: the
   undirected graph, joined into one component, with edges re-weighted by the Riemannian
   length of the straight segment under a :class:`~scfim.geometry.metric.Metric` (short
-  edges are nearly geodesic, so graph paths approximate geodesics, Tenenbaum et al. 2000).
+  edges are nearly geodesic, so graph paths approximate geodesics, Tenenbaum et al. 2000;
+  :func:`segment_lengths`); :func:`edge_stretch` finds the edges a metric stretches far
+  more than their neighbours (shortcuts).
 - :func:`shortest_paths` / :func:`path_nodes` / :func:`graph_paths`: Dijkstra distances
   and predecessor trees, the vertex sequences of paths, and paths as resampled polylines.
 - :func:`resample_polyline` (arc length) and :func:`interpolate_curves` (batched, on
@@ -22,6 +24,8 @@ __all__ = [
     "symmetrize",
     "connect_components",
     "metric_edge_lengths",
+    "segment_lengths",
+    "edge_stretch",
     "shortest_paths",
     "path_nodes",
     "graph_paths",
@@ -251,15 +255,50 @@ def connect_components(G: sp.spmatrix, X: np.ndarray, weight=None) -> sp.csr_mat
     return (G + extra + extra.T).tocsr()
 
 
+def segment_lengths(metric, A, B, *, n_quad: int = 1, batch_size: int = 65536) -> np.ndarray:
+    """Riemannian lengths of the straight segments ``A[i] → B[i]`` under ``metric``.
+
+    ``Σ_q sqrt(Δ_qᵀ G(m_q) Δ_q)`` over ``n_quad`` equal pieces (midpoint rule).
+
+    Parameters
+    ----------
+    metric
+        A :class:`~scfim.geometry.metric.Metric`.
+    A, B
+        ``(m, d)`` end points.
+    n_quad
+        Pieces per segment.
+    batch_size
+        Segments per metric evaluation.
+
+    Returns
+    -------
+    ``(m,)`` lengths.
+    """
+    import torch
+
+    At = torch.as_tensor(np.asarray(A, dtype=np.float64))
+    Bt = torch.as_tensor(np.asarray(B, dtype=np.float64))
+    out = np.empty(At.shape[0])
+    s = torch.linspace(0.0, 1.0, max(1, int(n_quad)) + 1, dtype=torch.float64)[:, None, None]
+    with torch.no_grad():
+        for i in range(0, At.shape[0], batch_size):
+            a, b = At[i : i + batch_size], Bt[i : i + batch_size]
+            curves = ((1 - s) * a[None] + s * b[None]).transpose(0, 1)  # (m, n_quad + 1, d)
+            out[i : i + batch_size] = metric.curve_length(curves).numpy()
+    return out
+
+
 def metric_edge_lengths(
     G: sp.spmatrix, X: np.ndarray, metric, *, n_quad: int = 1, batch_size: int = 65536
 ) -> sp.csr_matrix:
     """Re-weight the edges of ``G`` by their Riemannian lengths under ``metric``.
 
     The length of the straight segment ``x_i → x_j`` is
-    ``Σ_q sqrt(Δ_qᵀ G(m_q) Δ_q)`` over ``n_quad`` equal pieces (midpoint rule); with one
-    piece it is ``sqrt(Δᵀ G((x_i + x_j)/2) Δ)``. Short edges are nearly geodesic, so
-    shortest paths of the re-weighted graph approximate geodesic distances.
+    ``Σ_q sqrt(Δ_qᵀ G(m_q) Δ_q)`` over ``n_quad`` equal pieces (midpoint rule,
+    :func:`segment_lengths`); with one piece it is ``sqrt(Δᵀ G((x_i + x_j)/2) Δ)``. Short
+    edges are nearly geodesic, so shortest paths of the re-weighted graph approximate
+    geodesic distances.
 
     Parameters
     ----------
@@ -278,26 +317,50 @@ def metric_edge_lengths(
     -------
     CSR matrix of the same pattern with the metric lengths (floored at 1e-12).
     """
-    import torch
-
-    G = sp.csr_matrix(G)
-    coo = G.tocoo()
-    r, c = coo.row, coo.col
-    keep = r <= c  # evaluate each undirected edge once
-    rr, cc = r[keep], c[keep]
-    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
-    out = np.empty(rr.size)
-    n_quad = max(1, int(n_quad))
-    s = torch.linspace(0.0, 1.0, n_quad + 1, dtype=torch.float64)[:, None, None]
-    with torch.no_grad():
-        for i in range(0, rr.size, batch_size):
-            a, b = Xt[rr[i : i + batch_size]], Xt[cc[i : i + batch_size]]
-            pts = (1 - s) * a[None] + s * b[None]  # (n_quad + 1, m, d)
-            curves = pts.transpose(0, 1)
-            out[i : i + batch_size] = metric.curve_length(curves).numpy()
-    w = np.maximum(out, 1e-12)
-    H = sp.csr_matrix((w, (rr, cc)), shape=G.shape)
+    coo = sp.csr_matrix(G).tocoo()
+    keep = coo.row <= coo.col  # evaluate each undirected edge once
+    rr, cc = coo.row[keep], coo.col[keep]
+    X = np.asarray(X, dtype=np.float64)
+    w = segment_lengths(metric, X[rr], X[cc], n_quad=n_quad, batch_size=batch_size)
+    H = sp.csr_matrix((np.maximum(w, 1e-12), (rr, cc)), shape=G.shape)
     return H.maximum(H.T).tocsr()
+
+
+def edge_stretch(G: sp.spmatrix, H: sp.spmatrix) -> sp.csr_matrix:
+    """How much more an edge is stretched by a metric than the other edges at its ends.
+
+    With ``ρ_ij = H_ij / G_ij`` (e.g. Fisher–Rao over Euclidean length) and ``m_i`` the
+    median of ``ρ`` over the edges of vertex ``i``, the stretch is
+    ``ρ_ij / sqrt(m_i m_j)``: about 1 for an edge along the data, large for an edge whose
+    straight segment crosses a gap that the metric sees (a shortcut between two sheets of
+    a folded manifold, which a kNN graph of noisy data picks up).
+
+    Parameters
+    ----------
+    G, H
+        Symmetric sparse graphs of the same pattern: reference and metric lengths.
+
+    Returns
+    -------
+    CSR matrix of the same pattern with the stretches.
+    """
+    G, H = sp.csr_matrix(G), sp.csr_matrix(H)
+    G.sort_indices()
+    H.sort_indices()
+    if G.nnz != H.nnz or not np.array_equal(G.indices, H.indices):
+        raise ValueError("G and H must have the same sparsity pattern")
+    rho = H.data / np.maximum(G.data, 1e-300)
+    rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
+    order = np.lexsort((rho, rows))  # by row, then ratio: each row's ratios sorted
+    count = np.diff(G.indptr)
+    lo = G.indptr[:-1] + np.maximum(count - 1, 0) // 2
+    hi = G.indptr[:-1] + count // 2
+    sr = rho[order]
+    med = np.ones(G.shape[0])
+    has = count > 0
+    med[has] = 0.5 * (sr[np.minimum(lo[has], sr.size - 1)] + sr[np.minimum(hi[has], sr.size - 1)])
+    out = rho / np.sqrt(med[rows] * med[G.indices])
+    return sp.csr_matrix((out, G.indices.copy(), G.indptr.copy()), shape=G.shape)
 
 
 # --------------------------------------------------------------------------- shortest paths
