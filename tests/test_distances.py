@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
 from scfim.geometry.distances import geodesic_distances, geodesic_pseudotime, metric_graph
-from scfim.geometry.metric import EuclideanMetric
+from scfim.geometry.metric import EuclideanMetric, Metric
 
 
 def _square(n=400, seed=0):
@@ -65,3 +66,44 @@ def test_several_roots_take_the_nearest():
     d, nearest = geodesic_pseudotime(EuclideanMetric(1), x, [0, 100], n_neighbors=2)
     np.testing.assert_allclose(d, np.minimum(x[:, 0], 1 - x[:, 0]), atol=1e-12)
     assert np.all(nearest[:50] == 0) and np.all(nearest[51:] == 1)
+
+
+class _GapMetric(Metric):
+    """Conformal metric ``(1 + 24 exp(−(y − ¼)² / 0.02)) I``: dearer between two lines."""
+
+    dim = 2
+
+    def inner(self, x, v):
+        return (1 + 24 * torch.exp(-((x[:, 1] - 0.25) ** 2) / 0.02)) * (v * v).sum(-1)
+
+
+def _hairpin():
+    """Lines y = 0 and y = ½ for x in [0, 10] (spacing 0.1) joined by a half circle at x = 10."""
+    x = np.linspace(0, 10, 101)
+    a = np.linspace(-np.pi / 2, np.pi / 2, 17)[1:-1]
+    bend = np.c_[10 + 0.25 * np.cos(a), 0.25 + 0.25 * np.sin(a)]
+    return np.r_[np.c_[x, 0 * x], bend, np.c_[x[::-1], 0 * x + 0.5]]
+
+
+def test_stretched_shortcuts_are_removed():
+    """k = 15 links the two lines of a hairpin; the metric stretches those edges about 2.5
+    times as much as the edges along the lines. Removing them leaves the way round the bend
+    (≈ 20.8 long, times the metric's factor 1.4 on the lines), the only one on the data."""
+    X = _hairpin()
+    tips = [0, len(X) - 1]
+    m = _GapMetric()
+    kept = metric_graph(X, m, n_neighbors=15)
+    every = metric_graph(X, m, n_neighbors=15, max_stretch=None)
+    assert every.nnz > kept.nnz
+    d_kept = geodesic_distances(m, X, tips, graph=kept).distances[0, 1]
+    d_every = geodesic_distances(m, X, tips, graph=every).distances[0, 1]
+    assert d_every < 3 and d_kept > 20.8
+    # no edge across the gap survives (both ends on the lines, one on each)
+    c = kept.tocoo()
+    lines = (X[c.row, 0] < 9.9) & (X[c.col, 0] < 9.9)
+    assert not np.any(lines & (np.abs(X[c.row, 1] - X[c.col, 1]) > 0.25))
+    # where the metric is uniform, nothing is removed
+    flat = metric_graph(X, EuclideanMetric(2), n_neighbors=15)
+    assert flat.nnz == metric_graph(X, EuclideanMetric(2), n_neighbors=15, max_stretch=None).nnz
+    with pytest.raises(ValueError, match="max_stretch"):
+        metric_graph(X, m, max_stretch=0.5)

@@ -1,15 +1,18 @@
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
 from scfim.geometry.graph import (
     connect_components,
+    edge_stretch,
     graph_paths,
     interpolate_curves,
     knn_graph,
     metric_edge_lengths,
     path_nodes,
     resample_polyline,
+    segment_lengths,
     shortest_paths,
     symmetrize,
 )
@@ -65,3 +68,30 @@ def test_metric_edge_lengths_euclidean_and_sphere():
     H2 = metric_edge_lengths(G2, Y, SphereMetric(), n_quad=8).toarray()
     assert abs(H2[0, 1] - 0.1) < 1e-12
     assert abs(H2[0, 2] - np.sin(1.0) * 0.1) < 1e-12
+
+
+def test_edge_stretch_finds_the_one_stretched_edge():
+    """A path graph whose edges all have ratio 2 except one with ratio 10: stretch 1
+    everywhere else, 10/2 = 5 on that edge (its ends' median ratio is 2)."""
+    n = 8
+    G = sp.diags([np.ones(n - 1)], [1], shape=(n, n)).tocsr()
+    G = symmetrize(G + sp.diags([np.ones(n - 2)], [2], shape=(n, n)))  # two neighbours a side
+    H = 2.0 * G
+    H[3, 4] = H[4, 3] = 10.0
+    S = edge_stretch(G, H)
+    assert S[3, 4] == pytest.approx(5.0) and S[4, 3] == pytest.approx(5.0)
+    others = S.copy()
+    others[3, 4] = others[4, 3] = 1.0
+    np.testing.assert_allclose(others.data, 1.0)
+    np.testing.assert_array_equal(S.indptr, sp.csr_matrix(G).indptr)
+    with pytest.raises(ValueError, match="pattern"):
+        edge_stretch(G, H[:, :].multiply(H > 3))
+
+
+def test_segment_lengths_match_metric_edge_lengths():
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.uniform(0.5, 2.5, 50), rng.uniform(0, 3, 50)]
+    G = symmetrize(knn_graph(X, 5)).tocoo()
+    H = metric_edge_lengths(G, X, SphereMetric(), n_quad=3)
+    w = segment_lengths(SphereMetric(), X[G.row], X[G.col], n_quad=3)
+    np.testing.assert_allclose(np.asarray(H[G.row, G.col]).ravel(), w)
