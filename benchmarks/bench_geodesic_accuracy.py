@@ -28,7 +28,7 @@ proportional to the truth, about the coefficient of variation of the ratio when 
 
 Usage::
 
-    python benchmarks/bench_geodesic_accuracy.py [--quick] [--cache DIR]
+    python benchmarks/bench_geodesic_accuracy.py [--quick] [--no-refine] [--cache DIR]
 
 ``--cache DIR`` keeps the trained AnnData of every data set there (pickled) and reuses it.
 """
@@ -191,6 +191,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer cells and pairs, no refinement")
     ap.add_argument("--cache", default=None, help="folder for the trained data sets")
+    ap.add_argument("--no-refine", action="store_true", help="skip the energy refinement")
     args = ap.parse_args()
     torch.set_num_threads(1)
     n, n_cells = (800, 12) if args.quick else (1500, 20)
@@ -201,7 +202,8 @@ def main() -> None:
     rows: list = []
     for kind, dim in (("sphere", 3), ("sphere", 10), ("roll", 3)):
         for noise in (0.0, 0.05, 0.1):
-            run(kind, n, noise, dim, n_cells, not args.quick, rows, args.cache)
+            refine = not (args.quick or args.no_refine)
+            run(kind, n, noise, dim, n_cells, refine, rows, args.cache)
     print("\nall rows")
     print(table(rows, HEAD))
 

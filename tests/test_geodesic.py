@@ -251,3 +251,21 @@ def test_initial_curves_graph_density_none():
         solve_geodesics(SphereMetric(), _CHART, _S, _E, method="shooting")
     with pytest.raises(ValueError, match="start points"):
         solve_geodesics(SphereMetric(), _CHART, _S, _E[:2])
+
+
+def test_solve_geodesics_graph_is_the_metric_graph_path():
+    """``"graph"``: the metric graph's shortest paths and distances, never shorter than the
+    great circle (a path on the data is a curve between the two points)."""
+    from scfim.geometry.distances import geodesic_distances, metric_graph
+
+    m = SphereMetric()
+    res = solve_geodesics(m, _CHART, _S, _E, method="graph", n_points=20)
+    G = metric_graph(_CHART, m)
+    want = geodesic_distances(m, _CHART, _S, _E, graph=G).distances[np.arange(3), np.arange(3)]
+    np.testing.assert_allclose(res.lengths, want)
+    np.testing.assert_allclose(res.energies, want**2)
+    paths, _ = graph_paths(G, _CHART, _S, _E, 20)
+    np.testing.assert_allclose(res.paths, paths)
+    assert res.method == "graph" and res.n_iter == 0
+    assert np.all(res.lengths >= m.distance(_CHART[_S], _CHART[_E]))
+    np.testing.assert_allclose(res.endpoint_error, 0.0)

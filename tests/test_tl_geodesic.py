@@ -72,13 +72,13 @@ def test_hot_starts_graph_density_none(fitted):
     """All three hot starts reach a geodesic; the density-metric start is the seed's
     Part C: it is itself a minimiser under I/(p+ε), so it should hug the cells more closely
     than the straight line between two branch ends does."""
+    from scfim.geometry.geodesic import initial_curves
     from scfim.geometry.metric import DensityMetric
-    from scfim.tl.geodesic import _initial_paths
 
     a = fitted.copy()
     X = np.asarray(a.X, dtype=float)
     s, e = np.array([0]), np.array([150])
-    dens = _initial_paths(X, s, e, 12, "density")
+    dens = initial_curves(X, s, e, 12, "density")
     line = np.linspace(X[0], X[150], 12)[None]
     assert dens.shape == (1, 12, 5)
     np.testing.assert_allclose(dens[0, [0, -1]], X[[0, 150]], atol=1e-8)

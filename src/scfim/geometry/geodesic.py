@@ -59,7 +59,7 @@ class GeodesicResult:
         ``(B,)`` Euclidean distances between the curves' last points and the requested end
         points (0 for the energy solver, whose end points are fixed).
     method
-        ``"energy"`` or ``"ode"``.
+        ``"energy"``, ``"ode"`` or ``"graph"`` (:func:`solve_geodesics`).
     proximity
         ``(B,)`` largest distance of a curve point to its nearest data point, filled in by
         :func:`solve_geodesics` (None from the solvers themselves).
@@ -239,8 +239,8 @@ def _solve_levels(metric, a, b, c0, levels, energy, max_iter, tol) -> GeodesicRe
     )
 
 
-#: Solvers of :func:`solve_geodesics`.
-METHODS = ("energy", "ode")
+#: Methods of :func:`solve_geodesics`.
+METHODS = ("energy", "ode", "graph")
 #: Starting curves of :func:`initial_curves`.
 HOT_STARTS = ("graph", "density", "none")
 
@@ -313,18 +313,22 @@ def solve_geodesics(
     density: DensityMetric | None = None,
     energy: str = "metric",
     n_points: int = 32,
+    n_neighbors: int = 15,
     max_iter: int = 300,
     n_steps: int = 300,
     random_state: int | None = 0,
     progress: bool = False,
 ) -> GeodesicResult:
-    """Geodesics between data points ``X[start[i]]`` and ``X[end[i]]`` by either solver.
+    """Geodesics between data points ``X[start[i]]`` and ``X[end[i]]``, by any method.
 
-    The one entry point from data points to curves: it chooses the starting curves
-    (``init``, else :func:`initial_curves` with ``hot_start``), runs the energy solver
-    (:func:`energy_geodesic`) or the neural-ODE solver of Fasina et al. (2023, Eq. 9;
-    :func:`~scfim.geometry.geodesic_ode.ode_geodesic`) on the whole batch, and measures
-    how far the curves stray from the data (``proximity``).
+    The one entry point from data points to curves. ``"energy"`` and ``"ode"`` choose the
+    starting curves (``init``, else :func:`initial_curves` with ``hot_start``) and run the
+    energy solver (:func:`energy_geodesic`) or the neural-ODE solver of Fasina et al.
+    (2023, Eq. 9; :func:`~scfim.geometry.geodesic_ode.ode_geodesic`) on the whole batch.
+    ``"graph"`` returns the shortest paths of the metric graph
+    (:func:`~scfim.geometry.distances.metric_graph`: a kNN graph whose edges carry their
+    metric lengths, Tenenbaum et al. 2000), which run through the data by construction.
+    Every method reports how far its curves stray from the data (``proximity``).
 
     Parameters
     ----------
@@ -335,18 +339,22 @@ def solve_geodesics(
     start, end
         Equally long index arrays into ``X`` (scalars for one pair).
     method
-        ``"energy"`` or ``"ode"``.
+        ``"energy"``, ``"ode"`` or ``"graph"``.
     init
-        ``(B, m, d)`` starting curves; overrides ``hot_start``.
+        ``(B, m, d)`` starting curves; overrides ``hot_start`` (solvers only).
     hot_start, graph, density
         See :func:`initial_curves`. The ODE's starting curves get ``2 n_points`` points
-        (its field follows them between the RK4 grid points).
+        (its field follows them between the RK4 grid points). With ``"graph"``, ``graph``
+        is the metric graph to take the paths in (built with ``n_neighbors`` otherwise).
     energy
         ``"metric"`` (:meth:`Metric.curve_energy`) or ``"fisher_rao"``
         (:meth:`Metric.divergence_energy`, Jacobian-free for a neural Fisher metric);
         energy solver only.
     n_points
-        Points per curve, end points included (the RK4 grid of ``"ode"``).
+        Points per curve, end points included (the RK4 grid of ``"ode"``; graph paths
+        are resampled to it by arc length).
+    n_neighbors
+        Neighbours of the graphs built here (hot start, ``"graph"``).
     max_iter
         L-BFGS iterations per level (``"energy"``).
     n_steps, random_state
@@ -356,7 +364,9 @@ def solve_geodesics(
 
     Returns
     -------
-    :class:`GeodesicResult` with ``proximity`` filled in.
+    :class:`GeodesicResult` with ``proximity`` filled in. For ``"graph"``, ``lengths`` are
+    the graph distances (sums of the edges' metric lengths), ``energies`` their squares
+    (the energy of the path at constant speed) and ``n_iter`` 0.
     """
     from scipy.spatial import cKDTree
 
@@ -370,8 +380,17 @@ def solve_geodesics(
     if s.shape != e.shape:
         raise ValueError(f"{s.size} start points but {e.size} end points")
     m = 2 * int(n_points) if method == "ode" else int(n_points)
-    if init is None:
-        init = initial_curves(X, s, e, m, hot_start, graph=graph, density=density)
+    if method == "graph":
+        if graph is None:
+            from .distances import metric_graph
+
+            graph = metric_graph(X, metric, n_neighbors=n_neighbors, random_state=random_state)
+        paths, dist = graph_paths(graph, X, s, e, m)
+        res = GeodesicResult(paths, dist, dist**2, 0, np.zeros(s.size), "graph")
+    elif init is None:
+        init = initial_curves(
+            X, s, e, m, hot_start, graph=graph, density=density, n_neighbors=n_neighbors
+        )
     if method == "ode":
         from .geodesic_ode import ode_geodesic
 
@@ -385,7 +404,7 @@ def solve_geodesics(
             random_state=random_state,
             progress=progress,
         )
-    else:
+    elif method == "energy":
         fn = metric.divergence_energy if energy == "fisher_rao" else None
         res = energy_geodesic(
             metric, X[s], X[e], n_points=n_points, init=init, energy=fn, max_iter=max_iter

@@ -8,11 +8,9 @@ from scipy.spatial import cKDTree
 
 from .. import _logging as logg
 from .._docs import doc_params
-from ..geometry.distances import geodesic_distances, metric_graph
-from ..geometry.geodesic import GeodesicResult, energy_geodesic
-from ..geometry.geodesic_ode import ode_geodesic
-from ..geometry.graph import graph_paths, knn_graph, symmetrize
-from ..geometry.metric import DensityMetric, NeuralFIMMetric, with_density
+from ..geometry.distances import geodesic_distances
+from ..geometry.geodesic import HOT_STARTS, solve_geodesics
+from ..geometry.metric import NeuralFIMMetric, with_density
 from ._store import clean_for_h5ad, read_fim_ensemble
 from ._validate import (
     check_bool,
@@ -58,18 +56,12 @@ def _fim_setup(adata: AnnData, fim_key: str, density_weight: float):
     return X, use_rep, metric, density
 
 
-def _graph_paths(X: np.ndarray, s: np.ndarray, e: np.ndarray, n_points: int, k: int = 15):
-    """kNN-graph shortest paths from s[i] to e[i], resampled to ``n_points`` by arc length."""
-    G = symmetrize(knn_graph(X, min(k, X.shape[0] - 1)))
-    return graph_paths(G, X, s, e, n_points)[0]
-
-
 # mixture components per density evaluation (kNN-restricted; measured on a 2000-point
 # sphere: the same distances to 4 digits as the full sum, 13× faster refinement)
 _DENSITY_NEAREST = 32
 _METHODS = ("graph", "energy", "ode")
 _ENERGIES = ("metric", "fisher_rao")
-_HOT_STARTS = ("graph", "density", "none")
+_HOT_STARTS = HOT_STARTS
 
 
 def _hot_start_name(hot_start) -> str:
@@ -83,29 +75,6 @@ def _hot_start_name(hot_start) -> str:
             f"hot_start must be True, False or one of {_HOT_STARTS}, got {hot_start!r}"
         )
     return hot_start
-
-
-def _initial_paths(
-    X: np.ndarray,
-    s: np.ndarray,
-    e: np.ndarray,
-    n_points: int,
-    hot_start: str,
-    density: DensityMetric | None = None,
-):
-    """Starting curves: kNN-graph shortest paths, density-metric geodesics, or None.
-
-    ``density``: the normalised density metric on ``X`` when the caller already has one
-    (the FIM metric's density term); built here otherwise.
-    """
-    if hot_start == "graph":
-        return _graph_paths(X, s, e, n_points)
-    if hot_start == "density":
-        # minimum-energy curves under I / (p(x) + ε) (Hauberg's density metric): cheap, and they
-        # follow the dense regions of the data, which the pull-back metric may not see
-        dens = density if density is not None else DensityMetric(X, normalize=True)
-        return energy_geodesic(dens, X[s], X[e], n_points=n_points, max_iter=100).paths
-    return None
 
 
 def _check_solver_args(method, energy, n_points, max_iter, n_steps, density_weight, hot_start):
@@ -127,6 +96,7 @@ def _solve(
     method,
     energy,
     n_points,
+    n_neighbors,
     fim_key,
     density_weight,
     hot_start,
@@ -136,41 +106,23 @@ def _solve(
     progress,
 ):
     X, use_rep, metric, density = _fim_setup(adata, fim_key, density_weight)
-    if method == "ode":
-        init = _initial_paths(X, s, e, 2 * n_points, _hot_start_name(hot_start), density)
-        res = ode_geodesic(
-            metric,
-            X[s],
-            X[e],
-            n_points=n_points,
-            init=init,
-            n_steps=n_steps,
-            random_state=random_state,
-            progress=progress,
-        )
-        return X, use_rep, res
-    fn = metric.divergence_energy if energy == "fisher_rao" else None
-    init = _initial_paths(X, s, e, n_points, _hot_start_name(hot_start), density)
-    res = energy_geodesic(
-        metric, X[s], X[e], n_points=n_points, init=init, energy=fn, max_iter=max_iter
+    res = solve_geodesics(
+        metric,
+        X,
+        s,
+        e,
+        method=method,
+        hot_start=_hot_start_name(hot_start),
+        density=density,
+        energy=energy,
+        n_points=n_points,
+        n_neighbors=n_neighbors,
+        max_iter=max_iter,
+        n_steps=n_steps,
+        random_state=random_state,
+        progress=progress,
     )
     return X, use_rep, res
-
-
-def _metric_graph_geodesics(
-    metric,
-    X: np.ndarray,
-    s: np.ndarray,
-    e: np.ndarray,
-    n_points: int,
-    n_neighbors: int,
-    random_state,
-) -> GeodesicResult:
-    """Shortest paths of the kNN graph whose edges carry their lengths under ``metric``."""
-    G = metric_graph(X, metric, n_neighbors=n_neighbors, random_state=random_state)
-    paths, dist = graph_paths(G, X, s, e, n_points)
-    zeros = np.zeros(len(s))
-    return GeodesicResult(paths, dist, dist**2, 0, zeros, "graph")
 
 
 def _nn_distance(X: np.ndarray, max_queries: int = 2000) -> float:
@@ -302,26 +254,23 @@ def geodesic(
         raise ValueError(f"{s.size} start cells but {e.size} end cells")
     detail = "Fisher–Rao kNN graph" if method == "graph" else f"{method}, {energy} energy"
     start_time = logg.info(f"computing {s.size} geodesic(s) ({detail})")
-    if method == "graph":
-        X, use_rep, metric, _ = _fim_setup(adata, fim_key, density_weight)
-        res = _metric_graph_geodesics(metric, X, s, e, n_points, n_neighbors, random_state)
-    else:
-        X, use_rep, res = _solve(
-            adata,
-            s,
-            e,
-            method=method,
-            energy=energy,
-            n_points=n_points,
-            fim_key=fim_key,
-            density_weight=density_weight,
-            hot_start=hot_start,
-            max_iter=max_iter,
-            n_steps=n_steps,
-            random_state=random_state,
-            progress=progress,
-        )
-    prox = cKDTree(X).query(res.paths.reshape(-1, X.shape[1]))[0].reshape(len(s), -1).max(1)
+    X, use_rep, res = _solve(
+        adata,
+        s,
+        e,
+        method=method,
+        energy=energy,
+        n_points=n_points,
+        n_neighbors=n_neighbors,
+        fim_key=fim_key,
+        density_weight=density_weight,
+        hot_start=hot_start,
+        max_iter=max_iter,
+        n_steps=n_steps,
+        random_state=random_state,
+        progress=progress,
+    )
+    prox = res.proximity
 
     adata = adata.copy() if copy else adata
     adata.uns[key_added] = clean_for_h5ad(
