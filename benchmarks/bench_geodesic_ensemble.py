@@ -68,7 +68,9 @@ def main() -> None:
                 progress=False,
             )
             for en in ("metric", "fisher_rao"):
-                scfim.tl.geodesic(a, pairs[:, 0], pairs[:, 1], n_points=24, energy=en)
+                scfim.tl.geodesic(
+                    a, pairs[:, 0], pairs[:, 1], method="energy", n_points=24, energy=en
+                )
                 energies[(kind, en)].append(np.asarray(a.uns["geodesic"]["energies"]))
         print(f"  {kind}: {args.runs} trainings done ({time.perf_counter() - t_start:.0f} s)")
 
