@@ -192,14 +192,14 @@ def test_neighbors_from_transitions_skip_self_and_rank_by_probability():
 
 
 def test_walk_partners_stay_on_the_neighbour_lists():
-    from scfim.models.neural_fim import _walk
+    from scfim.models.neural_fim_training import _walk
 
-    nbrs = np.array([[1, 1], [2, 0], [3, 1], [2, 2]])  # a path 0-1-2-3
-    rng = np.random.default_rng(0)
-    end = _walk(nbrs, np.zeros(200, dtype=np.int64), (1,), rng)
-    assert set(end) == {1}
-    end = _walk(nbrs, np.zeros(500, dtype=np.int64), (1, 2, 3), rng)
-    assert set(end) <= {0, 1, 2, 3} and {1, 2, 3} <= set(end)
+    nbrs = torch.tensor([[1, 1], [2, 0], [3, 1], [2, 2]])  # a path 0-1-2-3
+    gen = torch.Generator().manual_seed(0)
+    end = _walk(nbrs, torch.zeros(200, dtype=torch.long), (1,), gen)
+    assert set(end.tolist()) == {1}
+    end = _walk(nbrs, torch.zeros(500, dtype=torch.long), (1, 2, 3), gen)
+    assert set(end.tolist()) <= {0, 1, 2, 3} and {1, 2, 3} <= set(end.tolist())
 
 
 @pytest.mark.parametrize(
@@ -263,6 +263,41 @@ def test_fit_is_reproducible():
     for k in ("weight_0", "bias_0", "weight_2"):
         np.testing.assert_array_equal(a[k], b[k])
     assert not np.array_equal(a["weight_0"], c["weight_0"])
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_batched_ensemble_member_is_the_single_fit(pooled):
+    """Member 0 of a joint fit is the single fit with its seed; members differ; bit-reproducible."""
+    from scfim.models.neural_fim import fit_ensemble
+
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    kw = dict(epochs=12, batch_size=64, lr_patience=2, patience=4, progress=False)
+    if pooled:
+        kw.update(cache_entries=0, pool_size=128)
+    single = NeuralFIM(6, (16, 16), random_state=3, **kw).fit(X, _rows_from_points(X))
+    joint = fit_ensemble(
+        [NeuralFIM(6, (16, 16), random_state=s, **kw) for s in (3, 4, 5)], X, _rows_from_points(X)
+    )
+    again = fit_ensemble(
+        [NeuralFIM(6, (16, 16), random_state=s, **kw) for s in (3, 4, 5)], X, _rows_from_points(X)
+    )
+    a, b = single.to_dict(), joint[0].to_dict()
+    for key in ("weight_0", "bias_0", "weight_2"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(single.history_["val_loss"], joint[0].history_["val_loss"], rtol=1e-5)
+    assert not np.allclose(joint[0].to_dict()["weight_0"], joint[1].to_dict()["weight_0"])
+    for m, r in zip(joint, again, strict=True):  # bit-reproducible on CPU
+        np.testing.assert_array_equal(m.to_dict()["weight_1"], r.to_dict()["weight_1"])
+        np.testing.assert_array_equal(m.history_["val_loss"], r.history_["val_loss"])
+
+
+def test_ensemble_members_must_share_their_settings():
+    from scfim.models.neural_fim import fit_ensemble
+
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    models = [NeuralFIM(4, (8,), random_state=0), NeuralFIM(4, (8,), lr=0.1, random_state=1)]
+    with pytest.raises(ValueError, match="share 'lr'"):
+        fit_ensemble(models, X, _rows_from_points(X))
 
 
 def test_pooled_rows_path_is_reproducible():
@@ -446,9 +481,9 @@ def test_ensemble_writes_mean_and_std(small_fit):
     np.testing.assert_allclose(ref, np.median(lv.mean(0)), rtol=1e-12)
     np.testing.assert_allclose(ad.obs["ens_log_volume"], lv.mean(0) - ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ad.obs["ens_log_volume_std"], lv.std(0, ddof=1), rtol=1e-9)
-    # ensembles are the default (three members), so the default fit has the spread too
+    # ensembles are the default (five members), so the default fit has the spread too
     assert "fim_log_volume_std" in small_fit.obs
-    assert set(small_fit.uns["neural_fim"]["models"]) == {"0", "1", "2"}
+    assert set(small_fit.uns["neural_fim"]["models"]) == {str(i) for i in range(5)}
 
 
 def test_transform_projects_with_stored_pca():

@@ -1,0 +1,459 @@
+"""Training of neural FIM networks: several members at once, as one batched model.
+
+The loss is that of Fasina et al. (ICML 2023, Eq. 6): for pairs of cells ``(x, y)``,
+``(√JS(φ(x), φ(y)) − √JS(Pᵗ(x,·), Pᵗ(y,·)))²``, plus the optional local and trace terms of
+:class:`~scfim.models.neural_fim.NeuralFIM`. An ensemble of ``K`` networks of the same
+shape is trained as **one** model: the weights of layer ``l`` are stacked into a
+``(K, in, out)`` tensor and every step is a batched matrix product over the members
+(``torch.baddbmm``), so that the Python and autograd overhead of a step is paid once for
+all members. Each member is initialised exactly as a single network with its own seed,
+draws its own pairs from its own random stream (members that saw the same batches would
+share their sampling noise, which averaging could not remove; with rows of ``Pᵗ`` too many
+to cache, the pools of rows are shared and the pairings drawn in them are not), and keeps
+its own optimiser state, learning-rate schedule, early stopping and best weights: a
+converged member is frozen (learning rate 0) and dropped from the forward pass while the
+others continue. The held-out pairs of the stopping rule are shared.
+
+Everything inside the training loop stays on the model's device: the data, the rows of
+``Pᵗ`` (cached or per pool), the pair indices (drawn with a ``torch.Generator`` on that
+device) and the running losses; one scalar per member and epoch (the held-out loss) is read
+back for the stopping rule, and rows of ``Pᵗ`` are copied once per pool when they do not fit
+in the cache (the operator lives on the host).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._progress import progress_bar
+from ..geometry.divergences import _SQRT_EPS, LOG2, sqrt_js
+
+if TYPE_CHECKING:
+    from .neural_fim import NeuralFIM, RowsFn
+
+#: Configuration that every member of a jointly trained ensemble must share.
+SHARED_CONFIG = (
+    "n_components",
+    "hidden",
+    "activation",
+    "epochs",
+    "max_pairs",
+    "min_epochs",
+    "epoch_pairs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "patience",
+    "lr_patience",
+    "lr_factor",
+    "n_lr_decays",
+    "tol",
+    "neighbor_fraction",
+    "walk_steps",
+    "local_weight",
+    "trace_weight",
+    "trace_cells",
+    "n_val_pairs",
+    "pool_size",
+    "pool_reuse",
+    "cache_entries",
+    "standardize",
+    "device",
+)
+
+_BETAS, _EPS = (0.9, 0.999), 1e-8
+
+
+class _StackedMLP:
+    """``K`` MLPs of one shape as stacked leaf tensors ``W_l (K, in, out)``, ``b_l (K, 1, out)``.
+
+    Built from ``K`` initialised :class:`~scfim.models.neural_fim._SimplexNet` (same
+    standardisation); :meth:`write_back` copies member weights into those networks.
+    """
+
+    def __init__(self, nets: Sequence[nn.Module], device: torch.device):
+        lins = [[m for m in net.mlp if isinstance(m, nn.Linear)] for net in nets]
+        self.W = [
+            torch.stack([ls[i].weight.detach().T for ls in lins]).contiguous().to(device)
+            for i in range(len(lins[0]))
+        ]
+        self.b = [
+            torch.stack([ls[i].bias.detach()[None] for ls in lins]).contiguous().to(device)
+            for i in range(len(lins[0]))
+        ]
+        for p in self.params:
+            p.requires_grad_(True)
+        from .neural_fim import ACTIVATIONS
+
+        self.mean = nets[0].mean.detach().to(device)
+        self.scale = nets[0].scale.detach().to(device)
+        self.act, self.dact = (
+            ACTIVATIONS[nets[0].activation][0](),
+            ACTIVATIONS[nets[0].activation][1],
+        )
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return self.W + self.b
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        v: torch.Tensor | None = None,
+        members: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``(K, B, m)`` of every member at its inputs ``x (K, B, d)`` (or shared ``(B, d)``).
+
+        With ``v (K, q, d)`` (or ``(q, d)``), also the directional derivatives
+        ``J_z(x_i) v_i`` of the first ``q`` inputs, ``(K, q, m)`` (forward mode,
+        differentiable). ``members`` restricts
+        the computation to those members (the rest are frozen).
+        """
+        W, b = self.W, self.b
+        if members is not None:
+            W, b = [w[members] for w in W], [c[members] for c in b]
+        h = (x - self.mean) / self.scale
+        pre = torch.matmul(h, W[0]) + b[0]  # (K, B, h1)
+        dh = None
+        if v is not None:
+            dh = torch.matmul(v / self.scale, W[0])  # (K, q, h1)
+        for Wl, bl in zip(W[1:], b[1:], strict=True):
+            if dh is not None:
+                dh = torch.bmm(self.dact(pre[:, : dh.shape[1]]) * dh, Wl)
+            pre = torch.baddbmm(bl, self.act(pre), Wl)
+        return pre, dh
+
+    def state(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.params]
+
+    def write_back(self, nets: Sequence[nn.Module], state: Sequence[torch.Tensor]) -> None:
+        """Copy member ``k`` of ``state`` (as from :meth:`state`) into ``nets[k]``."""
+        L = len(self.W)
+        with torch.no_grad():
+            for k, net in enumerate(nets):
+                lins = [m for m in net.mlp if isinstance(m, nn.Linear)]
+                for i, lin in enumerate(lins):
+                    lin.weight.copy_(state[i][k].T)
+                    lin.bias.copy_(state[L + i][k, 0])
+
+
+class _MemberAdamW:
+    """AdamW (decoupled weight decay, as ``torch.optim.AdamW``) with one rate per member.
+
+    ``lr`` is a ``(K,)`` tensor; a member with rate 0 is left exactly unchanged (its moment
+    estimates still decay, but it is never updated again: frozen members do not resume).
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: torch.Tensor, weight_decay: float):
+        self.params, self.lr, self.wd, self.t = params, lr, float(weight_decay), 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = _BETAS
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        with torch.no_grad():
+            for p, m, v in zip(self.params, self.m, self.v, strict=True):
+                if p.grad is None:
+                    continue
+                g = p.grad
+                lr = self.lr.view(-1, *([1] * (p.dim() - 1)))
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                p.mul_(1 - lr * self.wd)
+                p.sub_((lr / c1) * m / ((v / c2).sqrt_().add_(_EPS)))
+                p.grad = None
+
+
+class _RowBank:
+    """Rows of Pᵗ (float32, on the training device) with their ``Σ p log p``.
+
+    ``JS(p, q) = ½ Σ f(p) + ½ Σ f(q) − Σ f(m)`` with ``f(x) = x log x`` and ``m = (p+q)/2``;
+    the per-row sums are computed once, so a pair costs one ``log`` and one dot product
+    over a row. Everything is float32 (absolute error of JS ~1e-6; the targets are a
+    regression signal, not a reported quantity); the row sums use the very same operation
+    as ``Σ f(m)``, so identical rows give JS = 0 exactly. Otherwise the same quantity as
+    :func:`~scfim.geometry.divergences.sqrt_js`, including its clamp.
+    """
+
+    def __init__(self, R: np.ndarray, device: torch.device | str = "cpu"):
+        self.R = torch.as_tensor(np.ascontiguousarray(R, dtype=np.float32), device=device)
+        self.F = _sum_xlogx(self.R)
+
+    def sqrt_js(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a = torch.as_tensor(a, device=self.R.device)
+        b = torch.as_tensor(b, device=self.R.device)
+        with torch.no_grad():
+            m = torch.index_select(self.R, 0, a)
+            m.add_(torch.index_select(self.R, 0, b)).mul_(0.5)
+            js = (0.5 * (self.F[a] + self.F[b]) - _sum_xlogx(m)).clamp_(0.0, LOG2)
+            return torch.sqrt(js.clamp_min(_SQRT_EPS))
+
+
+def _sum_xlogx(R: torch.Tensor) -> torch.Tensor:
+    """``Σ_k R_k log R_k`` per row (``0 log 0 = 0``), float32."""
+    return torch.linalg.vecdot(R, torch.log(R.clamp_min(torch.finfo(R.dtype).tiny)))
+
+
+def _walk(
+    nbrs: torch.Tensor, start: torch.Tensor, steps: Sequence[int], gen: torch.Generator
+) -> torch.Tensor:
+    """End points of random walks on the neighbour lists, one walk length per start cell.
+
+    Each start cell draws its length uniformly from ``steps``; each step moves to a
+    uniformly chosen entry of the current cell's neighbour list. Partners at several
+    scales: one step is a nearest neighbour, longer walks reach further along the data.
+    All on the device of ``nbrs`` (no synchronisation with the host).
+    """
+    dev, n = nbrs.device, len(start)
+    cur = start.clone()
+    if len(steps) == 1:
+        for _ in range(int(steps[0])):
+            cur = nbrs[cur, torch.randint(0, nbrs.shape[1], (n,), generator=gen, device=dev)]
+        return cur
+    lengths = torch.as_tensor(list(steps), device=dev)
+    length = lengths[torch.randint(0, len(steps), (n,), generator=gen, device=dev)]
+    for s in range(max(steps)):
+        nxt = nbrs[cur, torch.randint(0, nbrs.shape[1], (n,), generator=gen, device=dev)]
+        cur = torch.where(length > s, nxt, cur)
+    return cur
+
+
+def _pair_sqrt_js(z: torch.Tensor, b: int) -> torch.Tensor:
+    """``√JS(φ(x_i), φ(y_i))`` from the logits ``z (K, 2b, m)`` of ``[x; y]``: ``(K, b)``."""
+    phi = torch.softmax(z, dim=-1)
+    return sqrt_js(phi[:, :b], phi[:, b:])
+
+
+def _quadratic_form(z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``vᵀ g(x) v = Σ_k φ_k (u_k − φ·u)²`` from the logits ``z`` and ``u = J_z v``."""
+    phi = torch.softmax(z, dim=-1)
+    u = u - (phi * u).sum(-1, keepdim=True)
+    return (phi * u * u).sum(-1)
+
+
+def check_members(models: Sequence[NeuralFIM]) -> None:
+    """Raise ``ValueError`` unless the models share every setting but the seed."""
+    if not models:
+        raise ValueError("at least one model is needed")
+    first = models[0]
+    for k, m in enumerate(models[1:], 1):
+        for name in SHARED_CONFIG:
+            if getattr(m, name) != getattr(first, name):
+                raise ValueError(
+                    f"ensemble members must share {name!r}: member {k} has "
+                    f"{getattr(m, name)!r}, member 0 {getattr(first, name)!r}"
+                )
+
+
+def train_members(
+    models: Sequence[NeuralFIM], X: np.ndarray, rows: RowsFn, nbrs: np.ndarray | None
+) -> None:
+    """Train the models jointly (one batched network); sets their ``net_`` and ``history_``.
+
+    ``X`` is validated float64 ``(n, d)``; ``nbrs`` the neighbour lists of the near partners
+    (None: uniform partners only). The pair stream is seeded by the first model's
+    ``random_state``; member ``k`` is initialised with its own.
+    """
+    from .neural_fim import _rows_in_chunks
+
+    t0 = time.perf_counter()
+    check_members(models)
+    cfg = models[0]
+    dev = cfg.device
+    K = len(models)
+    n, d = X.shape
+    seed = cfg.random_state
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**62))
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(int(seed))
+
+    nets = [m._init_net(d) for m in models]
+    mean, scale = cfg._standardisation(X)
+    for net in nets:
+        net.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        net.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+    stack = _StackedMLP(nets, dev)
+    Xt = torch.as_tensor(X, dtype=torch.float32, device=dev)
+    nb = None if nbrs is None else torch.as_tensor(nbrs, dtype=torch.long, device=dev)
+
+    # the pairs of member k are drawn from its own stream (seeded by its random_state, as a
+    # single fit's): members that saw the same batches would share their sampling noise,
+    # which averaging could not remove
+    gens = [gen]
+    for m in models[1:]:
+        g = torch.Generator(device=dev)
+        rs = m.random_state
+        g.manual_seed(int(np.random.default_rng().integers(2**62) if rs is None else rs))
+        gens.append(g)
+
+    def randint(high: int, size: int, g: torch.Generator = gen) -> torch.Tensor:
+        return torch.randint(0, high, (size,), generator=g, device=dev)
+
+    def near_mask(size: int, g: torch.Generator = gen) -> torch.Tensor:
+        return torch.rand(size, generator=g, device=dev) < cfg.neighbor_fraction
+
+    # fixed held-out pairs: random partners, and neighbour partners in the same share as in
+    # training, so that the stopping rule watches both scales
+    n_val = max(1, cfg.n_val_pairs)
+    vi, vj = randint(n, n_val), randint(n, n_val)
+    if nb is not None:
+        vj = torch.where(near_mask(n_val), _walk(nb, vi, cfg.walk_steps, gen), vj)
+    v_idx = torch.cat([vi, vj])
+    vbank = _RowBank(_rows_in_chunks(rows, v_idx.cpu().numpy(), 4096), dev)
+    ar = torch.arange(n_val, device=dev)
+    v_target = vbank.sqrt_js(ar, ar + n_val)
+    n_states = vbank.R.shape[1]
+
+    # Rows of Pᵗ are computed once per pool of cells and shared by the pairs drawn in it.
+    # When all rows fit in `cache_entries` numbers, the pool is the whole data set and is
+    # computed once for the whole fit. Otherwise a pool holds `pool_size // 2` anchor cells
+    # of the epoch's permutation and one random neighbour of each, so that neighbour pairs
+    # are available inside the pool.
+    cached = None
+    if n * n_states <= cfg.cache_entries:
+        cached = _RowBank(_rows_in_chunks(rows, np.arange(n), 4096), dev)
+        n_anchor, reuse = n, max(1, math.ceil(cfg.epoch_pairs / n))
+    else:
+        n_anchor = cfg.pool_size // 2 if nb is not None else cfg.pool_size
+        n_anchor, reuse = max(1, n_anchor), max(1, cfg.pool_reuse)
+    pairs_per_epoch = reuse * n
+    epochs = min(cfg.epochs, max(cfg.min_epochs, cfg.max_pairs // pairs_per_epoch))
+
+    lr = torch.full((K,), cfg.lr, device=dev)
+    opt = _MemberAdamW(stack.params, lr, cfg.weight_decay)
+    lr_now = [cfg.lr] * K
+    lr_host = list(lr_now)
+    lr_min = cfg.lr * cfg.lr_factor**cfg.n_lr_decays
+    best = [math.inf] * K
+    wait, lr_wait = [0] * K, [0] * K
+    active = list(range(K))
+    best_state = stack.state()
+    train_curves: list[list[float]] = [[] for _ in range(K)]
+    val_curves: list[list[float]] = [[] for _ in range(K)]
+    q_max = cfg.batch_size if cfg.trace_cells is None else max(1, cfg.trace_cells)
+    desc = "neural FIM" if K == 1 else f"neural FIM ({K} networks)"
+    bar = progress_bar(total=epochs, desc=desc, unit="epoch", progress=cfg.progress)
+    for _ in range(epochs):
+        members = None if len(active) == K else torch.as_tensor(active, device=dev)
+        total = torch.zeros(len(active), device=dev)
+        count = 0
+        if cached is not None:  # every member its own permutation of the cells
+            perms = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens])
+        else:  # the pools are shared (their rows are the costly part), the pairings are not
+            perms = torch.randperm(n, generator=gen, device=dev)[None]
+        for p0 in range(0, n, n_anchor):
+            anchors = perms[:, p0 : p0 + n_anchor]  # (K or 1, na)
+            na = anchors.shape[1]
+            if cached is not None:
+                bank, cells, loc_a = cached, None, anchors
+            else:
+                cells = anchors[0]
+                if nb is not None:
+                    cells = torch.cat([cells, _walk(nb, cells, cfg.walk_steps, gen)])
+                bank = _RowBank(_rows_in_chunks(rows, cells.cpu().numpy(), 4096), dev)
+                loc_a = torch.arange(na, device=dev).expand(K, na)
+            for _ in range(reuse):
+                loc_b = torch.stack(
+                    [randint(n if cells is None else len(cells), na, g) for g in gens]
+                )
+                near = None
+                if nb is not None:
+                    near = torch.stack([near_mask(na, g) for g in gens])
+                    if cells is None:
+                        mates = [
+                            _walk(nb, anchors[k], cfg.walk_steps, g) for k, g in enumerate(gens)
+                        ]
+                        loc_b = torch.where(near, torch.stack(mates), loc_b)
+                    else:  # the anchor's own mate, which was put in the pool
+                        loc_b = torch.where(near, loc_a + na, loc_b)
+                for s in range(0, na, cfg.batch_size):
+                    la, lb = loc_a[:, s : s + cfg.batch_size], loc_b[:, s : s + cfg.batch_size]
+                    ia, ib = (la, lb) if cells is None else (cells[la], cells[lb])
+                    b = la.shape[1]
+                    target = bank.sqrt_js(la.reshape(-1), lb.reshape(-1)).view(K, b)
+                    q = min(q_max, b) if cfg.trace_weight > 0 else 0
+                    v = None
+                    if q:
+                        v = torch.stack([torch.randn(q, d, generator=g, device=dev) for g in gens])
+                    if members is not None:
+                        ia, ib, target = ia[members], ib[members], target[members]
+                        v = None if v is None else v[members]
+                    xa, xb = Xt[ia], Xt[ib]  # (K_active, b, d)
+                    z, u = stack.forward(torch.cat([xa, xb], 1), v, members)
+                    loss = ((_pair_sqrt_js(z, b) - target) ** 2).mean(-1)  # (K_active,)
+                    if q:
+                        loss = loss + cfg.trace_weight * _quadratic_form(z[:, :q], u).mean(-1) / 8
+                    if cfg.local_weight > 0 and near is not None:
+                        # ⅛ δᵀ g(x) δ on the near pairs (all pairs carry the term, masked)
+                        w = near[:, s : s + cfg.batch_size].to(Xt.dtype)
+                        if members is not None:
+                            w = w[members]
+                        zl, ul = stack.forward(xa, xb - xa, members)
+                        pl = torch.sqrt((_quadratic_form(zl, ul) / 8).clamp_min(_SQRT_EPS))
+                        local = (w * (pl - target) ** 2).sum(-1) / w.sum(-1).clamp_min(1.0)
+                        loss = loss + cfg.local_weight * local
+                    loss.sum().backward()
+                    opt.step()
+                    total += loss.detach() * b
+                    count += b
+        with torch.no_grad():
+            zv, _ = stack.forward(Xt[v_idx], None, members)  # shared held-out pairs
+            val = ((_pair_sqrt_js(zv, n_val) - v_target) ** 2).mean(-1)
+            val_host = val.cpu().tolist()  # one read-back per epoch: the stopping rule
+            train_host = (total / max(count, 1)).cpu().tolist()
+        improved, stopped = [], []
+        for slot, k in enumerate(active):
+            v_k = val_host[slot]
+            train_curves[k].append(train_host[slot])
+            val_curves[k].append(v_k)
+            if v_k < best[k] * (1 - cfg.tol) - 1e-7:
+                best[k], wait[k], lr_wait[k] = v_k, 0, 0
+                improved.append(k)
+                continue
+            wait[k], lr_wait[k] = wait[k] + 1, lr_wait[k] + 1
+            if wait[k] >= cfg.patience:
+                stopped.append(k)
+            elif cfg.lr_patience and lr_wait[k] >= cfg.lr_patience:
+                if lr_now[k] * cfg.lr_factor < lr_min * (1 - 1e-9):
+                    stopped.append(k)  # the schedule is exhausted: converged
+                else:
+                    lr_now[k], lr_wait[k] = lr_now[k] * cfg.lr_factor, 0
+        if improved:
+            idx = torch.as_tensor(improved, device=dev)
+            with torch.no_grad():
+                for bs, p in zip(best_state, stack.params, strict=True):
+                    bs[idx] = p.detach()[idx]
+        active = [k for k in active if k not in stopped]
+        new_lr = [lr_now[k] if k in active else 0.0 for k in range(K)]
+        if new_lr != lr_host:  # a host-to-device copy only when a rate changes
+            lr_host = new_lr
+            lr.copy_(torch.as_tensor(new_lr))
+        bar.set_postfix(val=f"{min(val_host):.4g}", networks=len(active), refresh=False)
+        bar.update()
+        if not active:
+            break
+    bar.close()
+    stack.write_back(nets, best_state)
+    seconds = time.perf_counter() - t0
+    for k, (model, net) in enumerate(zip(models, nets, strict=True)):
+        net.to(dev).eval()
+        model.net_ = net
+        model.n_features_ = d
+        model.history_ = {
+            "train_loss": np.asarray(train_curves[k]),
+            "val_loss": np.asarray(val_curves[k]),
+            "best_val_loss": np.float64(best[k]),
+            "n_pairs": np.int64(len(val_curves[k]) * pairs_per_epoch),
+            "fit_seconds": np.float64(seconds),
+            "n_members": np.int64(K),
+        }
