@@ -271,7 +271,7 @@ def test_batched_ensemble_member_is_the_single_fit(pooled):
     from scfim.models.neural_fim import fit_ensemble
 
     X = np.random.default_rng(0).normal(size=(300, 4))
-    kw = dict(epochs=12, batch_size=64, lr_patience=2, patience=4, progress=False)
+    kw = {"epochs": 12, "batch_size": 64, "lr_patience": 2, "patience": 4, "progress": False}
     if pooled:
         kw.update(cache_entries=0, pool_size=128)
     single = NeuralFIM(6, (16, 16), random_state=3, **kw).fit(X, _rows_from_points(X))
