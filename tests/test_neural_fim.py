@@ -284,7 +284,9 @@ def test_batched_ensemble_member_is_the_single_fit(pooled):
     a, b = single.to_dict(), joint[0].to_dict()
     for key in ("weight_0", "bias_0", "weight_2"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(single.history_["val_loss"], joint[0].history_["val_loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        single.history_["val_loss"], joint[0].history_["val_loss"], rtol=1e-5
+    )
     assert not np.allclose(joint[0].to_dict()["weight_0"], joint[1].to_dict()["weight_0"])
     for m, r in zip(joint, again, strict=True):  # bit-reproducible on CPU
         np.testing.assert_array_equal(m.to_dict()["weight_1"], r.to_dict()["weight_1"])
