@@ -1,5 +1,14 @@
 """LAND: parameter recovery, mixture separation and speed.
 
+0. Sphere, side by side (the main table): 1500 points ``Exp_μ(v)`` of anisotropic tangent
+   Gaussians on the unit sphere (narrow: standard deviations 0.3 / 0.15 rad; wide:
+   0.9 / 0.45 rad, where straight lines cut far inside the sphere), several seeds.
+   ``scfim.tl.land`` with its defaults on the 3-D coordinates, against the Euclidean
+   estimate (normalised mean; sample covariance projected on the tangent plane there) and
+   the LAND with the closed-form sphere maps (the best a metric learned from the points
+   could give). Errors: angle of the mean (rad) and relative Frobenius error of the
+   tangent covariance. ``--paper`` adds the LAND paper's set-up (diagonal metric, σ at
+   the N/6-th neighbour, Monte Carlo normaliser with the volume factor).
 1. Known sphere: data as in the LAND seed (mean on the unit sphere, tangent covariance
    diag(0.1²) and diag(0.7²), Exp of tangent Gaussians); the MLE with the closed-form
    sphere Exp/Log. Reports the mean error (rad) and the relative Frobenius error of the
@@ -13,12 +22,15 @@
    index of the LAND mixture (learned LAND metric, EM) and of scikit-learn's
    GaussianMixture (full covariances, 5 initialisations).
 4. Speed: 2 000 points × 20 EM iterations of (3) with the learned LAND metric, and the
-   number of Log-map failures.
+   number of Log-map failures. Sections 2–4 use the diagonal LAND metric.
+5. ``scfim.tl.land(adata)`` with its defaults on pbmc68k_reduced and krumsiek11: time,
+   Log-map failures, log-likelihood at the start and the end, and the chosen σ.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_land.py            # full protocol
     .venv/bin/python benchmarks/bench_land.py --quick    # small sizes, a few minutes
+    .venv/bin/python benchmarks/bench_land.py --sections 0 --seeds 0,1,2 --paper
 
 Timings are wall-clock on the machine at hand (2 CPU cores in the project's set-up).
 """
@@ -88,18 +100,20 @@ def _rel(C, truth) -> float:
     return float(np.linalg.norm(C - truth) / np.linalg.norm(truth))
 
 
-def sphere_side_by_side(n: int, cov, seed: int, sigma_scale: float = 1.0) -> dict:
-    """Learned-metric LAND vs the Euclidean estimate vs the known-sphere LAND on one sample.
+def sphere_side_by_side(n: int, cov, seed: int, paper: bool = False) -> dict:
+    """``tl.land`` with its defaults vs the Euclidean estimate vs the known-sphere LAND.
 
     Errors against the generating parameters: the angle of the (normalised) mean, and the
-    relative Frobenius error of the ambient tangent covariance ``F Σ Fᵀ``. For the learned
-    LAND the main number is its parameter Σ projected on the tangent plane at its mean;
-    also reported: the second moment ``E_p[vvᵀ]`` of the fitted distribution's tangent
-    vectors (the volume-weighted Monte Carlo samples of the normaliser) projected the same
-    way, and the covariance of those samples mapped by the learned Exp and read with the
-    exact sphere Log at the fitted mean (``oracle-dist``). The parameter Σ is a covariance
-    of initial velocities in the learned metric's chart, not the data's tangent covariance.
+    relative Frobenius error of the ambient tangent covariance ``F Σ Fᵀ``. ``tl.land`` is
+    called as a user would, on the 3-D coordinates (``use_rep="X"``, one component); its
+    Σ is projected on the tangent plane of the sphere at its (normalised) mean. With
+    ``paper`` the LAND paper's set-up is fitted too (diagonal metric, σ the distance to
+    the N/6-th neighbour, Monte Carlo normaliser with the volume factor).
     """
+    import anndata as ad
+
+    import scfim
+
     a = datasets.land_sphere(n, cov=cov, random_state=seed)
     X = np.asarray(a.X, dtype=np.float64)
     tr = a.uns["land_truth"]
@@ -107,53 +121,38 @@ def sphere_side_by_side(n: int, cov, seed: int, sigma_scale: float = 1.0) -> dic
     S = SphereManifold()
     out = {}
     # Euclidean: normalised mean, sample covariance projected on the tangent plane there
-    t0 = time.perf_counter()
     me = S.project(X.mean(0))
     P = np.eye(3) - np.outer(me, me)
-    out["euclid"] = {
-        "mean_err": _angle(me, tr["mean"]),
-        "cov_rel": _rel(P @ np.cov(X.T) @ P, T),
-        "s": time.perf_counter() - t0,
-    }
+    out["euclid"] = {"mean_err": _angle(me, tr["mean"]), "cov_rel": _rel(P @ np.cov(X.T) @ P, T)}
     # LAND with the closed-form sphere maps (the oracle geometry)
-    t0 = time.perf_counter()
     k = LAND(S, max_iter=30, random_state=seed).fit(S.project(X))
     F = sphere_frame(k.mean_)
     out["known"] = {
         "mean_err": _angle(k.mean_, tr["mean"]),
         "cov_rel": _rel(F @ k.covariance_ @ F.T, T),
-        "s": time.perf_counter() - t0,
     }
-    # LAND with the learned LAND metric on the raw 3-D coordinates
-    t0, c0 = time.perf_counter(), time.process_time()
-    G = LANDMetric(X)
-    if sigma_scale != 1.0:
-        G = LANDMetric(X, sigma=sigma_scale * G.sigma)
-    M = MetricManifold(G, graph_data=X, n_steps=12, tol=1e-3)
-    m = LAND(M, max_iter=20, random_state=seed).fit(X)
-    sec, cpu = time.perf_counter() - t0, time.process_time() - c0
-    mu = S.project(m.mean_)
-    P = np.eye(3) - np.outer(mu, mu)
-    _, samples = m._normalisers(m.means_)
-    V, q = samples[0]
-    U = S.log(mu, S.project(M.exp(m.mean_, V))).v
-    Ff = sphere_frame(mu)
-    C_dist = Ff @ ((U * q[:, None]).T @ U) @ Ff.T
-    C_model = P @ ((V * q[:, None]).T @ V) @ P
-    h = m.history_
-    out["learned"] = {
-        "mean_err": _angle(mu, tr["mean"]),
-        "radius": float(np.linalg.norm(m.mean_)),
-        "cov_rel": _rel(C_dist, T),
-        "cov_param_rel": _rel(P @ m.covariance_ @ P, T),
-        "cov_model_rel": _rel(C_model, T),
-        "failures": int(h["final_n_log_failures"]),
-        "ll": (float(h["initial_log_likelihood"]), float(h["final_log_likelihood"])),
-        "n_iter": int(m.n_iter_),
-        "sigma": float(G.sigma),
-        "s": sec,
-        "cpu": cpu,
-    }
+    runs = {"learned": {}}
+    if paper:
+        runs["paper"] = {"metric": "land_diagonal", "normaliser": "volume"}
+    for name, kw in runs.items():
+        b = ad.AnnData(X.astype(np.float32))
+        t0, c0 = time.perf_counter(), time.process_time()
+        scfim.tl.land(b, use_rep="X", random_state=seed, progress=False, **kw)
+        sec, cpu = time.perf_counter() - t0, time.process_time() - c0
+        u = b.uns["land"]
+        mu = S.project(np.asarray(u["means"][0], dtype=np.float64))
+        P = np.eye(3) - np.outer(mu, mu)
+        h = u["diagnostics"]
+        out[name] = {
+            "mean_err": _angle(mu, tr["mean"]),
+            "cov_rel": _rel(P @ np.asarray(u["covariances"][0]) @ P, T),
+            "failures": int(h["n_log_failed_cells"]),
+            "ll": (float(h["initial_log_likelihood"]), float(h["final_log_likelihood"])),
+            "n_iter": int(u["n_iter"]),
+            "sigma": float(u["params"]["sigma"]),
+            "s": sec,
+            "cpu": cpu,
+        }
     return out
 
 
@@ -186,8 +185,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-tol", type=float, default=2e-3)
     p.add_argument("--sections", default="0,1,2,3,5", help="comma-separated subset of 0,1,2,3,5")
-    p.add_argument("--sigma-scale", type=float, default=1.0, help="LAND σ / its default")
     p.add_argument("--n-sphere", type=int, default=1500, help="points of section 0")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of section 0")
+    p.add_argument("--spreads", default="narrow,wide", help="of narrow,medium,wide")
+    p.add_argument("--paper", action="store_true", help="also the LAND paper's set-up")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
@@ -232,33 +233,53 @@ def _learned(n_learned, it_learned, args) -> None:
         )
 
 
+_SPREADS = {
+    "narrow": (0.3**2, 0.15**2),
+    "medium": (0.6**2, 0.3**2),
+    "wide": (0.9**2, 0.45**2),
+}
+
+
 def _sphere_table(n, args) -> None:
+    seeds = [int(v) for v in args.seeds.split(",")]
     print(
-        f"\n== 0. sphere, {n} points: learned-metric LAND vs Euclidean estimate (vs known sphere)"
+        f"\n== 0. sphere, {n} points, seeds {seeds}: tl.land defaults vs Euclidean estimate "
+        "(vs the LAND with the closed-form sphere maps)"
     )
-    head = (
-        "spread",
-        "mean err: LAND / Eucl / known (rad)",
-        "Σ err: LAND / Eucl / known",
-        "LAND E_p[vvᵀ] / oracle-dist",
-        "|μ|",
-        "fail",
-        "loglik start→end",
-        "σ",
-        "wall / CPU s",
+    cols = ["learned", "euclid", "known"] + (["paper"] if args.paper else [])
+    print(
+        "spread | seed | mean err (rad): "
+        + " / ".join(cols)
+        + " | Σ err: "
+        + " / ".join(cols)
+        + " | fail | loglik start→end (it) | σ | wall / CPU s"
     )
-    print(" | ".join(head))
-    for name, cov in (("narrow", (0.3**2, 0.15**2)), ("wide", (0.9**2, 0.45**2))):
-        r = sphere_side_by_side(n, cov, args.seed, args.sigma_scale)
-        L, E, K = r["learned"], r["euclid"], r["known"]
+    for name in args.spreads.split(","):
+        cov = _SPREADS[name]
+        rows = []
+        for seed in seeds:
+            r = sphere_side_by_side(n, cov, seed, args.paper)
+            rows.append(r)
+            L = r["learned"]
+            print(
+                f"{name} {np.sqrt(cov).round(2).tolist()} | {seed} | "
+                + " / ".join(f"{r[c]['mean_err']:.4f}" for c in cols)
+                + " | "
+                + " / ".join(f"{r[c]['cov_rel']:.3f}" for c in cols)
+                + f" | {L['failures']} | {L['ll'][0]:.3f}→{L['ll'][1]:.3f} ({L['n_iter']}) | "
+                f"{L['sigma']:.3f} | {L['s']:.0f} / {L['cpu']:.0f}",
+                flush=True,
+            )
+        for key, lab in (("mean_err", "mean err"), ("cov_rel", "Σ err")):
+            cells = []
+            for c in cols:
+                v = np.array([r[c][key] for r in rows])
+                cells.append(f"{c} {v.mean():.4f} [{v.min():.4f}, {v.max():.4f}]")
+            print(f"{name} | mean [range] of {lab}: " + " / ".join(cells))
+        wins = sum(r["learned"]["cov_rel"] <= r["euclid"]["cov_rel"] for r in rows)
+        winm = sum(r["learned"]["mean_err"] <= r["euclid"]["mean_err"] for r in rows)
         print(
-            f"{name} {np.sqrt(cov).round(2).tolist()} | {L['mean_err']:.4f} / {E['mean_err']:.4f} "
-            f"/ {K['mean_err']:.4f} | {L['cov_param_rel']:.3f} / {E['cov_rel']:.3f} / "
-            f"{K['cov_rel']:.3f} | {L['cov_model_rel']:.3f} / {L['cov_rel']:.3f} | "
-            f"{L['radius']:.3f} | {L['failures']} | "
-            f"{L['ll'][0]:.3f}→{L['ll'][1]:.3f} ({L['n_iter']} it) | {L['sigma']:.3f} "
-            f"| {L['s']:.0f} / {L['cpu']:.0f}",
-            flush=True,
+            f"{name} | LAND ≤ Euclidean in {winm}/{len(rows)} seeds (mean), {wins}/{len(rows)} (Σ)"
         )
 
 

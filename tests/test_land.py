@@ -15,7 +15,7 @@ import scfim
 from scfim import datasets
 from scfim.geometry.exp_log import MetricManifold, exp_map, log_map
 from scfim.geometry.known_manifolds import SphereManifold, sphere_frame
-from scfim.geometry.land import LANDMetric
+from scfim.geometry.land import LANDMetric, LocalCovarianceMetric, select_sigma
 from scfim.geometry.metric import Metric, SphereMetric
 from scfim.models.land import LAND, LANDMixture
 
@@ -80,6 +80,97 @@ def test_closed_form_christoffel_equals_autodiff():
     a1 = m.acceleration(x, v)
     a2 = _Generic(m).acceleration(x, v)
     np.testing.assert_allclose(a1.numpy(), a2.numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_local_covariance_metric_matches_its_definition():
+    X = _arc(150)
+    sigma, rho = 0.3, 1e-3
+    m = LocalCovarianceMetric(X, sigma=sigma, rho=rho)
+    x = np.array([[0.1, 0.9], [1.3, -0.2], [0.0, 0.0]])
+    D2 = ((X[:, None] - X[None]) ** 2).sum(-1)
+    q = np.exp(-D2 / (2 * sigma**2)).sum(1)  # density normalisation at the points
+    W = np.exp(-((X[None] - x[:, None]) ** 2).sum(-1) / (2 * sigma**2)) / q[None]
+    W /= W.sum(1, keepdims=True)
+    mean = W @ X
+    C = np.einsum("bn,bni,bnj->bij", W, X[None] - mean[:, None], X[None] - mean[:, None])
+    expected = np.linalg.inv(C + rho * np.eye(2))
+    np.testing.assert_allclose(m.metric(torch.tensor(x)).numpy(), expected, rtol=1e-9)
+    v = np.array([[1.0, 2.0], [0.3, -1.0], [0.0, 1.0]])
+    np.testing.assert_allclose(
+        m.inner(torch.tensor(x), torch.tensor(v)).numpy(),
+        np.einsum("bi,bij,bj->b", v, expected, v),
+        rtol=1e-9,
+    )
+    np.testing.assert_allclose(
+        m.log_volume(torch.tensor(x)).numpy(), 0.5 * np.linalg.slogdet(expected)[1], rtol=1e-9
+    )
+
+
+def test_local_covariance_christoffel_equals_autodiff():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 4)) * [1.0, 0.6, 0.2, 0.1]
+    X[:, 3] += 0.3 * X[:, 0] ** 2  # curved, so that the metric varies
+    m = LocalCovarianceMetric(X, sigma=0.7)
+    x = torch.tensor(X[:8] + 0.1 * rng.normal(size=(8, 4)))
+    v = torch.tensor(rng.normal(size=(8, 4)))
+    np.testing.assert_allclose(
+        m.acceleration(x, v).numpy(), _Generic(m).acceleration(x, v).numpy(), rtol=1e-7, atol=1e-9
+    )
+
+
+def test_local_covariance_metric_is_rotation_equivariant_unlike_the_diagonal_one():
+    """M_RX(Rx) = R M_X(x) Rᵀ: the metric follows the data's directions, not the axes."""
+    rng = np.random.default_rng(0)
+    X = np.c_[rng.normal(size=(300, 2)), 0.05 * rng.normal(size=300)]
+    R = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    x = X[:5]
+    for cls, equivariant in ((LocalCovarianceMetric, True), (LANDMetric, False)):
+        a = cls(X, sigma=0.5, rho=1e-3).metric(torch.tensor(x)).numpy()
+        b = cls(X @ R.T, sigma=0.5, rho=1e-3).metric(torch.tensor(x @ R.T)).numpy()
+        assert np.allclose(b, R @ a @ R.T, rtol=1e-8, atol=1e-8) == equivariant
+
+
+def _cap(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    V = rng.normal(size=(n, 2)) * [0.5, 0.3]
+    r = np.linalg.norm(V, axis=1, keepdims=True)
+    return np.c_[np.sin(r) * V / r, np.cos(r)], V  # Exp at the north pole
+
+
+def test_select_sigma_follows_the_sphere_and_backs_off_when_shooting_fails():
+    X, _ = _cap(250)
+    sigma, rep = select_sigma(X, ranks=(1 / 12, 1 / 6, 1 / 3), n_pilot=16, random_state=0)
+    cands, failed = rep["candidates"], rep["failed_fraction"]
+    assert np.all(np.diff(cands) > 0) and sigma == cands[rep["chosen"]]
+    # the first candidate whose pilot Log maps converge, and none before it
+    assert failed[rep["chosen"]] <= 0.02 and np.all(failed[: rep["chosen"]] > 0.02)
+    # at the chosen width, geodesic lengths are arc lengths on the sphere
+    m = LocalCovarianceMetric(X, sigma=sigma)
+    M = MetricManifold(m, graph_data=X, n_steps=12, tol=1e-4)
+    th = np.array([0.2, 0.4, 0.6, 0.8])
+    T = np.c_[np.sin(th), np.zeros(4), np.cos(th)]
+    r = M.log(np.array([0.0, 0.0, 1.0]), T)
+    assert r.converged.all()
+    np.testing.assert_allclose(np.linalg.norm(r.v, axis=1), th, rtol=0.05)
+    # no candidate good enough: the one with the fewest failures (ties: the widest)
+    sigma2, rep2 = select_sigma(
+        X, ranks=(1 / 6, 1 / 3), n_pilot=8, max_failed=-1.0, n_steps=6, random_state=0
+    )
+    assert len(rep2["candidates"]) == 2
+    best = np.flatnonzero(rep2["failed_fraction"] == rep2["failed_fraction"].min())[-1]
+    assert rep2["chosen"] == best and sigma2 == rep2["candidates"][best]
+
+
+def test_gaussian_normaliser_is_exact_and_volume_one_is_the_monte_carlo_estimate():
+    X, M = _arc_manifold(60, seed=1)
+    g = LANDMixture(M, 1, max_iter=1, n_samples=100, random_state=0).fit(X)
+    A = g.precision_factors_[0]
+    logZ = 0.5 * 2 * np.log(2 * np.pi) - np.linalg.slogdet(A)[1]
+    np.testing.assert_allclose(g.log_normalisers_[0], logZ, rtol=1e-12)
+    v = LANDMixture(M, 1, max_iter=1, n_samples=100, normaliser="volume", random_state=0).fit(X)
+    assert not np.isclose(v.log_normalisers_[0], logZ)
+    with pytest.raises(ValueError, match="normaliser"):
+        LANDMixture(M, normaliser="exact")
 
 
 # --------------------------------------------------------------------------- Exp / Log
@@ -372,7 +463,7 @@ def test_em_likelihood_never_falls_on_a_curved_data_set():
 
 def test_normaliser_uses_common_random_numbers():
     X, M = _arc_manifold(60, seed=1)
-    f = LANDMixture(M, 1, max_iter=1, n_samples=100, random_state=0).fit(X)
+    f = LANDMixture(M, 1, max_iter=1, n_samples=100, normaliser="volume", random_state=0).fit(X)
     c1, _ = f._normalisers(f.means_)
     c2, _ = f._normalisers(f.means_)
     np.testing.assert_array_equal(c1, c2)

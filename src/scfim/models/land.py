@@ -6,7 +6,19 @@ A LAND (Arvanitidis, Hansen & Hauberg 2016) on a Riemannian manifold is
 ``C(μ, Σ) = ∫ m(μ, v) exp(−½ vᵀΣ⁻¹v) dv ≈ Z · (1/S) Σ_s m(μ, v_s)``, ``v_s ~ N(0, Σ)``,
 
 with ``Z = √((2π)^k det Σ)`` and ``m(μ, v) = √det M(Exp_μ(v))`` the volume factor (the
-Jacobian of Exp is ignored, as in the paper). The maximum-likelihood fit minimises
+Jacobian of Exp is ignored, as in the paper): ``normaliser="volume"``.
+
+That factor is not a property of the geometry alone: without the Jacobian of Exp it
+changes with the chart, and a learned metric's determinant also moves with the sampling
+(it grows towards the sparse edges of the data, where a kernel estimate of the local
+covariance shrinks, and with the metric across the data in the normal directions). On a
+sphere in R³ it rises by 0.1–0.4 in log over the data and the fitted Σ shrinks by it.
+``normaliser="gaussian"`` (the default) sets ``m ≡ 1``: the Logs are modelled as
+``N(0, Σ)`` in the tangent coordinates at μ — the wrapped (pushed-forward) tangent
+Gaussian, whose normaliser is ``Z`` exactly, as for the closed-form sphere whose volume
+factor in normal coordinates is taken as 1 — so that ``C`` needs no Monte Carlo, the
+mean is where the mean Log vanishes and Σ is the covariance of the Logs there. Both
+agree when the metric is constant along the data. The maximum-likelihood fit minimises
 ``φ = (1/2N) Σ_n Log_μ(x_n)ᵀ Σ⁻¹ Log_μ(x_n) + log C``:
 
 * mean: ``∇_μ φ = −Σ⁻¹ d`` with ``d = (1/N) Σ_n Log_μ(x_n) − Σ_s q_s v_s`` and
@@ -81,6 +93,10 @@ class LANDMixture:
     progress
         Progress bar over the EM iterations (shown from the start, while the initial Log
         maps are solved).
+    normaliser
+        ``"gaussian"`` (the Logs are ``N(0, Σ)`` in the tangent coordinates: ``C = Z``) or
+        ``"volume"`` (the paper's Monte Carlo estimate with the volume factor
+        ``√det M(Exp_μ(v))``); see the module description.
     """
 
     def __init__(
@@ -98,7 +114,10 @@ class LANDMixture:
         reg_covar: float = 1e-3,
         random_state: int | None = 0,
         progress: bool = False,
+        normaliser: str = "gaussian",
     ) -> None:
+        if normaliser not in ("gaussian", "volume"):
+            raise ValueError(f"normaliser must be 'gaussian' or 'volume', got {normaliser!r}")
         if int(n_components) < 1:
             raise ValueError("n_components must be ≥ 1")
         if int(max_iter) < 1 or int(n_samples) < 2:
@@ -117,6 +136,7 @@ class LANDMixture:
         self.random_state = random_state
         self.max_backtracks = int(max_backtracks)
         self.progress = bool(progress)
+        self.normaliser = normaliser
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -173,8 +193,11 @@ class LANDMixture:
             A = self.precision_factors_[k]
             eps = np.concatenate([self._eps[k], -self._eps[k]])  # antithetic pairs
             V = np.linalg.solve(A, eps.T).T  # cov A⁻¹A⁻ᵀ = Σ
-            lv = self.manifold.log_volume(self.manifold.exp(means[k], V))
-            lv = np.where(np.isfinite(lv), lv, -np.inf)
+            if self.normaliser == "gaussian":
+                lv = np.zeros(len(V))
+            else:
+                lv = self.manifold.log_volume(self.manifold.exp(means[k], V))
+                lv = np.where(np.isfinite(lv), lv, -np.inf)
             lse = logsumexp(lv)
             logZ = 0.5 * k_dim * math.log(2 * math.pi) - np.linalg.slogdet(A)[1]
             logC.append(logZ + lse - math.log(len(V)))

@@ -164,8 +164,12 @@ def land_manifold(
     n_steps: int,
     log_tol: float,
     random_state: int | None,
+    progress: bool = False,
 ):
     """The manifold a LAND lives on: LAND metric or neural FIM (+ LAND term), and its metric.
+
+    For ``metric="land"`` without ``sigma`` the kernel width is chosen for the data by
+    :func:`~scfim.geometry.land.select_sigma` (its report is ``land_metric.sigma_selection``).
 
     Returns
     -------
@@ -174,13 +178,24 @@ def land_manifold(
         (None for a pure neural-FIM metric).
     """
     from ..geometry.exp_log import MetricManifold
-    from ..geometry.land import LANDMetric
+    from ..geometry.land import LANDMetric, LocalCovarianceMetric, select_sigma
     from ..geometry.metric import NeuralFIMMetric, SumMetric
 
-    if metric == "land":
-        G = LANDMetric(
-            X, sigma, rho, rho_rel=rho_rel, max_points=max_points, random_state=random_state
-        )
+    if metric in ("land", "land_diagonal"):
+        cls = LocalCovarianceMetric if metric == "land" else LANDMetric
+        selection = None
+        if sigma is None and metric == "land":
+            sigma, selection = select_sigma(
+                X,
+                rho_rel=rho_rel,
+                n_steps=n_steps,
+                tol=log_tol,
+                max_points=max_points,
+                random_state=random_state,
+                progress=progress,
+            )
+        G = cls(X, sigma, rho, rho_rel=rho_rel, max_points=max_points, random_state=random_state)
+        G.sigma_selection = selection
         land_metric = G
     else:
         models, _ = read_fim_ensemble(adata, fim_key)
@@ -218,6 +233,8 @@ def read_land(adata: AnnData, key: str = LAND):
     if p.get("n_pcs") is not None:  # tl.land used the leading components only
         X = X[:, : int(p["n_pcs"])]
     metric = str(p["metric"])
+    if metric == "land" and "normaliser" not in p:  # written before the full LAND metric
+        metric = "land_diagonal"
     manifold, _, _ = land_manifold(
         adata,
         X,
@@ -232,4 +249,4 @@ def read_land(adata: AnnData, key: str = LAND):
         log_tol=float(p["log_tol"]),
         random_state=None if "random_state" not in p else int(p["random_state"]),
     )
-    return LANDMixture.from_dict(info, manifold)
+    return LANDMixture.from_dict(info, manifold, normaliser=str(p.get("normaliser", "volume")))

@@ -22,7 +22,7 @@ from ._validate import (
 
 __all__ = ["land"]
 
-_METRICS = ("land", "neural_fim")
+_METRICS = ("land", "land_diagonal", "neural_fim")
 
 
 @doc_params()
@@ -41,6 +41,7 @@ def land(
     land_weight: float = 1e-2,
     max_iter: int = 20,
     n_samples: int = 1000,
+    normaliser: str = "gaussian",
     mean_step: float = 0.2,
     cov_step: float = 0.2,
     tol: float = 1e-3,
@@ -70,7 +71,10 @@ def land(
     n_components
         Number of mixture components.
     metric
-        ``"land"`` or ``"neural_fim"``.
+        ``"land"`` (the inverse local covariance of the cells,
+        :class:`scfim.geometry.land.LocalCovarianceMetric`: full and density-normalised),
+        ``"land_diagonal"`` (the diagonal metric of the LAND paper,
+        :class:`scfim.geometry.land.LANDMetric`) or ``"neural_fim"``.
     use_rep
         Input representation (default ``"X_pca"`` when present, else ``X``); with
         ``metric="neural_fim"`` it must be (and defaults to) the one the network was
@@ -82,7 +86,11 @@ def land(
     sigma, rho, rho_rel, max_points
         LAND-metric kernel width, regulariser (default ``rho_rel`` times the median local
         variance) and number of reference cells (see
-        :class:`scfim.geometry.land.LANDMetric`).
+        :class:`scfim.geometry.land.LocalCovarianceMetric` and
+        :class:`scfim.geometry.land.LANDMetric`). Without ``sigma``, ``metric="land"``
+        chooses it for the data (:func:`scfim.geometry.land.select_sigma`: the smallest
+        of a ladder of local sampling scales whose pilot Log maps converge);
+        ``"land_diagonal"`` takes the median distance to the N/6-th nearest neighbour.
     fim_key
         ``key_added`` of :func:`scfim.tl.neural_fim` (``metric="neural_fim"``).
     land_weight
@@ -90,7 +98,13 @@ def land(
     max_iter
         EM iterations (at most).
     n_samples
-        Monte Carlo samples of each normalisation constant (drawn once, reused).
+        Monte Carlo samples of each normalisation constant (drawn once, reused; only
+        with ``normaliser="volume"``).
+    normaliser
+        ``"gaussian"``: the Logs are normal in the tangent coordinates at the mean, so the
+        normalisation constant is the Gaussian's; ``"volume"``: the LAND paper's Monte
+        Carlo constant with the metric's volume factor (see
+        :class:`scfim.models.land.LANDMixture`).
     mean_step, cov_step
         Initial step sizes of the mean and covariance updates (halved when a step is
         rejected).
@@ -130,7 +144,8 @@ def land(
             ``initial_*``, and after each iteration, whether its covariance and mean steps
             were accepted, the final log-likelihood and failure count and fraction,
             ``fit_seconds``), ``n_iter``; ``params`` holds the resolved metric
-            ``sigma``/``rho``.
+            ``sigma``/``rho`` and, when σ was chosen for the data, ``sigma_selection``
+            (the widths tried and the fraction of their pilot Log maps that failed).
 
     Raises
     ------
@@ -157,6 +172,7 @@ def land(
     log_tol = check_float("log_tol", log_tol, minimum=0, exclusive_minimum=True)
     land_weight = check_float("land_weight", land_weight, minimum=0.0)
     progress = check_bool("progress", progress)
+    check_choice("normaliser", normaliser, ("gaussian", "volume"))
     random_state = check_common(random_state, key_added, copy)
     check_key_added(fim_key, "fim_key")
     if metric == "neural_fim":
@@ -196,12 +212,14 @@ def land(
         n_steps=n_steps,
         log_tol=log_tol,
         random_state=random_state,
+        progress=progress,
     )
     model = LANDMixture(
         manifold,
         n_components,
         max_iter=max_iter,
         n_samples=n_samples,
+        normaliser=normaliser,
         mean_step=mean_step,
         cov_step=cov_step,
         random_state=random_state,
@@ -235,6 +253,7 @@ def land(
                 "use_rep": use_rep,
                 "n_pcs": n_pcs,
                 "sigma": None if land_metric is None else land_metric.sigma,
+                "sigma_selection": getattr(land_metric, "sigma_selection", None),
                 "rho": None if land_metric is None else land_metric.rho,
                 "rho_rel": rho_rel,
                 "max_points": max_points,
@@ -242,6 +261,7 @@ def land(
                 "land_weight": land_weight if metric == "neural_fim" else None,
                 "max_iter": max_iter,
                 "n_samples": n_samples,
+                "normaliser": normaliser,
                 "mean_step": mean_step,
                 "cov_step": cov_step,
                 "tol": tol,
