@@ -183,6 +183,21 @@ def test_curvature_colorbar_names_the_quantity(fake):
     assert ax.collections[0].colorbar.ax.get_ylabel() == "diffusion curvature (signed)"
 
 
+def test_curvature_of_one_sign_fills_the_colour_bar(fake):
+    """All-negative curvature: white stays at 0, the colour bar spans [min, 0] only."""
+    a = fake.copy()
+    c = -np.abs(a.obs["diffusion_curvature"].to_numpy()) - 1e-3
+    a.obs["diffusion_curvature"] = c
+    ax = scfim.pl.curvature(a, "X_jsd_phate")
+    sc = ax.collections[0]
+    vmax = max(abs(np.percentile(c, 1)), abs(np.percentile(c, 99)))
+    assert sc.norm.vmin == pytest.approx(-vmax) and sc.norm.vmax == pytest.approx(vmax)
+    assert sc.colorbar.ax.get_ylim() == pytest.approx((-vmax, 0.0))
+    assert sc.colorbar.extend == "min"  # the cells beyond the 1st percentile
+    ax = scfim.pl.curvature(a, "X_jsd_phate", vmax=2 * np.abs(c).max())
+    assert ax.collections[0].colorbar.extend == "neither"
+
+
 def test_eigenspectrum_integer_ticks_title_legend(fake):
     ax = scfim.pl.eigenspectrum(fake, groupby="group")
     ax.figure.canvas.draw()

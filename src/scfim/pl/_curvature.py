@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from ._utils import check_plot_args, embedding_key, finish, quantity_label
+from ._utils import check_plot_args, embedding_key, finish, quantity_label, robust_limits
 
 __all__ = ["curvature"]
 
@@ -33,8 +33,10 @@ def curvature(
     """Scatter plot of an embedding coloured by diffusion curvature.
 
     The diverging colour map is centred on 0 (white): red for positive curvature
-    (walks stay close, sphere-like), blue for negative (saddle-like), with limits
-    symmetric about 0. Cells with the largest absolute values are drawn on top.
+    (walks stay close, sphere-like), blue for negative (saddle-like), with the same colour
+    scale for both signs. The colour bar spans the values present (1st to 99th
+    percentile and 0), so data of one sign are not drawn against an empty half of the
+    scale. Cells with the largest absolute values are drawn on top.
 
     Parameters
     ----------
@@ -47,7 +49,8 @@ def curvature(
     components
         The two embedding columns to draw.
     vmax
-        Colour limit ``±vmax``; default the 99th percentile of ``|curvature|``.
+        Colour limit ``±vmax``; default the largest absolute value of the 1st and 99th
+        percentiles of the curvature.
     cmap
         Diverging colour map.
     size
@@ -77,10 +80,17 @@ def curvature(
     if E.ndim != 2 or max(i, j) >= E.shape[1] or min(i, j) < 0:
         raise ValueError(f"components {components} out of range for {emb_key!r} {E.shape}")
     finite = np.isfinite(c)
+    lo, hi = robust_limits(c)  # 1st and 99th percentiles
     if vmax is None:
-        vmax = float(np.percentile(np.abs(c[finite]), 99)) if finite.any() else 1.0
+        vmax = max(abs(lo), abs(hi)) if lo is not None else 1.0
     if not np.isfinite(vmax) or vmax <= 0:
         vmax = 1.0
+    # the colour bar spans the data (and 0) within ±vmax; arrows mark clipped values
+    cmin, cmax = (float(c[finite].min()), float(c[finite].max())) if finite.any() else (-1, 1)
+    shown = (max(min(cmin, 0.0), -vmax), min(max(cmax, 0.0), vmax))
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max"}.get(
+        (cmin < -vmax, cmax > vmax), "both"
+    )
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 3.8))
     order = np.argsort(np.where(finite, np.abs(c), -1.0), kind="stable")
@@ -97,7 +107,9 @@ def curvature(
         plotnonfinite=True,
     )
     if colorbar:
-        ax.figure.colorbar(sc, ax=ax, label=quantity_label(key), extend="both")
+        cb = ax.figure.colorbar(sc, ax=ax, label=quantity_label(key), extend=extend)
+        if shown[1] > shown[0]:
+            cb.ax.set_ylim(*shown)
     name = emb_key[2:] if emb_key.startswith("X_") else emb_key
     ax.set_xlabel(f"{name} {i + 1}")
     ax.set_ylabel(f"{name} {j + 1}")
