@@ -235,3 +235,15 @@ def test_land_means_placed_when_fitted_on_leading_pcs():
     ax = scfim.pl.land(a, "X_jsd_phate")
     placed = ax.collections[-1].get_offsets()
     np.testing.assert_allclose(placed, a.obsm["X_jsd_phate"][[0, 30]], atol=1e-6)
+
+
+def test_eigenspectrum_rejects_continuous_groupby(fake):
+    a = fake.copy()
+    a.obs["score"] = np.linspace(0, 1, a.n_obs)
+    a.obs["count"] = np.arange(a.n_obs)
+    for col in ("score", "count"):
+        with pytest.raises(ValueError, match="categorical"):
+            scfim.pl.eigenspectrum(a, groupby=col)
+    a.obs["few"] = np.arange(a.n_obs) % 3  # integers with few values are groups
+    ax = scfim.pl.eigenspectrum(a, groupby="few")
+    assert len(ax.lines) == 3

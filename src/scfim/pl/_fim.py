@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -12,6 +13,9 @@ from matplotlib.ticker import MaxNLocator
 from ._utils import check_plot_args, finish
 
 __all__ = ["eigenspectrum"]
+
+# one line per group: more than this is not readable (and not a categorical column)
+_MAX_GROUPS = 40
 
 
 def eigenspectrum(
@@ -39,7 +43,8 @@ def eigenspectrum(
     adata
         Annotated data on which :func:`scfim.tl.neural_fim` ran.
     groupby
-        Categorical ``obs`` column; one line per category. None: one line for all cells.
+        Categorical ``obs`` column (or one with at most 40 distinct values); one line per
+        category. None: one line for all cells. A continuous column raises ValueError.
     key
         ``obsm`` key of the ``(n_obs, r)`` descending eigenvalues.
     title
@@ -69,14 +74,25 @@ def eigenspectrum(
         if groupby not in adata.obs:
             raise KeyError(f"groupby={groupby!r} is not a column of adata.obs")
         col = adata.obs[groupby]
+        if not hasattr(col, "cat") and pd.api.types.is_float_dtype(col):
+            raise ValueError(
+                f"groupby={groupby!r} is a continuous column; pass a categorical column "
+                f"(e.g. bin it first: adata.obs['{groupby}_bin'] = pd.cut(adata.obs[{groupby!r}], 5))"
+            )
         cats = col.cat.categories if hasattr(col, "cat") else np.unique(col.to_numpy())
+        if len(cats) > _MAX_GROUPS:
+            raise ValueError(
+                f"groupby={groupby!r} has {len(cats)} distinct values; the eigenspectrum "
+                f"draws one line per group (at most {_MAX_GROUPS}): pass a categorical column"
+            )
         groups = {str(c): (col == c).to_numpy() for c in cats}
         stored = adata.uns.get(f"{groupby}_colors")
         if stored is not None and len(stored) == len(cats):
             colours = list(stored)
     new_figure = ax is None
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.6 if groupby is not None else 4.2, 3.4))
+        # room for the legend in the right margin: the Axes keep about 4.5 × 3.6 inches
+        _, ax = plt.subplots(figsize=(8.5 if groupby is not None else 4.8, 3.8))
     idx = np.arange(1, E.shape[1] + 1)
     tiny = np.finfo(np.float64).tiny
     for g, (name, mask) in enumerate(groups.items()):
