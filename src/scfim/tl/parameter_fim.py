@@ -189,10 +189,6 @@ def parameter_fim(
         raise ValueError(f"need at least {MIN_CELLS} cells, got {n_obs}")
 
     # ---------------- compute
-    start = logg.info(
-        f"computing the parameter FIM on a {t_grid.size} × "
-        f"{'default' if s_grid is None else s_grid.size} (t, sigma) grid"
-    )
     if n_obs > n_cells:
         rng = np.random.default_rng(random_state)
         sub = np.sort(rng.choice(n_obs, size=n_cells, replace=False))
@@ -204,6 +200,10 @@ def parameter_fim(
     sigma0 = None
     if s_grid is None:
         s_grid, sigma0 = default_sigma_values(squared_distances(Xs), n_neighbors=n_neighbors)
+    start = logg.info(
+        f"computing the parameter FIM of {Xs.shape[0]} cells on a {t_grid.size} × "
+        f"{s_grid.size} (t, sigma) grid"
+    )
     grid = parameter_fim_grid(
         Xs, t_grid, s_grid, alpha=float(alpha), coordinates=coordinates, progress=progress
     )
