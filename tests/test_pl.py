@@ -247,3 +247,15 @@ def test_eigenspectrum_rejects_continuous_groupby(fake):
     a.obs["few"] = np.arange(a.n_obs) % 3  # integers with few values are groups
     ax = scfim.pl.eigenspectrum(a, groupby="few")
     assert len(ax.lines) == 3
+
+
+def test_parameter_landscape_says_when_the_best_point_is_on_the_edge(fake):
+    a = fake.copy()
+    scfim.tl.parameter_fim(a, t_values=[1, 2], sigma_values=[0.5, 1.0], progress=False)
+    edge = bool(a.uns["parameter_fim"]["best"]["on_boundary"])
+    assert edge  # a 2 × 2 grid has only edge points
+    ax = scfim.pl.parameter_landscape(a)
+    assert "edge of the grid" in ax.get_legend().get_texts()[0].get_text()
+    a.uns["parameter_fim"]["best"]["on_boundary"] = False
+    ax = scfim.pl.parameter_landscape(a)
+    assert ax.get_legend().get_texts()[0].get_text() == "largest volume"

@@ -154,7 +154,9 @@ def parameter_landscape(
     hax.set_xlabel("kernel bandwidth σ")
     hax.set_ylabel("diffusion time t")
     bi, bj = int(res["best"]["t_index"]), int(res["best"]["sigma_index"])
-    hax.plot(bj, bi, marker="*", ms=14, mec="k", mfc="cyan", ls="none", label="largest volume")
+    edge = bool(res["best"].get("on_boundary", False))
+    star = "largest volume" + (" (edge of the grid:\nextend the grid)" if edge else "")
+    hax.plot(bj, bi, marker="*", ms=14, mec="k", mfc="cyan", ls="none", label=star)
     hax.legend(loc="upper right", fontsize=7, frameon=True)
     coords = res["params"].get("coordinates", "sigma") if "params" in res else "sigma"
     hax.set_title("FIM volume over " + ("(log σ, t)" if coords == "log_sigma" else "(σ, t)"))
