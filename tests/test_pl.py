@@ -259,3 +259,12 @@ def test_parameter_landscape_says_when_the_best_point_is_on_the_edge(fake):
     a.uns["parameter_fim"]["best"]["on_boundary"] = False
     ax = scfim.pl.parameter_landscape(a)
     assert ax.get_legend().get_texts()[0].get_text() == "largest volume"
+
+
+def test_embedding_names_a_missing_colour(fake):
+    with pytest.raises(KeyError, match="neither an obs column nor a gene.*group"):
+        scfim.pl.embedding(fake, "X_jsd_phate", color="nope")
+    a = fake.copy()
+    a.raw = a
+    a = a[:, :2].copy()  # a gene only in .raw is still a valid colour
+    scfim.pl.embedding(a, "X_jsd_phate", color=str(fake.var_names[2]))

@@ -110,10 +110,9 @@ def curvature(
         cb = ax.figure.colorbar(sc, ax=ax, label=quantity_label(key), extend=extend)
         if shown[1] > shown[0]:
             cb.ax.set_ylim(*shown)
-    name = emb_key[2:] if emb_key.startswith("X_") else emb_key
-    ax.set_xlabel(f"{name} {i + 1}")
-    ax.set_ylabel(f"{name} {j + 1}")
+    # the look of scfim.pl.embedding (scanpy's frameon=False): no frame, ticks or labels
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_frame_on(False)
     ax.set_title(quantity_label(key))
     return finish(ax, writekey=key, show=show, save=save, return_fig=return_fig)

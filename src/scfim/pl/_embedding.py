@@ -69,6 +69,15 @@ def embedding(
 
     check_plot_args(show, save, return_fig)
     key = embedding_key(adata, basis)
+    genes = set(adata.var_names) | (set(adata.raw.var_names) if adata.raw is not None else set())
+    check = "gene_symbols" not in kwargs  # genes are then looked up in a var column
+    for c in [color] if isinstance(color, str) else list(color or []):
+        if check and c not in adata.obs and c not in genes:
+            raise KeyError(
+                f"color={c!r} is neither an obs column nor a gene of adata (obs columns: "
+                f"{', '.join(map(str, adata.obs.columns[:12])) or 'none'}"
+                f"{', …' if adata.obs.shape[1] > 12 else ''})"
+            )
     if (
         isinstance(color, str)
         and color in adata.obs
