@@ -368,9 +368,18 @@ def _demo(args: argparse.Namespace) -> int:
             f"used: building the {options.n_neighbors}-NN graph of the other data set"
         )
         options.neighbors_key = None
-    run_pipeline(pbmc, out, "pbmc68k_reduced", color="bulk_labels", options=options, ends=ends)
+    progress = not args.quiet
+    run_pipeline(
+        pbmc,
+        out,
+        "pbmc68k_reduced",
+        color="bulk_labels",
+        options=options,
+        ends=ends,
+        progress=progress,
+    )
     tree = datasets.tree(n_obs=args.n_tree, random_state=args.random_state)
-    run_pipeline(tree, out, "tree", color="branch", options=_options(args))
+    run_pipeline(tree, out, "tree", color="branch", options=_options(args), progress=progress)
     logg.info(f"done in {time.perf_counter() - t_start:.0f} s: results in {out.resolve()}")
     return 0
 
@@ -427,14 +436,16 @@ def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
         type=_positive_int(1),
         default=150,
         metavar="N",
-        help="training epochs of the neural FIM (default: %(default)s)",
+        help="maximal training epochs of the neural FIM (default: %(default)s, for speed; "
+        "scfim.tl.neural_fim's default is 300)",
     )
     g.add_argument(
         "--n-ensemble",
         type=_positive_int(1),
         default=1,
         metavar="M",
-        help="neural FIM networks averaged; more are steadier and slower (default: %(default)s)",
+        help="neural FIM networks averaged; more are steadier between seeds and slower "
+        "(default: %(default)s, for speed; scfim.tl.neural_fim's default is 3)",
     )
     g.add_argument(
         "--random-state",
@@ -525,8 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--end-group", metavar="GROUP", help="end at the most central cell of this group"
     )
-    r.add_argument("--quiet", action="store_true", help="no training progress output")
     for p in (d, r):
+        p.add_argument("--quiet", action="store_true", help="no training progress output")
         p.add_argument(
             "--traceback", action="store_true", help="show the full traceback of an error"
         )
