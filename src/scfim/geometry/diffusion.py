@@ -145,7 +145,10 @@ def kernel_bandwidths(distances: sp.csr_matrix, n_neighbors: int) -> np.ndarray:
         raise ValueError("every cell needs at least one neighbour in the distance graph")
     data = D.data
     row_ids = np.repeat(np.arange(n), counts)
-    sorted_d = data[np.lexsort((data, row_ids))]
+    ascending = data[1:] >= data[:-1]
+    ascending[D.indptr[1:-1] - 1] = True  # row boundaries
+    # rows of knn_graph are sorted by distance already; others (scanpy's) are sorted here
+    sorted_d = data if ascending.all() else data[np.lexsort((data, row_ids))]
     kth = np.minimum(counts, n_neighbors) - 1
     sig = sorted_d[D.indptr[:-1] + kth]
     if np.any(sig <= 0):
