@@ -107,3 +107,21 @@ def test_stretched_shortcuts_are_removed():
     assert flat.nnz == metric_graph(X, EuclideanMetric(2), n_neighbors=15, max_stretch=None).nnz
     with pytest.raises(ValueError, match="max_stretch"):
         metric_graph(X, m, max_stretch=0.5)
+
+
+def test_removing_stretched_edges_keeps_the_graph_connected():
+    """The hairpin without its bend: the two lines are joined only by stretched edges, and
+    the shortest of them is kept as the one bridge."""
+    from scipy.sparse.csgraph import connected_components
+
+    x = np.linspace(0, 10, 101)
+    X = np.r_[np.c_[x, 0 * x], np.c_[x, 0 * x + 0.5]]
+    m = _GapMetric()
+    every = metric_graph(X, m, n_neighbors=15, max_stretch=None)
+    kept = metric_graph(X, m, n_neighbors=15)
+    assert connected_components(kept, directed=False)[0] == 1
+    c, e = kept.tocoo(), every.tocoo()
+    across = X[c.row, 1] != X[c.col, 1]
+    e_across = X[e.row, 1] != X[e.col, 1]
+    assert across.sum() == 2 and e_across.sum() > 2  # one bridge (both directions) of many
+    assert c.data[across][0] == pytest.approx(e.data[e_across].min())

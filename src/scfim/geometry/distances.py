@@ -29,7 +29,6 @@ from .graph import (
     edge_stretch,
     knn_graph,
     metric_edge_lengths,
-    segment_lengths,
     shortest_paths,
     symmetrize,
 )
@@ -69,8 +68,8 @@ def metric_graph(
     n_quad
         Pieces of the midpoint rule per edge (:func:`~scfim.geometry.graph.metric_edge_lengths`).
     max_stretch
-        Largest stretch kept; None keeps every edge. The graph is reconnected afterwards
-        if removing edges split it.
+        Largest stretch kept; None keeps every edge. Where removing edges would split the
+        graph, the fewest and shortest removed edges that join it again are kept.
     random_state
         Seed of the approximate kNN search (large data).
 
@@ -90,11 +89,31 @@ def metric_graph(
         return H
     H.sort_indices()
     stretch = edge_stretch(G, H).data  # in the order of H's sorted entries
-    H.data[stretch > max_stretch] = 0.0
-    H.eliminate_zeros()
-    return connect_components(
-        H, X, weight=lambda A, B: segment_lengths(metric, A, B, n_quad=n_quad)
-    )
+    return _without_stretched(H, stretch > max_stretch)
+
+
+def _without_stretched(H: sp.csr_matrix, cut: np.ndarray) -> sp.csr_matrix:
+    """``H`` without the edges ``cut`` (a mask of ``H.data``), bar those needed to connect it.
+
+    The cut edges kept are those of a minimum spanning tree in which every cut edge costs
+    more than all kept edges together: Kruskal then joins the pieces with as few and as
+    short cut edges as possible, without any search in the coordinates.
+    """
+    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+    K = H.copy()
+    K.data[cut] = 0.0
+    K.eliminate_zeros()
+    if not cut.any() or connected_components(K, directed=False)[0] == 1:
+        return K
+    W = H.copy()
+    W.data[cut] += H.data.sum()
+    T = minimum_spanning_tree(W).tocoo()
+    bridge = T.data > H.data.sum()
+    r, c = T.row[bridge], T.col[bridge]
+    w = np.asarray(H[r, c]).ravel()
+    B = sp.csr_matrix((w, (r, c)), shape=H.shape)
+    return K.maximum(B).maximum(B.T).tocsr()
 
 
 @dataclass
