@@ -197,8 +197,8 @@ def fim_summary(
     dropped: every cell then sums the same number of terms, so the log-volume is
     continuous in x and comparable between cells. A cell with ``λ_1 = 0`` gets ``-inf``.
     """
-    lam = np.clip(eigenvalues[:, ::-1], 0.0, None)  # descending
-    lam = np.ascontiguousarray(lam[:, :rank])
+    # descending, the top `rank`; np.clip of the view is one new contiguous array
+    lam = np.ascontiguousarray(np.clip(eigenvalues[:, ::-1][:, :rank], 0.0, None))
     log_volume = leading_log_volume(lam, rank if n_dims is None else n_dims, rtol)
     return FIMSummary(trace=trace, log_volume=log_volume, eigenvalues=lam)
 
