@@ -53,9 +53,9 @@ def metric_graph(
     Euclidean length) are removed: their straight segments leave the data (a kNN graph of
     a noisy folded sheet links the folds), so their metric length is no longer that of a
     geodesic, and one such shortcut puts two far points next to each other. Measured on a
-    noisy swiss roll (noise 0.05 of its scale, k = 15): 0.1 % of the edges removed, and
+    noisy swiss roll (noise 0.05 of its scale, k = 15): 0.04 % of the edges removed, and
     Spearman's ρ of the distances with the truth goes from 0.91 to 0.997; on clean data and
-    on spheres nothing is removed.
+    on noisy spheres at most 0.15 % are removed and ρ changes by at most 1e-4.
 
     Parameters
     ----------
