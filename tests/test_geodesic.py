@@ -269,3 +269,16 @@ def test_solve_geodesics_graph_is_the_metric_graph_path():
     assert res.method == "graph" and res.n_iter == 0
     assert np.all(res.lengths >= m.distance(_CHART[_S], _CHART[_E]))
     np.testing.assert_allclose(res.endpoint_error, 0.0)
+
+
+def test_neural_fim_metric_in_float32_matches_float64():
+    """The float32 path (graph edge lengths) agrees with float64 to ~1e-5 relative."""
+    from scfim.geometry.metric import NeuralFIMMetric
+
+    metric = NeuralFIMMetric([_random_model(seed=0), _random_model(seed=1)])
+    rng = np.random.default_rng(0)
+    x, v = torch.as_tensor(rng.normal(size=(50, 4))), torch.as_tensor(rng.normal(size=(50, 4)))
+    q64 = metric.inner(x, v)
+    q32 = metric.inner(x.float(), v.float())
+    assert q32.dtype == torch.float32 and q64.dtype == torch.float64
+    np.testing.assert_allclose(q32.double().numpy(), q64.numpy(), rtol=1e-4)

@@ -84,7 +84,8 @@ def metric_graph(
     if max_stretch is not None and not max_stretch >= 1:
         raise ValueError(f"max_stretch must be ≥ 1 or None, got {max_stretch}")
     G = connect_components(symmetrize(knn_graph(X, k, random_state=random_state)), X)
-    H = metric_edge_lengths(G, X, metric, n_quad=n_quad)
+    # in the metric's edge dtype: float32 makes a neural Fisher metric's ~6× faster
+    H = metric_edge_lengths(G, X, metric, n_quad=n_quad, dtype=metric.edge_dtype)
     if max_stretch is None:
         return H
     H.sort_indices()

@@ -255,7 +255,9 @@ def connect_components(G: sp.spmatrix, X: np.ndarray, weight=None) -> sp.csr_mat
     return (G + extra + extra.T).tocsr()
 
 
-def segment_lengths(metric, A, B, *, n_quad: int = 1, batch_size: int = 65536) -> np.ndarray:
+def segment_lengths(
+    metric, A, B, *, n_quad: int = 1, batch_size: int = 65536, dtype=None
+) -> np.ndarray:
     """Riemannian lengths of the straight segments ``A[i] → B[i]`` under ``metric``.
 
     ``Σ_q sqrt(Δ_qᵀ G(m_q) Δ_q)`` over ``n_quad`` equal pieces (midpoint rule).
@@ -270,6 +272,8 @@ def segment_lengths(metric, A, B, *, n_quad: int = 1, batch_size: int = 65536) -
         Pieces per segment.
     batch_size
         Segments per metric evaluation.
+    dtype
+        Torch dtype of the evaluation (default float64); the lengths are float64.
 
     Returns
     -------
@@ -277,20 +281,27 @@ def segment_lengths(metric, A, B, *, n_quad: int = 1, batch_size: int = 65536) -
     """
     import torch
 
-    At = torch.as_tensor(np.asarray(A, dtype=np.float64))
-    Bt = torch.as_tensor(np.asarray(B, dtype=np.float64))
+    dt = torch.float64 if dtype is None else dtype
+    At = torch.as_tensor(np.asarray(A, dtype=np.float64)).to(dt)
+    Bt = torch.as_tensor(np.asarray(B, dtype=np.float64)).to(dt)
     out = np.empty(At.shape[0])
-    s = torch.linspace(0.0, 1.0, max(1, int(n_quad)) + 1, dtype=torch.float64)[:, None, None]
+    s = torch.linspace(0.0, 1.0, max(1, int(n_quad)) + 1, dtype=dt)[:, None, None]
     with torch.no_grad():
         for i in range(0, At.shape[0], batch_size):
             a, b = At[i : i + batch_size], Bt[i : i + batch_size]
             curves = ((1 - s) * a[None] + s * b[None]).transpose(0, 1)  # (m, n_quad + 1, d)
-            out[i : i + batch_size] = metric.curve_length(curves).numpy()
+            out[i : i + batch_size] = metric.curve_length(curves).double().numpy()
     return out
 
 
 def metric_edge_lengths(
-    G: sp.spmatrix, X: np.ndarray, metric, *, n_quad: int = 1, batch_size: int = 65536
+    G: sp.spmatrix,
+    X: np.ndarray,
+    metric,
+    *,
+    n_quad: int = 1,
+    batch_size: int = 65536,
+    dtype=None,
 ) -> sp.csr_matrix:
     """Re-weight the edges of ``G`` by their Riemannian lengths under ``metric``.
 
@@ -312,6 +323,8 @@ def metric_edge_lengths(
         Pieces per segment.
     batch_size
         Segments per metric evaluation.
+    dtype
+        Torch dtype of the evaluation (:func:`segment_lengths`).
 
     Returns
     -------
@@ -321,7 +334,7 @@ def metric_edge_lengths(
     keep = coo.row <= coo.col  # evaluate each undirected edge once
     rr, cc = coo.row[keep], coo.col[keep]
     X = np.asarray(X, dtype=np.float64)
-    w = segment_lengths(metric, X[rr], X[cc], n_quad=n_quad, batch_size=batch_size)
+    w = segment_lengths(metric, X[rr], X[cc], n_quad=n_quad, batch_size=batch_size, dtype=dtype)
     H = sp.csr_matrix((np.maximum(w, 1e-12), (rr, cc)), shape=G.shape)
     return H.maximum(H.T).tocsr()
 

@@ -14,6 +14,7 @@ symbols). Metrics compose with one mechanism, :class:`SumMetric`.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -43,6 +44,9 @@ class Metric:
     """
 
     dim: int
+    #: Torch dtype in which many short segments are measured (graph edge lengths): float64,
+    #: or float32 where that is much faster and accurate enough (the neural Fisher metric).
+    edge_dtype: torch.dtype = torch.float64
 
     # ------------------------------------------------------------------ to implement
     def metric(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,6 +183,12 @@ class SumMetric(Metric):
 
     def _terms(self):
         return [(w, m) for w, m in zip(self.weights, self.metrics, strict=True) if w > 0]
+
+    @property
+    def edge_dtype(self) -> torch.dtype:
+        """float32 if any term measures its edges in float32, else float64."""
+        single = any(m.edge_dtype == torch.float32 for _, m in self._terms())
+        return torch.float32 if single else torch.float64
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the terms' metric tensors ``(B, d, d)``."""
@@ -381,9 +391,9 @@ class NeuralFIMMetric(Metric):
         One fitted NeuralFIM or a sequence of them (same input dimension).
     """
 
-    def __init__(self, models):
-        import copy
+    edge_dtype = torch.float32
 
+    def __init__(self, models):
         models = list(models) if isinstance(models, (list, tuple)) else [models]
         if not models:
             raise ValueError("need at least one fitted NeuralFIM")
@@ -392,17 +402,29 @@ class NeuralFIMMetric(Metric):
             net = m.network
             self.nets.append(copy.deepcopy(net).double().eval().requires_grad_(False))
         self.dim = int(models[0].n_features_)
+        self._nets32 = None
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Squared norms ``vᵀ g(x) v`` ``(B,)`` by Jacobian-vector products (ensemble mean)."""
-        x64, v64 = x.double(), v.double()
-        total = torch.zeros(x.shape[0], dtype=torch.float64)
-        for net in self.nets:
-            logits, u = torch.func.jvp(net, (x64,), (v64,))
+        """Squared norms ``vᵀ g(x) v`` ``(B,)`` by Jacobian-vector products (ensemble mean).
+
+        Evaluated in float64, or in float32 when ``x`` is float32 (about 6× faster on a
+        CPU; on 40 000 edges of a 100-D data set the squared norms differ by < 1e-5
+        relative), e.g. for the edge lengths of a graph; the curve solvers use float64.
+        """
+        if x.dtype == torch.float32:
+            if self._nets32 is None:
+                self._nets32 = [copy.deepcopy(n).float() for n in self.nets]
+            nets, dt = self._nets32, torch.float32
+        else:
+            nets, dt = self.nets, torch.float64
+        xx, vv = x.to(dt), v.to(dt)
+        total = torch.zeros(x.shape[0], dtype=dt)
+        for net in nets:
+            logits, u = torch.func.jvp(net, (xx,), (vv,))
             p = torch.softmax(logits, -1)
             mean_u = (p * u).sum(-1, keepdim=True)
             total = total + (p * (u - mean_u) ** 2).sum(-1)
-        return (total / len(self.nets)).to(x.dtype)
+        return (total / len(nets)).to(x.dtype)
 
     def divergence_energy(self, c: torch.Tensor) -> torch.Tensor:
         """Fisher–Rao discrete energy ``2(n − 1) Σ_i KL(φ(c_i) ‖ φ(c_{i+1}))`` of curves.
@@ -478,7 +500,8 @@ def with_density(
         return metric, None
     X = np.asarray(data, dtype=np.float64)
     idx = np.linspace(0, len(X) - 1, min(int(n_scale), len(X))).astype(int)
-    with torch.no_grad():
-        scale = float(np.median(metric.mean_eigenvalue(torch.as_tensor(X[idx])).numpy()))
+    with torch.no_grad():  # a scale: the metric's edge dtype is precise enough
+        x = torch.as_tensor(X[idx], dtype=metric.edge_dtype)
+        scale = float(np.median(metric.mean_eigenvalue(x).double().numpy()))
     density = DensityMetric(X, normalize=True, **density_kwargs)
     return SumMetric([metric, density], [1.0, weight * max(scale, 1e-300)]), density
