@@ -266,7 +266,7 @@ class NeuralFIM:
     max_pairs
         Bound on the total number of training pairs (``epochs`` is reduced to
         ``max(min_epochs, max_pairs // pairs per epoch)``), so that training time stays
-        bounded: 3000 cells at most 50 epochs of 6000 pairs, 20 000 cells 3 epochs of
+        bounded: 3000 cells at most 166 epochs of 6000 pairs, 20 000 cells 12 epochs of
         80 000 pairs (pooled rows, ``pool_reuse`` 4), 100 000 cells 2 of 400 000.
     min_epochs
         Lower bound on the number of epochs when ``max_pairs`` cuts them.
@@ -278,8 +278,8 @@ class NeuralFIM:
         capped by ``max_pairs``, so far fewer steps are taken. On the toy tree (1500
         cells, 100-D) the best held-out loss after 50 epochs is 3.2e-3 with 1e-3, 1.2e-3
         with 3e-3 and 7.2e-4 with 1e-2 (after 222 epochs: 6.0e-4, 4.3e-4, 3.4e-4), and an
-        ensemble trained with 1e-2 for 300 000 pairs per network is both more reproducible
-        and more faithful to the operator than one trained with 1e-3 for 10⁶. Early
+        ensemble trained with 1e-2 is both more reproducible and more faithful to the
+        operator than one trained with 1e-3 for as many pairs. Early
         stopping on held-out pairs (best weights restored) guards against the large step.
     weight_decay
         AdamW weight decay.
@@ -360,7 +360,7 @@ class NeuralFIM:
         *,
         activation: str = "silu",
         epochs: int = 300,
-        max_pairs: int = 300_000,
+        max_pairs: int = 1_000_000,
         min_epochs: int = 2,
         epoch_pairs: int = 4096,
         batch_size: int = 512,

@@ -134,7 +134,7 @@ def neural_fim(
     epochs: int = 300,
     batch_size: int = 512,
     lr: float = 1e-2,
-    max_pairs: int = 300_000,
+    max_pairs: int = 1_000_000,
     n_ensemble: int = 5,
     n_dims: int | None = None,
     device: str = "cpu",
