@@ -465,6 +465,9 @@ class NeuralFIM:
     def fit(self, X: np.ndarray, rows: RowsFn, neighbors: np.ndarray | None = None) -> NeuralFIM:
         """Train φ on pairs of cells at two scales: random partners and nearest neighbours.
 
+        Several networks (an ensemble) are trained at once, as one batched model, with
+        :func:`fit_ensemble`; this is its one-member case (:mod:`~scfim.models.neural_fim_training`).
+
         Parameters
         ----------
         X
