@@ -363,7 +363,7 @@ def main() -> None:
     """Parse the arguments and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for iteration")
-    parser.add_argument("--data", nargs="+", default=["tree0", "tree1", "pbmc", "sphere"])
+    parser.add_argument("--data", nargs="*", default=["tree0", "tree1", "pbmc", "sphere"])
     parser.add_argument("--ensemble", type=int, default=5, help="ensemble size (≤ 1: none)")
     parser.add_argument("--table1", action="store_true", help="also the paper's Table 1")
     parser.add_argument("--k", type=int, default=0, help="intrinsic dimension (0: estimate)")
