@@ -16,7 +16,8 @@ def test_run_writes_h5ad_and_figures(tmp_path):
     src = tmp_path / "cells.h5ad"
     a.write_h5ad(src)
     out = tmp_path / "out"
-    assert cli.main(["run", str(src), "--out", str(out), "--color", "arm"]) == 0
+    fast = ["--epochs", "30", "--n-ensemble", "2"]  # the wiring, not the training
+    assert cli.main(["run", str(src), "--out", str(out), "--color", "arm", *fast]) == 0
     res = ad.read_h5ad(out / "cells.h5ad")
     for key in ("X_jsd_phate", "X_neural_fim", "fim_eigenvalues"):
         assert key in res.obsm
@@ -34,7 +35,8 @@ def test_run_without_curvature(tmp_path):
     src = tmp_path / "c.h5ad"
     a.write_h5ad(src)
     out = tmp_path / "out"
-    assert cli.main(["run", str(src), "--out", str(out), "--no-curvature"]) == 0
+    fast = ["--epochs", "30", "--n-ensemble", "1"]
+    assert cli.main(["run", str(src), "--out", str(out), "--no-curvature", *fast]) == 0
     res = ad.read_h5ad(out / "c.h5ad")
     assert "diffusion_curvature" not in res.obs
     assert (out / "c_geometry.png").stat().st_size > 10_000
@@ -176,6 +178,8 @@ def test_run_with_parameters_and_group_ends(cells_file, tmp_path):
         "3",
         "--epochs",
         "3",
+        "--n-ensemble",
+        "2",
         "--random-state",
         "1",
         "--no-curvature",
@@ -187,6 +191,7 @@ def test_run_with_parameters_and_group_ends(cells_file, tmp_path):
     assert int(res.uns["diffusion"]["t"]) == 5
     assert res.obsm["X_jsd_phate"].shape == (90, 3)
     assert np.asarray(res.uns["neural_fim"]["val_loss"]["0"]).size <= 3
+    assert len(res.uns["neural_fim"]["val_loss"]) == 2
     start, end = (
         str(np.ravel(res.uns["geodesic"]["start"])[0]),
         str(np.ravel(res.uns["geodesic"]["end"])[0]),
@@ -206,6 +211,8 @@ def test_run_with_parameters_and_group_ends(cells_file, tmp_path):
                 "c80",
                 "--epochs",
                 "2",
+                "--n-ensemble",
+                "1",
                 "--no-curvature",
                 "--quiet",
             ]
@@ -234,3 +241,18 @@ def test_demo_builds_its_own_graph_on_pbmc_without_a_warning(tmp_path, monkeypat
         warnings.simplefilter("error")
         scfim.tl.diffusion(pbmc, neighbors_key=options.neighbors_key, n_neighbors=15)
     assert pbmc.uns["diffusion"]["params"]["neighbors_key"] is None
+
+
+def test_pipeline_defaults_are_the_api_defaults(capsys):
+    """Without --epochs/--n-ensemble the CLI trains what scfim.tl.neural_fim trains."""
+    import inspect
+
+    args = cli.build_parser().parse_args(["demo"])
+    opt = cli._options(args)
+    assert opt.epochs is None and opt.n_ensemble is None
+    api = inspect.signature(scfim.tl.neural_fim).parameters
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default: {api['epochs'].default}, as scfim.tl.neural_fim" in text
+    assert f"default: {api['n_ensemble'].default}, as scfim.tl.neural_fim" in text

@@ -46,8 +46,8 @@ class PipelineOptions:
     n_neighbors: int = 15
     t: int | str = "auto"
     n_components: int = 2
-    epochs: int = 150
-    n_ensemble: int = 1
+    epochs: int | None = None  # None: scfim.tl.neural_fim's default
+    n_ensemble: int | None = None
     random_state: int = 0
     curvature: bool = True
 
@@ -145,17 +145,20 @@ def run_pipeline(
     )
 
     t0 = time.perf_counter()
+    given = {"epochs": opt.epochs, "n_ensemble": opt.n_ensemble}
     tl.neural_fim(
         adata,
-        epochs=opt.epochs,
-        n_ensemble=opt.n_ensemble,
         random_state=opt.random_state,
         progress=progress,
+        **{k: v for k, v in given.items() if v is not None},
     )
     fim = adata.uns["neural_fim"]
+    losses = [np.asarray(v) for v in fim["val_loss"].values()]
+    epochs = sorted({v.size for v in losses})
     logg.info(
-        f"[{name}] neural FIM: {np.asarray(fim['val_loss']['0']).size} epochs, held-out loss "
-        f"{np.min(fim['val_loss']['0']):.4f}, in {time.perf_counter() - t0:.1f} s"
+        f"[{name}] neural FIM: {len(losses)} network(s), "
+        f"{'–'.join(map(str, epochs[:: max(1, len(epochs) - 1)]))} epochs, best held-out "
+        f"loss {min(float(v.min()) for v in losses):.3g}, in {time.perf_counter() - t0:.1f} s"
     )
 
     if opt.curvature:
@@ -406,6 +409,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_default(name: str):
+    """Default of a :func:`scfim.tl.neural_fim` argument (the CLI uses the same)."""
+    import inspect
+
+    from .tl import neural_fim
+
+    return inspect.signature(neural_fim).parameters[name].default
+
+
 def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pipeline parameters")
     g.add_argument(
@@ -434,18 +446,18 @@ def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--epochs",
         type=_positive_int(1),
-        default=150,
+        default=None,
         metavar="N",
-        help="maximal training epochs of the neural FIM (default: %(default)s, for speed; "
-        "scfim.tl.neural_fim's default is 300)",
+        help="maximal training epochs of each neural FIM network (default: "
+        f"{_api_default('epochs')}, as scfim.tl.neural_fim)",
     )
     g.add_argument(
         "--n-ensemble",
         type=_positive_int(1),
-        default=1,
+        default=None,
         metavar="M",
         help="neural FIM networks averaged; more are steadier between seeds and slower "
-        "(default: %(default)s, for speed; scfim.tl.neural_fim's default is 3)",
+        f"(default: {_api_default('n_ensemble')}, as scfim.tl.neural_fim)",
     )
     g.add_argument(
         "--random-state",
