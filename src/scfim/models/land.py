@@ -76,7 +76,10 @@ class LANDMixture:
         Monte Carlo tangent samples per component and iteration for the normalisation
         constant (antithetic pairs).
     mean_step, cov_step
-        Step sizes ``α_μ`` and ``α_Σ``.
+        Step sizes ``α_μ`` and ``α_Σ``; default 1 with ``normaliser="gaussian"`` (then
+        ``μ ← Exp_μ(d)`` is the fixed-point step of the Fréchet mean and the covariance
+        step ``Σ ← Σ + α_Σ (S_data − Σ)`` is the exact M-step at ``α_Σ = 1``), 0.2 with
+        ``"volume"``.
     tol
         Stop when the mean log-likelihood rises by less than ``tol`` in two accepted
         steps in a row (0 runs up to ``max_iter`` iterations).
@@ -106,8 +109,8 @@ class LANDMixture:
         *,
         max_iter: int = 20,
         n_samples: int = 1000,
-        mean_step: float = 0.2,
-        cov_step: float = 0.2,
+        mean_step: float | None = None,
+        cov_step: float | None = None,
         tol: float = 0.0,
         max_backtracks: int = 2,
         init_means: np.ndarray | None = None,
@@ -122,6 +125,9 @@ class LANDMixture:
             raise ValueError("n_components must be ≥ 1")
         if int(max_iter) < 1 or int(n_samples) < 2:
             raise ValueError("max_iter must be ≥ 1 and n_samples ≥ 2")
+        step = 1.0 if normaliser == "gaussian" else 0.2
+        mean_step = step if mean_step is None else mean_step
+        cov_step = step if cov_step is None else cov_step
         if not (mean_step > 0 and cov_step > 0):
             raise ValueError("mean_step and cov_step must be > 0")
         self.manifold = manifold
@@ -381,6 +387,12 @@ class LANDMixture:
             # control variate: exact when m is constant
             u = np.full(len(V), 1.0 / len(V))
             S_data = (Lk * w[:, None]).T @ Lk
+            if self.normaliser == "gaussian":  # S_model = Σ: step towards the M-step S_data
+                C = np.linalg.inv(A.T @ A)
+                C = C + min(cov_step, 1.0) * (S_data - C)
+                C += 1e-3 * self.reg_covar * np.trace(C) / len(C) * np.eye(len(C))
+                new_A[k] = np.linalg.inv(np.linalg.cholesky(0.5 * (C + C.T)))
+                continue
             S_model = np.linalg.inv(A.T @ A) + (V * (q - u)[:, None]).T @ V
             E = A @ (S_data - S_model) @ A.T
             new_A[k] = _sym_expm(-cov_step * E, 1.0) @ A

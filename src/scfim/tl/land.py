@@ -42,8 +42,8 @@ def land(
     max_iter: int = 20,
     n_samples: int = 1000,
     normaliser: str = "gaussian",
-    mean_step: float = 0.2,
-    cov_step: float = 0.2,
+    mean_step: float | None = None,
+    cov_step: float | None = None,
     tol: float = 1e-3,
     n_steps: int = 12,
     log_tol: float = 1e-3,
@@ -107,7 +107,8 @@ def land(
         :class:`scfim.models.land.LANDMixture`).
     mean_step, cov_step
         Initial step sizes of the mean and covariance updates (halved when a step is
-        rejected).
+        rejected); default 1 with ``normaliser="gaussian"`` (the Fréchet-mean step and the
+        exact covariance M-step), 0.2 with ``"volume"``.
     tol
         Stop when an iteration raises the mean log-likelihood by less than ``tol`` twice in
         a row.
@@ -167,8 +168,10 @@ def land(
     sigma = check_float("sigma", sigma, minimum=0, exclusive_minimum=True, allow_none=True)
     rho = check_float("rho", rho, minimum=0, exclusive_minimum=True, allow_none=True)
     rho_rel = check_float("rho_rel", rho_rel, minimum=0, exclusive_minimum=True)
-    mean_step = check_float("mean_step", mean_step, minimum=0, exclusive_minimum=True)
-    cov_step = check_float("cov_step", cov_step, minimum=0, exclusive_minimum=True)
+    mean_step = check_float(
+        "mean_step", mean_step, minimum=0, exclusive_minimum=True, allow_none=True
+    )
+    cov_step = check_float("cov_step", cov_step, minimum=0, exclusive_minimum=True, allow_none=True)
     log_tol = check_float("log_tol", log_tol, minimum=0, exclusive_minimum=True)
     land_weight = check_float("land_weight", land_weight, minimum=0.0)
     progress = check_bool("progress", progress)
@@ -262,8 +265,8 @@ def land(
                 "max_iter": max_iter,
                 "n_samples": n_samples,
                 "normaliser": normaliser,
-                "mean_step": mean_step,
-                "cov_step": cov_step,
+                "mean_step": model.mean_step,
+                "cov_step": model.cov_step,
                 "tol": tol,
                 "n_steps": n_steps,
                 "log_tol": log_tol,
