@@ -1,6 +1,6 @@
 """Small-size version of ``benchmarks/bench_fim_validity.py`` (a) and (d), default settings.
 
-Two independent fits of ``tl.neural_fim`` (default three-member ensembles; seeds 0 and 3, so
+Two independent fits of ``tl.neural_fim`` (default five-member ensembles; seeds 0 and 5, so
 that no member is shared) on a small toy tree must agree cell by cell, and each must put
 the branch points above the tips. The thresholds are the measured values at this size
 with a margin (see the comments); the benchmark measures the full-size numbers.
@@ -18,7 +18,7 @@ def two_fits():
     ad = scfim.datasets.tree(n_obs=600, n_dim=20, n_branches=4, random_state=0)
     scfim.tl.diffusion(ad, use_rep="X", random_state=0)
     fits = []
-    for seed in (0, 3):
+    for seed in (0, 5):
         a = ad.copy()
         scfim.tl.neural_fim(a, epochs=40, random_state=seed, progress=False)
         fits.append(a)
@@ -31,8 +31,8 @@ def test_per_cell_fim_is_reproducible_across_training_seeds(two_fits):
     # aligned, cell by cell (never sorted)
     r_lv = np.corrcoef(a.obs["fim_log_volume"], b.obs["fim_log_volume"])[0, 1]
     r_tr = np.corrcoef(a.obs["fim_trace"], b.obs["fim_trace"])[0, 1]
-    # measured 0.987 (log-volume) and 0.989 (trace); the thresholds are the targets of the
-    # full-size benchmark
+    # measured 0.987 (log-volume) and 0.989 (trace) with the earlier three-member default;
+    # the thresholds are the targets of the full-size benchmark
     assert r_lv >= 0.95, r_lv
     assert r_tr >= 0.90, r_tr
 
