@@ -120,6 +120,14 @@ def test_run_rejects_bad_values_with_usage(cells_file, capsys, no_pipeline, extr
     assert message in capsys.readouterr().err
 
 
+def test_run_never_overwrites_its_input(cells_file, capsys, no_pipeline):
+    before = cells_file.read_bytes()
+    assert cli.main(["run", str(cells_file), "--out", str(cells_file.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "would overwrite the input file" in err and "Traceback" not in err
+    assert cells_file.read_bytes() == before
+
+
 def test_run_unreadable_file(tmp_path, capsys, no_pipeline):
     bad = tmp_path / "bad.h5ad"
     bad.write_text("not an h5ad file")

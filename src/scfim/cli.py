@@ -392,6 +392,12 @@ def _run(args: argparse.Namespace) -> int:
     adata = _read_input(src)
     ends = _validate(adata, args)
     out = Path(args.out)
+    target = out / f"{src.stem}.h5ad"
+    if target.exists() and target.resolve() == src.resolve():
+        raise UsageError(
+            f"--out {out} would overwrite the input file {src} with the results; "
+            "choose another output folder"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
