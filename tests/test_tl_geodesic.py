@@ -208,3 +208,13 @@ def test_fisher_rao_distances_bad_input(fitted, kwargs, exc):
     with pytest.raises(exc):
         scfim.tl.fisher_rao_distances(a, **kwargs)
     assert_unchanged(a, snap)
+
+
+def test_resolve_cells_names_a_repeated_obs_name():
+    from scfim.tl.geodesic import resolve_cells
+
+    a = AnnData(np.zeros((4, 2), dtype=np.float32))
+    a.obs_names = ["a", "b", "a", "c"]
+    with pytest.raises(ValueError, match="occurs more than once"):
+        resolve_cells(a, ["b", "a"])
+    np.testing.assert_array_equal(resolve_cells(a, ["b", "c", 2]), [1, 3, 2])

@@ -39,7 +39,13 @@ def resolve_cells(adata: AnnData, cells) -> np.ndarray:
         elif isinstance(c, str):
             if c not in adata.obs_names:
                 raise KeyError(f"cell {c!r} is not in adata.obs_names")
-            out.append(int(adata.obs_names.get_loc(c)))
+            loc = adata.obs_names.get_loc(c)
+            if not isinstance(loc, (int, np.integer)):  # a slice or mask: the name repeats
+                raise ValueError(
+                    f"cell name {c!r} occurs more than once in adata.obs_names; make the names "
+                    "unique (adata.obs_names_make_unique()) or give integer positions"
+                )
+            out.append(int(loc))
         else:
             raise TypeError(f"cells must be obs names or integer positions, got {c!r}")
     return np.asarray(out, dtype=np.int64)
