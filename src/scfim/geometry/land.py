@@ -46,7 +46,34 @@ def choose_sigma(X: np.ndarray, k: int | None = None) -> float:
     return float(np.median(d[:, k]))
 
 
-class LANDMetric(Metric):
+class _KernelMetric(Metric):
+    """Shared part of the LAND metrics: centred reference points and their Gaussian kernel."""
+
+    def _set_reference(self, data, sigma, k_sigma, max_points, chunk_size, random_state):
+        """Validate and subsample ``data``, choose ``σ``, centre the points; return them."""
+        X = _reference_points(data, max_points, random_state)
+        if sigma is None:
+            sigma = choose_sigma(X, k_sigma)
+        if not (np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.dim = X.shape[1]
+        self.sigma = float(sigma)
+        self.chunk_size = int(chunk_size)
+        # centred reference points (the metrics are translation-equivariant)
+        self.center = X.mean(0)
+        self._center_t = torch.as_tensor(self.center)
+        P = torch.as_tensor(X - self.center)
+        self.points = P
+        self._sqnorm = (P * P).sum(1)
+        return X
+
+    def _log_kernel(self, xb: torch.Tensor) -> torch.Tensor:
+        """``−‖x_n − x‖² / 2σ²``, shape ``(b, N)``, for centred points ``xb``."""
+        K = torch.addmm(self._sqnorm[None, :], xb, self.points.T, alpha=-2.0)
+        return K.add_((xb * xb).sum(1, keepdim=True)).clamp_(min=0.0).mul_(-0.5 / self.sigma**2)
+
+
+class LANDMetric(_KernelMetric):
     """Diagonal locally adaptive metric of LAND.
 
     ``M(x) = diag(S(x) + ρ)⁻¹`` with ``S_d(x) = Σ_n w_n(x) (x_nd − x_d)²`` and
@@ -91,20 +118,8 @@ class LANDMetric(Metric):
         chunk_size: int = 2048,
         random_state: int | None = 0,
     ) -> None:
-        X = _reference_points(data, max_points, random_state)
-        if sigma is None:
-            sigma = choose_sigma(X, k_sigma)
-        if not (np.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.dim = X.shape[1]
-        self.sigma = float(sigma)
-        self.chunk_size = int(chunk_size)
-        # centred reference points (the metric is translation-equivariant)
-        self.center = X.mean(0)
-        self._center_t = torch.as_tensor(self.center)
-        P = torch.as_tensor(X - self.center)
-        self.points = P
-        self._sqnorm = (P * P).sum(1)
+        X = self._set_reference(data, sigma, k_sigma, max_points, chunk_size, random_state)
+        P = self.points
         N, d = P.shape
         P2 = (P[:, :, None] * P[:, None, :]).reshape(N, d * d)
         P3 = (P[:, :, None] * (P * P)[:, None, :]).reshape(N, d * d)
@@ -126,15 +141,12 @@ class LANDMetric(Metric):
         ``S_d = Σ w Δ_d²`` and ``∂S_d/∂x_k = Σ w Δ_k Δ_d² / σ² − 2 δ_dk Σ w Δ_d``.
         """
         xc = x.to(_DT) - self._center_t
-        P, F, P2 = self.points, self._features, self._sqnorm
-        d = self.dim
+        F, d = self._features, self.dim
         S_out, dS_out = [], []
         for i in range(0, xc.shape[0], self.chunk_size):
             xb = xc[i : i + self.chunk_size]
             b = xb.shape[0]
-            K = torch.addmm(P2[None, :], xb, P.T, alpha=-2.0)  # ‖x_n‖² − 2 x·x_n
-            K.add_((xb * xb).sum(1, keepdim=True)).clamp_(min=0.0)
-            K.mul_(-0.5 / self.sigma**2).exp_()
+            K = self._log_kernel(xb).exp_()
             Mo = K @ F  # (b, 1 + d + d² [+ d²])
             m0 = Mo[:, :1]
             m1 = Mo[:, 1 : 1 + d]
@@ -188,7 +200,7 @@ class LANDMetric(Metric):
         return -(2.0 * v * Jv - Jtv2) / (2.0 * M)
 
 
-class LocalCovarianceMetric(Metric):
+class LocalCovarianceMetric(_KernelMetric):
     """Inverse local covariance of the data: a full, rotation-equivariant LAND metric.
 
     ``M(x) = (C(x) + ρ I)⁻¹`` with the kernel-weighted covariance of the reference points
@@ -245,19 +257,8 @@ class LocalCovarianceMetric(Metric):
         chunk_size: int = 2048,
         random_state: int | None = 0,
     ) -> None:
-        X = _reference_points(data, max_points, random_state)
-        if sigma is None:
-            sigma = choose_sigma(X)
-        if not (np.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.dim = X.shape[1]
-        self.sigma = float(sigma)
-        self.chunk_size = int(chunk_size)
-        self.center = X.mean(0)
-        self._center_t = torch.as_tensor(self.center)
-        P = torch.as_tensor(X - self.center)
-        self.points = P
-        self._sqnorm = (P * P).sum(1)
+        X = self._set_reference(data, sigma, None, max_points, chunk_size, random_state)
+        P = self.points
         N, d = P.shape
         P2 = (P[:, :, None] * P[:, None, :]).reshape(N, d * d)
         self._features = torch.cat([P, P2], 1)
@@ -268,11 +269,9 @@ class LocalCovarianceMetric(Metric):
         if self.alpha != 0.0:
             q = torch.zeros(N, dtype=_DT)
             for i in range(0, N, self.chunk_size):
-                Pi = P[i : i + self.chunk_size]
-                D2 = (Pi * Pi).sum(1, keepdim=True) - 2.0 * Pi @ P.T + self._sqnorm[None, :]
-                q[i : i + self.chunk_size] = torch.exp(
-                    -0.5 * D2.clamp_min(0.0) / self.sigma**2
-                ).sum(1)
+                q[i : i + self.chunk_size] = (
+                    self._log_kernel(P[i : i + self.chunk_size]).exp_().sum(1)
+                )
             self._log_c = -self.alpha * torch.log(q)
         self.rho = 0.0
         if rho is None:
@@ -288,8 +287,7 @@ class LocalCovarianceMetric(Metric):
 
         Each row is scaled so that its largest entry is 1 (no underflow far from the data).
         """
-        K = torch.addmm(self._sqnorm[None, :], xb, self.points.T, alpha=-2.0)
-        K.add_((xb * xb).sum(1, keepdim=True)).clamp_(min=0.0).mul_(-0.5 / self.sigma**2)
+        K = self._log_kernel(xb)
         if self._log_c is not None:
             K.add_(self._log_c[None, :])
         K.sub_(K.max(1, keepdim=True).values).exp_()
