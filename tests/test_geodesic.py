@@ -282,3 +282,15 @@ def test_neural_fim_metric_in_float32_matches_float64():
     q32 = metric.inner(x.float(), v.float())
     assert q32.dtype == torch.float32 and q64.dtype == torch.float64
     np.testing.assert_allclose(q32.double().numpy(), q64.numpy(), rtol=1e-4)
+
+
+def test_mean_eigenvalue_is_the_trace_of_the_metric_over_d():
+    from scfim.geometry.land import LocalCovarianceMetric
+
+    rng = np.random.default_rng(0)
+    m = LocalCovarianceMetric(rng.normal(size=(200, 3)))
+    x = torch.as_tensor(rng.normal(size=(7, 3)))
+    expected = torch.diagonal(m.metric(x), dim1=1, dim2=2).sum(1) / 3
+    torch.testing.assert_close(m.mean_eigenvalue(x), expected, rtol=1e-10, atol=0)
+    torch.testing.assert_close(m.mean_eigenvalue(x, block_rows=5), expected, rtol=1e-10, atol=0)
+    assert m.mean_eigenvalue(x[:0]).shape == (0,)
