@@ -8,9 +8,15 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 OUT    ?= scfim_output
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean check-python
 
-$(VENV)/.installed: pyproject.toml
+# the Python that creates the venvs: the version pyproject.toml requires (CI tests 3.11)
+PY_MIN := 3.10
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < tuple(map(int, "$(PY_MIN)".split("."))))' \
+	  || { echo "scfim needs Python >= $(PY_MIN); $(PYTHON) is $$($(PYTHON) -V 2>&1). Use e.g. make demo PYTHON=python3.11"; exit 1; }
+
+$(VENV)/.installed: pyproject.toml | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
@@ -46,7 +52,7 @@ DOCS_PY   := $(DOCS_VENV)/bin/python
 
 .PHONY: docs docs-check docs-venv docs-clean
 
-$(DOCS_VENV)/.installed: pyproject.toml
+$(DOCS_VENV)/.installed: pyproject.toml | check-python
 	$(PYTHON) -m venv $(DOCS_VENV)
 	$(DOCS_PY) -m pip install --quiet --upgrade pip
 	$(DOCS_PY) -m pip install --quiet torch==2.13.0

@@ -264,3 +264,48 @@ def test_pipeline_defaults_are_the_api_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert f"default: {api['epochs'].default}, as scfim.tl.neural_fim" in text
     assert f"default: {api['n_ensemble'].default}, as scfim.tl.neural_fim" in text
+
+
+HEAVY = ("torch", "scanpy", "anndata", "matplotlib", "sklearn")
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level modules a fresh interpreter has loaded after running ``code``."""
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    return set(out.split("\n")[-2].split())
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--help"], ["demo", "--help"]])
+def test_help_and_version_answer_without_the_heavy_imports(argv):
+    """`scfim --help` / `--version` no longer import PyTorch, scanpy, AnnData, matplotlib."""
+    code = (
+        "import contextlib, io\nfrom scfim.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    main({argv!r})"
+    )
+    assert not _modules_after(code) & set(HEAVY)
+
+
+def test_import_scfim_is_light_and_loads_submodules_on_use():
+    assert not _modules_after("import scfim") & set(HEAVY)
+    # scfim.pl reads and draws: matplotlib is imported when a plot is drawn
+    assert "matplotlib" not in _modules_after("import scfim.pl")
+    loaded = _modules_after("import scfim\nscfim.tl.diffusion")
+    assert "torch" in loaded  # attribute access imports the submodule
+    assert {"datasets", "pl", "tl", "settings"} <= set(dir(scfim))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        scfim.nope  # noqa: B018
+
+
+def test_help_defaults_read_without_importing_torch_equal_the_signature():
+    import inspect
+
+    api = inspect.signature(scfim.tl.neural_fim).parameters
+    for name in ("epochs", "n_ensemble"):
+        assert cli._api_default(name) == api[name].default

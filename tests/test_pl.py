@@ -268,3 +268,135 @@ def test_embedding_names_a_missing_colour(fake):
     a.raw = a
     a = a[:, :2].copy()  # a gene only in .raw is still a valid colour
     scfim.pl.embedding(a, "X_jsd_phate", color=str(fake.var_names[2]))
+
+
+# --- scanpy conventions shared by every panel ------------------------------------------
+
+
+def _land_fake(fake):
+    a = fake.copy()
+    rng = np.random.default_rng(1)
+    a.obs["land_log_likelihood"] = rng.normal(size=a.n_obs)
+    a.obs["land_component"] = pd.Categorical(np.arange(a.n_obs) % 2)
+    a.obs["land_log_failed"] = np.arange(a.n_obs) == 3
+    a.uns["land"] = {"means": np.asarray(a.X[[0, 60]], dtype=float), "params": {"use_rep": "X"}}
+    return a
+
+
+def test_panels_share_the_look_of_embedding(fake):
+    """Same cells, same look: no frame and scanpy's marker size in every scatter panel."""
+    ref = scfim.pl.embedding(fake, "X_jsd_phate", color="fim_trace")
+    size = ref.collections[0].get_sizes()[0]
+    assert size == pytest.approx(120000 / fake.n_obs)  # scanpy's default
+    panels = {
+        "geodesic": scfim.pl.geodesic(fake, "X_jsd_phate", color="group"),
+        "curvature": scfim.pl.curvature(fake, "X_jsd_phate"),
+        "land": scfim.pl.land(_land_fake(fake), "X_jsd_phate"),
+    }
+    for name, ax in panels.items():
+        assert not ax.axison, f"pl.{name} draws a frame where pl.embedding draws none"
+        assert ax.collections[0].get_sizes()[0] == pytest.approx(size), name
+    # frameon=True gives scanpy's framed look, axes named after the basis
+    ref = scfim.pl.embedding(fake, "X_jsd_phate", color="fim_trace", frameon=True)
+    ax = scfim.pl.curvature(fake, "X_jsd_phate", frameon=True)
+    assert ax.axison and ax.get_xlabel() == ref.get_xlabel() == "X_jsd_phate1"
+
+
+def test_parameter_landscape_embeddings_have_the_panel_look(fake):
+    a = fake.copy()
+    scfim.tl.parameter_fim(
+        a, t_values=[1, 2], sigma_values=[0.5, 1.0], embeddings_at="best", progress=False
+    )
+    fig = scfim.pl.parameter_landscape(a, embeddings_at="best", color="group")
+    eax = next(x for x in fig.axes if x.get_title().startswith("1:"))
+    assert not eax.axison
+    # categorical colours are the stored palette, as in the other panels
+    got = {tuple(np.round(c[:3], 3)) for c in eax.collections[0].get_facecolors()}
+    assert got <= {tuple(np.round(to_rgb(c), 3)) for c in RED_PALETTE}
+
+
+def test_eigenspectrum_legend_loc_none_hides_the_legend(fake):
+    """legend_loc=None means no legend, as in scanpy (was drawn inside the Axes)."""
+    for loc in (None, "none"):
+        assert scfim.pl.eigenspectrum(fake, groupby="group", legend_loc=loc).get_legend() is None
+    assert scfim.pl.eigenspectrum(fake, groupby="group").get_legend() is not None
+
+
+def test_title_on_every_plot(fake):
+    assert scfim.pl.curvature(fake, "X_jsd_phate", title="x").get_title() == "x"
+    assert scfim.pl.diffusion_entropy(fake, title="y").get_title() == "y"
+    assert scfim.pl.land(_land_fake(fake), "X_jsd_phate", title="z").get_title() == "z"
+    assert scfim.pl.curvature(fake, "X_jsd_phate", title="").get_title() == ""
+    # the default title does not repeat the colour-bar label
+    ax = scfim.pl.curvature(fake, "X_jsd_phate")
+    assert ax.get_title() == "diffusion curvature"
+
+
+def test_size_is_scanpys_name_and_s_still_works(fake):
+    a = _land_fake(fake)
+    for call in (
+        lambda **kw: scfim.pl.land(a, "X_jsd_phate", **kw),
+        lambda **kw: scfim.pl.curvature(fake, "X_jsd_phate", **kw),
+    ):
+        assert call(size=7.0).collections[0].get_sizes()[0] == 7.0
+        assert call(s=9.0).collections[0].get_sizes()[0] == 9.0
+        with pytest.raises(TypeError, match="once"):
+            call(size=7.0, s=9.0)
+        with pytest.raises(ValueError, match="positive"):
+            call(size=-1)
+
+
+def test_geodesic_with_several_colours_draws_one_panel_each(fake):
+    axes = scfim.pl.geodesic(fake, "X_jsd_phate", color=["group", "fim_trace"])
+    assert isinstance(axes, list) and len(axes) == 2
+    assert axes[0].figure is axes[1].figure
+    for ax in axes:
+        assert len(ax.lines) == 1  # the path, in every panel
+        np.testing.assert_allclose(
+            ax.lines[0].get_xydata()[0], fake.obsm["X_jsd_phate"][0], atol=1e-6
+        )
+    assert [ax.get_title() for ax in axes] == ["group", "fim_trace"]
+    fig = scfim.pl.geodesic(fake, "X_jsd_phate", color=["group", "fim_trace"], return_fig=True)
+    assert isinstance(fig, Figure)
+    _, ax = plt.subplots()
+    with pytest.raises(ValueError, match="one panel"):
+        scfim.pl.geodesic(fake, "X_jsd_phate", color=["group", "fim_trace"], ax=ax)
+
+
+def test_geodesic_ends_legend_is_outside_the_data(fake):
+    fig, ax = plt.subplots(figsize=(5, 4), layout="constrained")
+    scfim.pl.geodesic(fake, "X_jsd_phate", color="group", ax=ax)
+    fig.canvas.draw()
+    ends = next(
+        c
+        for c in ax.get_children()
+        if isinstance(c, matplotlib.legend.Legend) and c is not ax.get_legend()
+    )
+    box, data = ends.get_window_extent(), ax.get_window_extent()
+    assert box.y1 <= data.y0 + 1  # under the Axes, not over the cells
+    assert fig.get_window_extent().y0 <= box.y0  # and inside the figure (the layout made room)
+
+
+def test_curvature_draws_unscored_cells_in_grey_underneath(fake):
+    """tl.diffusion_curvature(cells=...) leaves NaN: those cells are context, in na_color."""
+    a = fake.copy()
+    c = a.obs["diffusion_curvature"].to_numpy().copy()
+    c[20:] = np.nan
+    a.obs["diffusion_curvature"] = c
+    ax = scfim.pl.curvature(a, "X_jsd_phate")
+    grey, scored = ax.collections[0], ax.collections[1]
+    np.testing.assert_allclose(grey.get_offsets(), a.obsm["X_jsd_phate"][20:])
+    assert to_rgb(grey.get_facecolors()[0]) == to_rgb("lightgray")
+    assert len(scored.get_offsets()) == 20 and np.isfinite(scored.get_array()).all()
+    assert scored.colorbar is not None
+    ax = scfim.pl.curvature(a, "X_jsd_phate", na_color="black")
+    assert to_rgb(ax.collections[0].get_facecolors()[0]) == (0.0, 0.0, 0.0)
+
+
+def test_land_legend_names_the_means_and_failed_cells(fake):
+    a = _land_fake(fake)
+    texts = [t.get_text() for t in scfim.pl.land(a, "X_jsd_phate").get_legend().get_texts()]
+    assert texts == ["Log map failed", "component means (2)"]
+    ax = scfim.pl.land(a, "X_jsd_phate", color="component")
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["0", "1", "Log map failed", "component means (2)"]

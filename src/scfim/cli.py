@@ -416,12 +416,36 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _api_default(name: str):
-    """Default of a :func:`scfim.tl.neural_fim` argument (the CLI uses the same)."""
-    import inspect
+    """Default of a :func:`scfim.tl.neural_fim` argument (the CLI uses the same).
 
-    from .tl import neural_fim
+    Read from the function's source with :mod:`ast`, so that ``scfim --help`` does not
+    import PyTorch; falls back to :func:`inspect.signature` when the source cannot be read.
+    """
+    import ast
 
-    return inspect.signature(neural_fim).parameters[name].default
+    source = Path(__file__).with_name("tl") / "neural_fim.py"
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        func = next(
+            node
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name == "neural_fim"
+        )
+        args = func.args
+        positional = args.posonlyargs + args.args
+        pairs = list(
+            zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True)
+        )
+        pairs += [
+            (a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None
+        ]
+        return next(ast.literal_eval(d) for a, d in pairs if a.arg == name)
+    except (OSError, SyntaxError, StopIteration, ValueError):
+        import inspect
+
+        from .tl import neural_fim
+
+        return inspect.signature(neural_fim).parameters[name].default
 
 
 def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,10 @@ Every function takes ``ax``, ``show``, ``save`` and ``return_fig`` the way
 * ``return_fig=True`` returns the Figure.
 
 Continuous colours get outlier-robust limits (1st–99th percentile) and colour bars
-labelled with the quantity.
+labelled with the quantity. Every scatter panel looks like :func:`scfim.pl.embedding`
+(scanpy's marker at scanpy's size, ``120000 / n_obs``, no frame) and takes scanpy's
+``title``, ``size`` (``s`` is an alias) and ``frameon``; ``legend_loc=None`` hides a
+legend, as in scanpy. matplotlib is imported when a plot is drawn, not with this module.
 """
 
 from ._curvature import curvature

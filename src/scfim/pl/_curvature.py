@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from anndata import AnnData
-from matplotlib.axes import Axes
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 
-from ._utils import check_plot_args, embedding_key, finish, quantity_label, robust_limits
+from ._utils import (
+    SCANPY_MARKER,
+    check_plot_args,
+    embedding_key,
+    finish,
+    marker_size,
+    quantity_label,
+    robust_limits,
+    style_panel,
+)
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["curvature"]
 
@@ -24,11 +35,15 @@ def curvature(
     vmax: float | None = None,
     cmap: str = "RdBu_r",
     size: float | None = None,
+    na_color: str = "lightgray",
+    title: str | None = None,
+    frameon: bool = False,
     colorbar: bool = True,
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
+    s: float | None = None,
 ) -> Axes | Figure | None:
     """Scatter plot of an embedding coloured by diffusion curvature.
 
@@ -36,7 +51,9 @@ def curvature(
     (walks stay close, sphere-like), blue for negative (saddle-like), with the same colour
     scale for both signs. The colour bar spans the values present (1st to 99th
     percentile and 0), so data of one sign are not drawn against an empty half of the
-    scale. Cells with the largest absolute values are drawn on top.
+    scale. Cells with the largest absolute values are drawn on top. Cells without a value
+    (``tl.diffusion_curvature(cells=...)`` scores only some) are drawn underneath in
+    ``na_color``, as scanpy draws missing values.
 
     Parameters
     ----------
@@ -54,11 +71,21 @@ def curvature(
     cmap
         Diverging colour map.
     size
-        Marker size (default scaled with the number of cells).
+        Marker size; default ``120000 / n_obs`` as in :func:`scanpy.pl.embedding`.
+    na_color
+        Colour of the cells without a curvature value (NaN).
+    title
+        Axes title; default ``key`` in words ("diffusion curvature"; the colour bar
+        names the quantity), ``""`` for none.
+    frameon
+        Draw a frame with axis labels (scanpy's ``frameon``); default no frame, like
+        :func:`scfim.pl.embedding`.
     colorbar
         Draw a colour bar, labelled with the quantity.
     ax, show, save, return_fig
         As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key ``key``.
+    s
+        Alias of ``size`` (matplotlib's name).
 
     Returns
     -------
@@ -80,6 +107,7 @@ def curvature(
     if E.ndim != 2 or max(i, j) >= E.shape[1] or min(i, j) < 0:
         raise ValueError(f"components {components} out of range for {emb_key!r} {E.shape}")
     finite = np.isfinite(c)
+    size = marker_size(len(c), size, s)
     lo, hi = robust_limits(c)  # 1st and 99th percentiles
     if vmax is None:
         vmax = max(abs(lo), abs(hi)) if lo is not None else 1.0
@@ -91,28 +119,33 @@ def curvature(
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max"}.get(
         (cmin < -vmax, cmax > vmax), "both"
     )
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+
     if ax is None:
         _, ax = plt.subplots(figsize=(4.6, 3.8))
-    order = np.argsort(np.where(finite, np.abs(c), -1.0), kind="stable")
-    if size is None:
-        size = float(np.clip(12000.0 / max(len(c), 1), 1.0, 40.0))
-    sc = ax.scatter(
+    if not finite.all():  # unscored cells: context underneath, in scanpy's na_color
+        ax.scatter(E[~finite, i], E[~finite, j], color=na_color, s=size, marker=SCANPY_MARKER)
+    scored = np.flatnonzero(finite)
+    order = scored[np.argsort(np.abs(c[scored]), kind="stable")]
+    points = ax.scatter(
         E[order, i],
         E[order, j],
         c=c[order],
         cmap=cmap,
         norm=Normalize(vmin=-vmax, vmax=vmax),
         s=size,
-        linewidths=0,
-        plotnonfinite=True,
+        marker=SCANPY_MARKER,
     )
     if colorbar:
-        cb = ax.figure.colorbar(sc, ax=ax, label=quantity_label(key), extend=extend)
+        cb = ax.figure.colorbar(points, ax=ax, label=quantity_label(key), extend=extend)
         if shown[1] > shown[0]:
             cb.ax.set_ylim(*shown)
-    # the look of scfim.pl.embedding (scanpy's frameon=False): no frame, ticks or labels
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_frame_on(False)
-    ax.set_title(quantity_label(key))
+    style_panel(
+        ax,
+        title=key.replace("_", " ") if title is None else title,
+        frameon=frameon,
+        basis=emb_key,
+        components=(i, j),
+    )
     return finish(ax, writekey=key, show=show, save=save, return_fig=return_fig)

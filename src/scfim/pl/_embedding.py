@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from anndata import AnnData
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from ._utils import check_plot_args, embedding_key, finish, label_colorbar, quantity_label
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["embedding", "diffusion_entropy"]
 
@@ -104,6 +106,7 @@ def diffusion_entropy(
     adata: AnnData,
     key: str = "diffusion",
     *,
+    title: str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
@@ -117,6 +120,8 @@ def diffusion_entropy(
         Annotated data on which :func:`scfim.tl.diffusion` ran with ``t="auto"``.
     key
         ``key_added`` of :func:`scfim.tl.diffusion`.
+    title
+        Axes title (default "choice of the diffusion time"; ``""`` for none).
     ax, show, save, return_fig
         As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key
         ``"diffusion_entropy"``.
@@ -126,6 +131,9 @@ def diffusion_entropy(
     Axes, Figure or None
         The Axes; the Figure with ``return_fig=True``; None with ``show=True``.
     """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     check_plot_args(show, save, return_fig)
     if key not in adata.uns or "entropy" not in adata.uns[key]:
         raise KeyError(f"adata.uns[{key!r}]['entropy'] not found; run scfim.tl.diffusion(t='auto')")
@@ -139,6 +147,6 @@ def diffusion_entropy(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("diffusion time t")
     ax.set_ylabel("von Neumann entropy of Pᵗ")
-    ax.set_title("choice of the diffusion time")
+    ax.set_title("choice of the diffusion time" if title is None else title)
     ax.legend(frameon=False)
     return finish(ax, writekey="diffusion_entropy", show=show, save=save, return_fig=return_fig)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from anndata import AnnData
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from ._utils import check_plot_args, finish
+from ._utils import check_plot_args, finish, legend_off
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["eigenspectrum"]
 
@@ -24,7 +26,7 @@ def eigenspectrum(
     key: str = "fim_eigenvalues",
     *,
     title: str | None = None,
-    legend_loc: str = "right margin",
+    legend_loc: str | None = "right margin",
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
@@ -51,7 +53,8 @@ def eigenspectrum(
         Axes title (default "FIM eigenspectrum", with the grouping).
     legend_loc
         ``"right margin"`` (outside the Axes, as scanpy), a matplotlib legend location
-        (``"best"``, ``"upper right"`` …) or ``"none"``.
+        (``"best"``, ``"upper right"`` …), or ``None`` / ``"none"`` for no legend (as in
+        scanpy).
     ax, show, save, return_fig
         As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key
         ``"eigenspectrum"``.
@@ -61,6 +64,9 @@ def eigenspectrum(
     Axes, Figure or None
         The Axes; the Figure with ``return_fig=True``; None with ``show=True``.
     """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     check_plot_args(show, save, return_fig)
     if key not in adata.obsm:
         raise KeyError(f"adata.obsm[{key!r}] not found; run `scfim.tl.neural_fim(adata)` first")
@@ -92,7 +98,8 @@ def eigenspectrum(
     new_figure = ax is None
     if ax is None:
         # room for the legend in the right margin: the Axes keep about 4.5 × 3.6 inches
-        _, ax = plt.subplots(figsize=(8.5 if groupby is not None else 4.8, 3.8))
+        margin = groupby is not None and legend_loc == "right margin"
+        _, ax = plt.subplots(figsize=(8.5 if margin else 4.8, 3.8))
     idx = np.arange(1, E.shape[1] + 1)
     tiny = np.finfo(np.float64).tiny
     for g, (name, mask) in enumerate(groups.items()):
@@ -107,7 +114,7 @@ def eigenspectrum(
     if title is None:
         title = "FIM eigenspectrum" + (f" by {groupby}" if groupby is not None else "")
     ax.set_title(title)
-    if len(groups) > 1 and legend_loc != "none":
+    if len(groups) > 1 and not legend_off(legend_loc):
         kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0)}
         if legend_loc != "right margin":
             kw = {"loc": legend_loc}

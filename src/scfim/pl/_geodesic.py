@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-import matplotlib.patheffects as pe
-import matplotlib.pyplot as plt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from anndata import AnnData
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from scipy.spatial import cKDTree
 
-from ._utils import check_plot_args, contrasting_colour, embedding_key, finish
+from ._utils import (
+    check_plot_args,
+    contrasting_colour,
+    embedding_key,
+    finish,
+    place_in_embedding,
+)
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["geodesic"]
 
 
-def _to_embedding(X: np.ndarray, Y: np.ndarray, pts: np.ndarray, k: int = 5) -> np.ndarray:
-    """Map input-space points to the embedding by inverse-distance kNN interpolation."""
-    d, i = cKDTree(X).query(pts, k=min(k, len(X)))
-    d, i = d.reshape(len(pts), -1), i.reshape(len(pts), -1)
-    w = 1.0 / np.maximum(d, 1e-12)
-    w /= w.sum(1, keepdims=True)
-    return np.einsum("pk,pkc->pc", w, Y[i])
-
-
 def _underlying_colours(adata: AnnData, color: str | None, cmap) -> list:
     """Colours the cells are drawn in (categorical palette, colour map or scanpy's grey)."""
+    import matplotlib.pyplot as plt
+
     if color is None or color not in adata.obs:
         return ["lightgray"]
     col = adata.obs[color]
@@ -38,12 +38,52 @@ def _underlying_colours(adata: AnnData, color: str | None, cmap) -> list:
     return [cm(v) for v in np.linspace(0, 1, 16)]
 
 
+def _ends_legend(ax: Axes, adata: AnnData, res, color: str | None, path_color, n_paths: int):
+    """The start/end legend, below the Axes (outside the data, clear of scanpy's legend)."""
+    from matplotlib.legend import Legend
+    from matplotlib.lines import Line2D
+
+    starts = [str(s) for s in np.ravel(res.get("start", []))]
+    ends = [str(e) for e in np.ravel(res.get("end", []))]
+    one = n_paths == 1 and len(starts) == 1 and len(ends) == 1
+    if one and color is not None and color in adata.obs:
+        col = adata.obs[color]
+        if not pd.api.types.is_numeric_dtype(col):  # name the cells' groups
+            starts = [f"{starts[0]} ({col.loc[starts[0]]})"]
+            ends = [f"{ends[0]} ({col.loc[ends[0]]})"]
+    labels = [
+        ("o", f"start: {starts[0]}" if one else "start"),
+        ("s", f"end: {ends[0]}" if one else "end"),
+    ]
+    handles = [
+        Line2D([], [], color=path_color, lw=2.2, marker=m, ms=7, mec="white", ls="none")
+        for m, _ in labels
+    ]
+    # scanpy's categorical legend stays the Axes' legend (in the right margin); this one is
+    # an extra artist centred under the Axes, where frameon=False leaves empty space (tight
+    # and constrained layouts make room for it)
+    legend = Legend(
+        ax,
+        handles,
+        [lab for _, lab in labels],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncols=1,
+        frameon=False,
+        fontsize="small",
+        handletextpad=0.3,
+        borderaxespad=0.2,
+    )
+    ax.add_artist(legend)
+    legend.set_clip_on(False)  # add_artist clips to the Axes: it would be invisible there
+
+
 def geodesic(
     adata: AnnData,
     basis: str = "X_jsd_phate",
     *,
     key: str = "geodesic",
-    color: str | None = None,
+    color: str | Sequence[str] | None = None,
     path_color: str | None = None,
     legend: bool = True,
     ax: Axes | None = None,
@@ -58,7 +98,8 @@ def geodesic(
     the inverse-distance-weighted average of its 5 nearest cells. Paths are drawn in a
     colour that contrasts with the colours of the cells underneath (the categorical
     palette or the colour map), with a white outline; the start cell is a circle, the end
-    cell a square, both named in a legend.
+    cell a square, both named in a legend under the plot. Several ``color`` keys give
+    one panel each, as in :func:`scanpy.pl.embedding`.
 
     Parameters
     ----------
@@ -69,13 +110,17 @@ def geodesic(
     key
         ``key_added`` of :func:`scfim.tl.geodesic`.
     color
-        ``obs`` column for the cells underneath (see :func:`scfim.pl.embedding`).
+        ``obs`` column or gene for the cells underneath (see :func:`scfim.pl.embedding`);
+        a list draws one panel per key, each with the paths.
     path_color
         Colour of the paths; default the candidate farthest from every colour of the
         cells.
     legend
-        Add the start/end legend (next to the categorical legend, if any).
-    ax, show, save, return_fig
+        Add the start/end legend (under the plot; the categorical legend of the cells
+        stays in the right margin).
+    ax
+        Axes to draw into (a single ``color`` only).
+    show, save, return_fig
         As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key ``"geodesic"``.
         The file is written after the paths are drawn.
     **kwargs
@@ -83,9 +128,13 @@ def geodesic(
 
     Returns
     -------
-    Axes, Figure or None
-        The Axes; the Figure with ``return_fig=True``; None with ``show=True``.
+    Axes, list of Axes, Figure or None
+        The Axes (a list with several colours); the Figure with ``return_fig=True``; None
+        with ``show=True``.
     """
+    import matplotlib.patheffects as pe
+    import matplotlib.pyplot as plt
+
     from .._keys import rep_array
     from ._embedding import embedding
 
@@ -96,51 +145,35 @@ def geodesic(
     emb = embedding_key(adata, basis)
     X = rep_array(adata, str(res["params"]["use_rep"]))
     Y = np.asarray(adata.obsm[emb])[:, :2].astype(float)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 4.5))
-    embedding(adata, emb, color=color, ax=ax, **kwargs)
-    if path_color is None:
-        path_color = contrasting_colour(_underlying_colours(adata, color, kwargs.get("color_map")))
+    colours = [color] if color is None or isinstance(color, str) else list(color)
+    if not colours:
+        colours = [None]
+    several = len(colours) > 1
+    if several and ax is not None:
+        raise ValueError(
+            f"ax draws one panel, but color has {len(colours)} keys (one panel each); "
+            "pass a single color with ax, or no ax"
+        )
+    if several:  # scanpy lays out one panel per key in a new figure
+        axes = list(np.atleast_1d(embedding(adata, emb, color=colours, **kwargs)))
+    else:
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5.5, 4.5))
+        embedding(adata, emb, color=colours[0], ax=ax, **kwargs)
+        axes = [ax]
     halo = [pe.Stroke(linewidth=4.5, foreground="white"), pe.Normal()]
     paths = np.asarray(res["paths"], dtype=float)
-    for p in paths:
-        q = _to_embedding(X, Y, p)
-        ax.plot(q[:, 0], q[:, 1], "-", color=path_color, lw=2.2, zorder=5, path_effects=halo)
-        marker = {"s": 70, "edgecolors": "white", "linewidths": 1.2, "zorder": 6}
-        ax.scatter(q[0, 0], q[0, 1], marker="o", color=path_color, **marker)
-        ax.scatter(q[-1, 0], q[-1, 1], marker="s", color=path_color, **marker)
-    if legend:
-        starts = [str(s) for s in np.ravel(res.get("start", []))]
-        ends = [str(e) for e in np.ravel(res.get("end", []))]
-        one = len(paths) == 1 and len(starts) == 1 and len(ends) == 1
-        if one and color is not None and color in adata.obs:
-            col = adata.obs[color]
-            if not pd.api.types.is_numeric_dtype(col):  # name the cells' groups
-                starts = [f"{starts[0]} ({col.loc[starts[0]]})"]
-                ends = [f"{ends[0]} ({col.loc[ends[0]]})"]
-        labels = [
-            ("o", f"start: {starts[0]}" if one else "start"),
-            ("s", f"end: {ends[0]}" if one else "end"),
-        ]
-        handles = [
-            Line2D(
-                [], [], color=path_color, lw=2.2, marker=m, ms=7, mec="white", ls="none", label=lab
-            )
-            for m, lab in labels
-        ]
-        # scanpy's categorical legend stays the Axes' legend (layout engines make room for
-        # it); the start/end legend is an extra artist inside the Axes
-        from matplotlib.legend import Legend
-
-        ends_legend = Legend(
-            ax,
-            handles,
-            [h.get_label() for h in handles],
-            loc="best",
-            frameon=True,
-            framealpha=0.85,
-            fontsize="small",
-            handletextpad=0.3,
-        )
-        ax.add_artist(ends_legend)
-    return finish(ax, writekey="geodesic", show=show, save=save, return_fig=return_fig)
+    placed = [place_in_embedding(X, Y, p) for p in paths]
+    for a, c in zip(axes, colours, strict=True):
+        colour = path_color
+        if colour is None:
+            colour = contrasting_colour(_underlying_colours(adata, c, kwargs.get("color_map")))
+        for q in placed:
+            a.plot(q[:, 0], q[:, 1], "-", color=colour, lw=2.2, zorder=5, path_effects=halo)
+            marker = {"s": 70, "edgecolors": "white", "linewidths": 1.2, "zorder": 6}
+            a.scatter(q[0, 0], q[0, 1], marker="o", color=colour, **marker)
+            a.scatter(q[-1, 0], q[-1, 1], marker="s", color=colour, **marker)
+        if legend:
+            _ends_legend(a, adata, res, c, colour, len(paths))
+    out = axes if several else axes[0]
+    return finish(out, writekey="geodesic", show=show, save=save, return_fig=return_fig)

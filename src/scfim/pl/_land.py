@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-import numpy as np
-from anndata import AnnData
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
-from ._utils import check_plot_args, finish, quantity_label, robust_limits
+import numpy as np
+
+from ._utils import (
+    SCANPY_MARKER,
+    check_plot_args,
+    finish,
+    marker_size,
+    place_in_embedding,
+    quantity_label,
+    robust_limits,
+    style_panel,
+)
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["land"]
 
@@ -21,19 +33,24 @@ def land(
     color: str = "density",
     show_means: bool = True,
     ax: Axes | None = None,
-    s: float | None = None,
+    size: float | None = None,
     cmap: str = "viridis",
+    title: str | None = None,
+    frameon: bool = False,
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
+    s: float | None = None,
 ) -> Axes | Figure | None:
     """Draw the fit of :func:`scfim.tl.land` over a 2-D embedding.
 
     Cells are coloured by the fitted log-likelihood (``color="density"``), by their most
     responsible component (``color="component"``), or by any obs column; cells whose Log
-    map failed are outlined in red. Component means are marked (when they can be placed:
-    directly if ``basis`` is the input representation, else at the inverse-distance
-    average of the embedding positions of their 5 nearest cells).
+    map failed are outlined in red. Component means are marked with black crosses (when
+    they can be placed: directly if ``basis`` is the input representation, else at the
+    inverse-distance average of the embedding positions of their 5 nearest cells). A
+    legend names the crosses and the outlines (with the components' legend in the right
+    margin, else under the plot).
 
     Parameters
     ----------
@@ -49,23 +66,33 @@ def land(
         Mark the component means.
     ax
         Axes to draw into.
-    s
-        Marker size.
+    size
+        Marker size of the cells; default ``120000 / n_obs`` as in
+        :func:`scanpy.pl.embedding`.
     cmap
         Colour map of continuous values.
+    title
+        Axes title; default "LAND (density)" (or the ``color`` shown), ``""`` for none.
+    frameon
+        Draw a frame with axis labels (scanpy's ``frameon``); default no frame, like
+        :func:`scfim.pl.embedding`.
     show, save, return_fig
         As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key ``key``.
+    s
+        Alias of ``size`` (matplotlib's name; earlier versions of this function took
+        only ``s``).
 
     Returns
     -------
     Axes, Figure or None
         The Axes; the Figure with ``return_fig=True``; None with ``show=True``.
     """
-    check_plot_args(show, save, return_fig)
-    from scipy.spatial import cKDTree
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from .._keys import rep_array
 
+    check_plot_args(show, save, return_fig)
     if key not in adata.uns or "means" not in adata.uns[key]:
         raise KeyError(f"adata.uns[{key!r}] has no LAND fit; run scfim.tl.land first")
     col = {"density": f"{key}_log_likelihood", "component": f"{key}_component"}.get(color, color)
@@ -81,17 +108,21 @@ def land(
     if Y.ndim != 2 or Y.shape[1] < 2:
         raise ValueError(f"basis {basis!r} is not a 2-D embedding")
     Y = Y[:, :2].astype(float)
+    size = marker_size(adata.n_obs, size, s)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4.5))
-    size = s if s is not None else max(4.0, 12000.0 / max(adata.n_obs, 1) ** 0.9)
     vals = adata.obs[col]
-    if hasattr(vals, "cat"):
+    categorical = hasattr(vals, "cat")
+    handles: list = []  # legend entries: components (categorical), failed cells, means
+    if categorical:
         cats = list(vals.cat.categories)
         cmap_c = plt.get_cmap("tab10")
         for i, c in enumerate(cats):
             m = (vals == c).to_numpy()
-            ax.scatter(Y[m, 0], Y[m, 1], s=size, color=cmap_c(i % 10), label=str(c), lw=0)
-        ax.legend(title=color, frameon=False, markerscale=2, fontsize="small")
+            ax.scatter(Y[m, 0], Y[m, 1], s=size, color=cmap_c(i % 10), marker=SCANPY_MARKER)
+            handles.append(
+                Line2D([], [], ls="none", marker="o", color=cmap_c(i % 10), label=str(c))
+            )
     else:
         v = np.asarray(vals, dtype=float)
         order = np.argsort(v)
@@ -99,13 +130,23 @@ def land(
         # colour range at the 2nd percentile so that the variation among most cells shows
         lo, hi = robust_limits(v, 2.0, 100.0)
         sc = ax.scatter(
-            Y[order, 0], Y[order, 1], c=v[order], s=size, cmap=cmap, lw=0, vmin=lo, vmax=hi
+            Y[order, 0],
+            Y[order, 1],
+            c=v[order],
+            s=size,
+            cmap=cmap,
+            vmin=lo,
+            vmax=hi,
+            marker=SCANPY_MARKER,
         )
         ax.figure.colorbar(sc, ax=ax, label=quantity_label(col), shrink=0.8, extend="min")
     fail_col = f"{key}_log_failed"
     if fail_col in adata.obs and adata.obs[fail_col].to_numpy().any():
         f = adata.obs[fail_col].to_numpy().astype(bool)
         ax.scatter(Y[f, 0], Y[f, 1], s=size * 2, facecolors="none", edgecolors="red", lw=0.8)
+        handles.append(
+            Line2D([], [], ls="none", marker="o", mfc="none", mec="red", label="Log map failed")
+        )
     if show_means:
         res = adata.uns[key]
         means = np.asarray(res["means"], dtype=float)
@@ -118,13 +159,32 @@ def land(
             n_pcs = res["params"].get("n_pcs")  # tl.land fitted on the leading columns
             if n_pcs is not None:
                 X = X[:, : int(n_pcs)]
-            d, i = cKDTree(X).query(means, k=min(5, len(X)))
-            d, i = np.atleast_2d(d), np.atleast_2d(i)
-            w = 1.0 / np.maximum(d, 1e-12)
-            w /= w.sum(1, keepdims=True)
-            P = np.einsum("pk,pkc->pc", w, Y[i])
+            P = place_in_embedding(X, Y, means)
         ax.scatter(P[:, 0], P[:, 1], marker="X", s=120, c="k", edgecolors="w", zorder=6)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(f"LAND ({color})")
+        label = "component mean" + ("s" if len(P) > 1 else "") + f" ({len(P)})"
+        handles.append(Line2D([], [], ls="none", marker="X", ms=10, color="k", label=label))
+    if handles and categorical:  # one legend in the right margin, as scanpy places it
+        ax.legend(
+            handles=handles,
+            title=color,
+            frameon=False,
+            fontsize="small",
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+        )
+    elif handles:  # the colour bar takes the right margin: under the plot
+        ax.legend(
+            handles=handles,
+            frameon=False,
+            fontsize="small",
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncols=len(handles),
+        )
+    style_panel(
+        ax,
+        title=f"LAND ({color})" if title is None else title,
+        frameon=frameon,
+        basis=None if basis == "X" else emb,
+    )
     return finish(ax, writekey=key, show=show, save=save, return_fig=return_fig)

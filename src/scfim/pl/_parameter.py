@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from anndata import AnnData
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
-from ._utils import check_plot_args, finish
+from ._utils import SCANPY_MARKER, check_plot_args, finish, marker_size, style_panel
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["parameter_landscape"]
 
@@ -54,6 +56,7 @@ def parameter_landscape(
     embeddings_at: str | Sequence[tuple[float, float]] | None = None,
     color: str | None = None,
     cmap: str = "magma",
+    title: str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
@@ -85,6 +88,8 @@ def parameter_landscape(
         ``obs`` column used to colour the embeddings (categorical or numeric).
     cmap
         Colour map of the heat map.
+    title
+        Title of the heat map (default "FIM volume over (σ, t)").
     ax
         Axes for the heat map (only without ``embeddings_at``).
     show, save, return_fig
@@ -96,6 +101,8 @@ def parameter_landscape(
         The heat map's Axes without embeddings, else the Figure (always the Figure with
         ``return_fig=True``); None with ``show=True``.
     """
+    import matplotlib.pyplot as plt
+
     check_plot_args(show, save, return_fig)
     if key not in adata.uns or "volume" not in adata.uns[key]:
         raise KeyError(f"adata.uns[{key!r}] not found; run `scfim.tl.parameter_fim(adata)` first")
@@ -159,7 +166,9 @@ def parameter_landscape(
     hax.plot(bj, bi, marker="*", ms=14, mec="k", mfc="cyan", ls="none", label=star)
     hax.legend(loc="upper right", fontsize=7, frameon=True)
     coords = res["params"].get("coordinates", "sigma") if "params" in res else "sigma"
-    hax.set_title("FIM volume over " + ("(log σ, t)" if coords == "log_sigma" else "(σ, t)"))
+    if title is None:
+        title = "FIM volume over " + ("(log σ, t)" if coords == "log_sigma" else "(σ, t)")
+    hax.set_title(title)
     if not points:
         return finish(hax, writekey=key, show=show, save=save, return_fig=return_fig)
 
@@ -168,8 +177,19 @@ def parameter_landscape(
     if color is not None:
         col = adata.obs[color].iloc[sub]
         if isinstance(col.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(col):
-            c = pd.Categorical(col).codes
-            c_kw = {"cmap": "tab20", "vmin": 0, "vmax": 19}
+            from matplotlib.colors import to_rgba
+
+            cats = pd.Categorical(adata.obs[color])
+            n_cats = len(cats.categories)
+            stored_colours = adata.uns.get(f"{color}_colors")  # those of the other panels
+            palette = (
+                list(stored_colours)
+                if stored_colours is not None and len(stored_colours) == n_cats
+                else [plt.get_cmap("tab20")(k % 20) for k in range(n_cats)]
+            )
+            rgba = np.array([to_rgba(p) for p in palette] + [to_rgba("lightgray")])
+            c = rgba[cats.codes[sub]]  # code -1 (missing): scanpy's na_color
+            c_kw = {}
         else:
             c = col.to_numpy(dtype=np.float64)
             c_kw = {"cmap": "viridis"}
@@ -188,15 +208,13 @@ def parameter_landscape(
             )
         Y = np.asarray(stored["coordinates"][index[k - 1]])
         eax = axes[k]
-        kw = {"s": 6, "linewidths": 0}
+        kw = {"s": marker_size(len(Y)), "marker": SCANPY_MARKER}
         if c is not None:
             eax.scatter(Y[:, 0], Y[:, 1], c=c, **kw, **c_kw)
         else:
             eax.scatter(Y[:, 0], Y[:, 1], color="0.3", **kw)
-        eax.set_title(f"{k}: t = {t:.3g}, σ = {s:.3g}", fontsize=9)
-        eax.set_xticks([])
-        eax.set_yticks([])
-        eax.set_xlabel("JSD-PHATE 1")
-        eax.set_ylabel("JSD-PHATE 2")
+        # the look of every scfim embedding panel (scanpy's frameon=False)
+        style_panel(eax, title=f"{k}: JSD-PHATE at t = {t:.3g}, σ = {s:.3g}")
+        eax.title.set_fontsize(9)
     fig.tight_layout()
     return finish(fig, writekey=key, show=show, save=save, return_fig=return_fig)

@@ -5,23 +5,29 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
-from anndata import AnnData
-from matplotlib.axes import Axes
-from matplotlib.colors import to_rgb
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # matplotlib is imported when something is drawn, not with scfim.pl
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "PLOT_ARGS_DOC",
+    "SCANPY_MARKER",
     "check_plot_args",
     "contrasting_colour",
     "embedding_key",
     "finish",
     "label_colorbar",
+    "legend_off",
+    "marker_size",
+    "place_in_embedding",
     "quantity_label",
     "robust_limits",
+    "style_panel",
 ]
 
 PLOT_ARGS_DOC = """\
@@ -39,6 +45,9 @@ return_fig
     Return the Figure instead of the Axes."""
 
 SaveArg = bool | str | os.PathLike | None
+
+# scanpy's scatter marker: sizes of scfim's own scatter plots match scfim.pl.embedding's
+SCANPY_MARKER = "."
 
 # readable colour-bar labels of the per-cell quantities that scfim writes to ``obs``
 _QUANTITY_LABELS = {
@@ -95,6 +104,10 @@ def finish(
     return_fig: bool,
 ) -> Axes | Sequence[Axes] | Figure | None:
     """Save, show and return the way :func:`scanpy.pl.embedding` does (see module doc)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     if isinstance(axes, Figure):
         fig = axes
     else:
@@ -111,6 +124,72 @@ def finish(
     if show:
         return None
     return axes
+
+
+def place_in_embedding(X: np.ndarray, Y: np.ndarray, pts: np.ndarray, k: int = 5) -> np.ndarray:
+    """Positions in the embedding ``Y`` of points given in the cells' space ``X``.
+
+    Each point goes to the inverse-distance-weighted average of the embedding positions
+    of its ``k`` nearest cells (a point on a cell lands on that cell). Used to draw
+    geodesic curves and LAND means, which live in the input representation.
+    """
+    from scipy.spatial import cKDTree
+
+    pts = np.atleast_2d(np.asarray(pts, dtype=np.float64))
+    d, i = cKDTree(X).query(pts, k=min(k, len(X)))
+    d, i = d.reshape(len(pts), -1), i.reshape(len(pts), -1)
+    w = 1.0 / np.maximum(d, 1e-12)
+    w /= w.sum(1, keepdims=True)
+    return np.einsum("pk,pkc->pc", w, Y[i])
+
+
+def marker_size(n_obs: int, size: float | None = None, s: float | None = None) -> float:
+    """Marker size of a scatter plot of ``n_obs`` cells, the way scanpy chooses it.
+
+    ``size`` (scanpy's name) or ``s`` (matplotlib's, kept as an alias); by default
+    ``120000 / n_obs`` as in :func:`scanpy.pl.embedding`, so that every scfim panel draws
+    the cells at the same size as ``pl.embedding`` does.
+    """
+    if size is not None and s is not None and size != s:
+        raise TypeError(f"give the marker size once, as size= (got size={size!r} and s={s!r})")
+    value = size if size is not None else s
+    if value is None:
+        return 120000.0 / max(int(n_obs), 1)
+    if not np.isscalar(value) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"size must be a positive number, got {value!r}")
+    return float(value)
+
+
+def legend_off(legend_loc: str | None) -> bool:
+    """Whether ``legend_loc`` asks for no legend (``None`` or ``"none"``, as in scanpy)."""
+    return legend_loc is None or legend_loc == "none"
+
+
+def style_panel(
+    ax: Axes,
+    *,
+    title: str | None,
+    frameon: bool = False,
+    basis: str | None = None,
+    components: tuple[int, int] = (0, 1),
+) -> None:
+    """The look of :func:`scfim.pl.embedding` (that of scanpy) for a scatter panel.
+
+    ``frameon=False`` (scfim's default): no frame, ticks or axis labels. ``frameon=True``:
+    a frame without ticks, the axes named after ``basis`` as :func:`scfim.pl.embedding`
+    names them (``"X_jsd_phate1"``, ``"X_jsd_phate2"``). ``title`` becomes the Axes title
+    (an empty string for none).
+    """
+    if frameon:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if basis is not None:
+            ax.set_xlabel(f"{basis}{components[0] + 1}")
+            ax.set_ylabel(f"{basis}{components[1] + 1}")
+    else:
+        ax.axis("off")
+    if title is not None:
+        ax.set_title(title)
 
 
 def embedding_key(adata: AnnData, basis: str, *, min_dim: int = 2) -> str:
@@ -164,6 +243,8 @@ def contrasting_colour(
     Used for geodesic paths over a categorical palette: fixed red is invisible over a red
     group, black over a black one.
     """
+    from matplotlib.colors import to_rgb
+
     pal = np.array([to_rgb(c) for c in colours], dtype=np.float64).reshape(-1, 3)
     if pal.size == 0:
         return str(candidates[0])
