@@ -87,9 +87,13 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
 
 def end_points(metric: Metric, start, end, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``start`` and ``end`` as ``(B, d)`` tensors, ``end`` through :meth:`Metric.canonical_end`."""
-    a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype)
-    b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype)
+    """``start``, ``end`` as ``(B, d)`` tensors on ``metric.device``, ``end`` made canonical.
+
+    ``end`` goes through :meth:`Metric.canonical_end`.
+    """
+    dev = metric.device
+    a = torch.as_tensor(np.atleast_2d(np.asarray(start, dtype=np.float64)), dtype=dtype, device=dev)
+    b = torch.as_tensor(np.atleast_2d(np.asarray(end, dtype=np.float64)), dtype=dtype, device=dev)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"start {tuple(a.shape)} and end {tuple(b.shape)} differ in shape")
     return a, metric.canonical_end(a, b)
@@ -196,7 +200,7 @@ def energy_geodesic(
         raise ValueError("n_points must be at least 3")
     levels = refinement_levels(n_points, max(3, coarse_points)) if refine else [int(n_points)]
     if init is not None:
-        c0 = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype)
+        c0 = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype, device=a.device)
         if c0.ndim != 3 or c0.shape[0] != a.shape[0] or c0.shape[2] != a.shape[1]:
             raise ValueError(f"init must have shape ({a.shape[0]}, n, {a.shape[1]})")
         if c0.shape[1] < 2:
@@ -209,13 +213,13 @@ def energy_geodesic(
 
 
 def _solve_levels(metric, a, b, c0, levels, energy, max_iter, tol) -> GeodesicResult:
-    dtype = a.dtype
+    dtype, dev = a.dtype, a.device
     B = a.shape[0]
     n_iter = 0
     c = c0
-    t = torch.linspace(0.0, 1.0, c0.shape[1], dtype=dtype).expand(B, -1)
+    t = torch.linspace(0.0, 1.0, c0.shape[1], dtype=dtype, device=dev).expand(B, -1)
     for n in levels:
-        t_new = torch.linspace(0.0, 1.0, n, dtype=dtype).expand(B, n)
+        t_new = torch.linspace(0.0, 1.0, n, dtype=dtype, device=dev).expand(B, n)
         c_init = interpolate_curves(c, t, t_new)
         t = t_new
         line = (1 - t[..., None]) * a[:, None, :] + t[..., None] * b[:, None, :]
@@ -235,7 +239,12 @@ def _solve_levels(metric, a, b, c0, levels, energy, max_iter, tol) -> GeodesicRe
         lengths = metric.curve_length(c)
         energies = metric.curve_energy(c) if energy is None else energy(c)
     return GeodesicResult(
-        c.numpy(), lengths.numpy(), energies.numpy(), n_iter, np.zeros(a.shape[0]), "energy"
+        c.cpu().numpy(),
+        lengths.cpu().numpy(),
+        energies.cpu().numpy(),
+        n_iter,
+        np.zeros(a.shape[0]),
+        "energy",
     )
 
 
@@ -255,6 +264,7 @@ def initial_curves(
     graph=None,
     density: DensityMetric | None = None,
     n_neighbors: int = 15,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray | None:
     """Starting curves ("hot starts") for the curve solvers between data points.
 
@@ -280,6 +290,8 @@ def initial_curves(
         The density metric (``"density"``); default ``DensityMetric(X, normalize=True)``.
     n_neighbors
         Neighbours of the default graph.
+    device
+        Torch device of the default density metric (``"density"``).
 
     Returns
     -------
@@ -295,7 +307,9 @@ def initial_curves(
             graph = symmetrize(knn_graph(X, min(int(n_neighbors), X.shape[0] - 1)))
         return graph_paths(graph, X, s, e, n_points)[0]
     if hot_start == "density":
-        dens = density if density is not None else DensityMetric(X, normalize=True)
+        dens = density
+        if dens is None:
+            dens = DensityMetric(X, normalize=True, device=device)
         return energy_geodesic(dens, X[s], X[e], n_points=n_points, max_iter=100).paths
     return None
 
@@ -328,7 +342,9 @@ def solve_geodesics(
     ``"graph"`` returns the shortest paths of the metric graph
     (:func:`~scfim.geometry.distances.metric_graph`: a kNN graph whose edges carry their
     metric lengths, Tenenbaum et al. 2000), which run through the data by construction.
-    Every method reports how far its curves stray from the data (``proximity``).
+    Every method reports how far its curves stray from the data (``proximity``). The
+    solvers run on ``metric.device``: the starting curves are copied there once and the
+    results back once.
 
     Parameters
     ----------
@@ -389,7 +405,15 @@ def solve_geodesics(
         res = GeodesicResult(paths, dist, dist**2, 0, np.zeros(s.size), "graph")
     elif init is None:
         init = initial_curves(
-            X, s, e, m, hot_start, graph=graph, density=density, n_neighbors=n_neighbors
+            X,
+            s,
+            e,
+            m,
+            hot_start,
+            graph=graph,
+            density=density,
+            n_neighbors=n_neighbors,
+            device=metric.device,
         )
     if method == "ode":
         from .geodesic_ode import ode_geodesic

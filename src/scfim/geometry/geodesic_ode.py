@@ -75,11 +75,11 @@ class BatchedMLPField(nn.Module):
         B, d = start.shape
         dtype = start.dtype
         self.register_buffer("velocity", end - start)
-        self.knots = None
+        self.n_intervals = None
         if init is not None:  # velocities of the initial polyline at its interval midpoints
             m = init.shape[1]
             self.register_buffer("knot_v", (m - 1) * (init[:, 1:] - init[:, :-1]))
-            self.knots = (torch.arange(m - 1, dtype=dtype) + 0.5) / (m - 1)
+            self.n_intervals = m - 1  # knots at the interval midpoints (i + ½)/(m − 1)
         self.register_buffer("centre", 0.5 * (start + end))
         span = (end - start).norm(dim=1, keepdim=True)
         floor = 1e-6 * torch.clamp(self.centre.norm(dim=1, keepdim=True), min=1.0)
@@ -92,8 +92,11 @@ class BatchedMLPField(nn.Module):
                 W = torch.zeros(w_in, w_out, dtype=dtype)
             else:  # LeCun normal, the initialisation that suits SELU
                 W = torch.randn(w_in, w_out, generator=generator, dtype=dtype) / math.sqrt(w_in)
+            W = W.to(start.device)  # drawn on the host: the same weights on every device
             self.weights.append(nn.Parameter(W.expand(B, -1, -1).clone()))
-            self.biases.append(nn.Parameter(torch.zeros(B, 1, w_out, dtype=dtype)))
+            self.biases.append(
+                nn.Parameter(torch.zeros(B, 1, w_out, dtype=dtype, device=start.device))
+            )
 
     def forward(self, tau: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Velocities ``(B, d)`` at points ``x (B, d)`` and time ``tau`` (a scalar)."""
@@ -107,13 +110,20 @@ class BatchedMLPField(nn.Module):
         return self._base(tau) + self.scale * h[:, 0, :]
 
     def _base(self, tau: torch.Tensor) -> torch.Tensor:
-        if self.knots is None:
+        """Base velocity at time ``tau``: constant, or the initial polyline's, interpolated.
+
+        Tensor operations only (no host synchronisation): the knots are equally spaced, so
+        the interval of ``tau`` is an integer part, not a search.
+        """
+        if self.n_intervals is None:
             return self.velocity
-        k = self.knots
-        t = tau.to(k.dtype).clamp(float(k[0]), float(k[-1]))
-        i = int(torch.searchsorted(k, t.reshape(1), right=True).clamp(1, len(k) - 1)) - 1
-        w = (t - k[i]) / (k[i + 1] - k[i])
-        return (1 - w) * self.knot_v[:, i] + w * self.knot_v[:, i + 1]
+        m1 = self.n_intervals  # m − 1 intervals, knots at (i + ½)/(m − 1), i = 0 … m − 2
+        u = (tau.to(self.knot_v.dtype) * m1 - 0.5).clamp(0.0, m1 - 1.0)
+        i = u.floor().clamp(max=max(m1 - 2, 0)).long().reshape(1)
+        w = u - i.to(u.dtype)
+        lo = self.knot_v.index_select(1, i)[:, 0]
+        hi = self.knot_v.index_select(1, (i + 1).clamp(max=m1 - 1))[:, 0]
+        return (1 - w) * lo + w * hi
 
 
 def ode_geodesic(
@@ -196,7 +206,7 @@ def ode_geodesic(
     gen = torch.Generator().manual_seed(int(np.random.default_rng(random_state).integers(2**62)))
     c0 = None
     if init is not None:
-        c0 = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype)
+        c0 = torch.as_tensor(np.asarray(init, dtype=np.float64), dtype=dtype, device=a.device)
         if c0.ndim != 3 or c0.shape[0] != a.shape[0] or c0.shape[2] != a.shape[1]:
             raise ValueError(f"init must have shape ({a.shape[0]}, m, {a.shape[1]})")
         if c0.shape[1] < 3:
@@ -204,7 +214,7 @@ def ode_geodesic(
         c0 = c0.clone()
         c0[:, 0], c0[:, -1] = a, b
     field = BatchedMLPField(a, b, tuple(hidden), generator=gen, init=c0)
-    tau = torch.linspace(0.0, 1.0, int(n_points), dtype=dtype)
+    tau = torch.linspace(0.0, 1.0, int(n_points), dtype=dtype, device=a.device)
     with torch.no_grad():
         ref = metric.curve_length(torch.stack([a, b], 1)).clamp_min(1e-12)
 
@@ -235,5 +245,10 @@ def ode_geodesic(
             energies = metric.curve_energy(c)
             err = (c[:, -1] - b).norm(dim=1)
     return GeodesicResult(
-        c.numpy(), lengths.numpy(), energies.numpy(), int(n_steps), err.numpy(), "ode"
+        c.cpu().numpy(),
+        lengths.cpu().numpy(),
+        energies.cpu().numpy(),
+        int(n_steps),
+        err.cpu().numpy(),
+        "ode",
     )

@@ -277,21 +277,24 @@ def segment_lengths(
 
     Returns
     -------
-    ``(m,)`` lengths.
+    ``(m,)`` lengths, evaluated on the metric's device (``metric.device``, default the CPU).
     """
     import torch
 
     dt = torch.float64 if dtype is None else dtype
-    At = torch.as_tensor(np.asarray(A, dtype=np.float64)).to(dt)
-    Bt = torch.as_tensor(np.asarray(B, dtype=np.float64)).to(dt)
-    out = np.empty(At.shape[0])
-    s = torch.linspace(0.0, 1.0, max(1, int(n_quad)) + 1, dtype=dt)[:, None, None]
-    with torch.no_grad():
+    dev = getattr(metric, "device", torch.device("cpu"))
+    At = torch.as_tensor(np.asarray(A, dtype=np.float64), device=dev).to(dt)
+    Bt = torch.as_tensor(np.asarray(B, dtype=np.float64), device=dev).to(dt)
+    s = torch.linspace(0.0, 1.0, max(1, int(n_quad)) + 1, dtype=dt, device=dev)[:, None, None]
+    out = []
+    with torch.no_grad():  # gathered on the metric's device, copied to the host once
         for i in range(0, At.shape[0], batch_size):
             a, b = At[i : i + batch_size], Bt[i : i + batch_size]
             curves = ((1 - s) * a[None] + s * b[None]).transpose(0, 1)  # (m, n_quad + 1, d)
-            out[i : i + batch_size] = metric.curve_length(curves).double().numpy()
-    return out
+            out.append(metric.curve_length(curves).double())
+    if not out:
+        return np.empty(0)
+    return torch.cat(out).cpu().numpy()
 
 
 def metric_edge_lengths(

@@ -47,6 +47,9 @@ class Metric:
     #: Torch dtype in which many short segments are measured (graph edge lengths): float64,
     #: or float32 where that is much faster and accurate enough (the neural Fisher metric).
     edge_dtype: torch.dtype = torch.float64
+    #: Torch device on which the metric is evaluated (where its parameters and data live);
+    #: the solvers build their curves there and copy results to the host once, at the end.
+    device: torch.device = torch.device("cpu")
 
     # ------------------------------------------------------------------ to implement
     def metric(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +107,7 @@ class Metric:
         if B == 0:
             return x.new_zeros(0)
         xr = x.repeat_interleave(d, 0)
-        vr = torch.eye(d, dtype=x.dtype).repeat(B, 1)
+        vr = torch.eye(d, dtype=x.dtype, device=x.device).repeat(B, 1)
         n = max(1, int(block_rows))
         q = torch.cat([self.inner(xr[i : i + n], vr[i : i + n]) for i in range(0, B * d, n)])
         return q.reshape(B, d).sum(1) / d
@@ -190,6 +193,11 @@ class SumMetric(Metric):
         self.dim = self.metrics[0].dim
         if any(m.dim != self.dim for m in self.metrics):
             raise ValueError("metrics of different dimensions")
+        self.device = torch.device(self.metrics[0].device)
+        if any(torch.device(m.device) != self.device for m in self.metrics):
+            raise ValueError(
+                "metrics on different devices: " + ", ".join(str(m.device) for m in self.metrics)
+            )
 
     def _terms(self):
         return [(w, m) for w, m in zip(self.weights, self.metrics, strict=True) if w > 0]
@@ -220,12 +228,14 @@ class SumMetric(Metric):
 class EuclideanMetric(Metric):
     """The identity metric (straight lines are geodesics)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, device: str | torch.device = "cpu") -> None:
         self.dim = int(dim)
+        self.device = torch.device(device)
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
         """Identity matrices ``(B, d, d)``."""
-        return torch.eye(self.dim, dtype=x.dtype).expand(x.shape[0], self.dim, self.dim)
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        return eye.expand(x.shape[0], self.dim, self.dim)
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Squared Euclidean norms ``(B,)``."""
@@ -241,13 +251,14 @@ class SphereMetric(Metric):
 
     dim = 2
 
-    def __init__(self, radius: float = 1.0) -> None:
+    def __init__(self, radius: float = 1.0, device: str | torch.device = "cpu") -> None:
         self.radius = float(radius)
+        self.device = torch.device(device)
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
         """Round metric ``r² diag(1, sin²θ)`` in (θ, φ) ``(B, 2, 2)``."""
         s2 = torch.sin(x[:, 0]) ** 2
-        G = torch.zeros(x.shape[0], 2, 2, dtype=x.dtype)
+        G = torch.zeros(x.shape[0], 2, 2, dtype=x.dtype, device=x.device)
         G[:, 0, 0] = 1.0
         G[:, 1, 1] = s2
         return self.radius**2 * G
@@ -303,14 +314,19 @@ class DensityMetric(Metric):
         (measured: median 5e-11 on a 20-D toy tree) and the metric is the constant
         ``I/eps``, which no longer pulls curves onto the data.
     n_nearest
-        Sum the mixture over the ``n_nearest`` components nearest to each evaluation point
-        only (found with a k-d tree; the choice of components is not differentiated, the
-        kernel values are). The cost per point is then independent of the number of
-        components; the neglected components add little (with σ the nearest-neighbour
-        distance, a component at distance ``r`` contributes ``exp(−r²/2σ²)``). In more than
-        10 dimensions the candidates are searched among the projections on the 10 leading
-        principal axes (a k-d tree is then fast), and their kernels use full distances.
-        None sums over all.
+        Sum the mixture over ``n_nearest`` components near each evaluation point only: the
+        ``n_nearest`` components nearest to the component nearest to the point (a table of
+        each component's nearest components, built once; the point's nearest component is
+        found by one blocked matrix product against all components). Everything stays on
+        ``device`` in torch: no host round trip per evaluation. The choice of components is
+        not differentiated, the kernel values are. The cost per point no longer grows with
+        the number of components' dimension-dependent search; the neglected components add
+        little (with σ the nearest-neighbour distance, a component at distance ``r``
+        contributes ``exp(−r²/2σ²)``). In more than 10 dimensions the nearest component is
+        searched among the projections on the 10 leading principal axes; the table and the
+        kernels use full distances. None sums over all.
+    device
+        Torch device of the components and of the evaluation.
     """
 
     def __init__(
@@ -322,6 +338,7 @@ class DensityMetric(Metric):
         random_state: int | None = 0,
         normalize: bool = False,
         n_nearest: int | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
         from scipy.spatial import cKDTree
 
@@ -337,37 +354,75 @@ class DensityMetric(Metric):
             raise ValueError("sigma must be > 0")
         if n_nearest is not None and int(n_nearest) < 1:
             raise ValueError(f"n_nearest must be ≥ 1, got {n_nearest}")
+        self.device = torch.device(device)
         self.n_nearest = None if n_nearest is None or n_nearest >= len(X) else int(n_nearest)
-        # candidate components are searched in the leading principal subspace (a k-d tree
-        # degrades to brute force beyond ~10 dimensions); their kernels use full distances
-        self._basis = None
-        if self.n_nearest is not None:
-            Z = X
-            if X.shape[1] > _SEARCH_DIM:
-                _, _, Vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
-                self._basis = Vt[:_SEARCH_DIM].T
-                Z = X @ self._basis
-            self._tree = cKDTree(Z)
         self.dim = X.shape[1]
         self.sigma = float(sigma)
         self.eps = float(eps)
-        self.points = torch.as_tensor(X)
+        self.points = torch.as_tensor(X, device=self.device)
+        if self.n_nearest is not None:
+            self._build_search(X)
         self._log_norm = -0.5 * self.dim * math.log(2 * math.pi * self.sigma**2)
         self.normalize = bool(normalize)
         if self.normalize:  # log of the median density on the data, in chunks
             logp = torch.cat([self._log_density(c) for c in self.points.split(2048)])
             self._log_norm -= float(logp.median())
 
+    # rows of a query block × components held at once in the nearest-component search
+    _SEARCH_ELEMENTS = 2**24
+
+    def _build_search(self, X: np.ndarray) -> None:
+        """Search space (float32, ≤ 10 principal axes) and the table of nearest components."""
+        Z = X - X.mean(0)
+        self._centre = torch.as_tensor(X.mean(0), device=self.device)
+        self._basis = None
+        if X.shape[1] > _SEARCH_DIM:
+            _, _, Vt = np.linalg.svd(Z, full_matrices=False)
+            self._basis = torch.as_tensor(Vt[:_SEARCH_DIM].T.copy(), device=self.device)
+            Z = Z @ Vt[:_SEARCH_DIM].T
+        self._search = torch.as_tensor(Z, dtype=torch.float32, device=self.device)
+        self._search_sq = (self._search * self._search).sum(1)
+        # each component's n_nearest nearest components (itself first), full distances
+        P = self.points
+        sq = (P * P).sum(1)
+        k = self.n_nearest
+        block = max(1, self._SEARCH_ELEMENTS // P.shape[0])
+        rows = []
+        with torch.no_grad():
+            for i in range(0, P.shape[0], block):
+                d2 = torch.addmm(sq[None, :], P[i : i + block], P.T, alpha=-2.0)
+                d2 += sq[i : i + block, None]
+                r = torch.arange(d2.shape[0], device=self.device)
+                d2[r, r + i] = -math.inf  # the component itself first
+                rows.append(torch.topk(d2, k, dim=1, largest=False).indices)
+        self._table = torch.cat(rows)
+
+    def nearest_components(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, n_nearest)`` indices of the mixture components summed at the points ``x``.
+
+        The table row of the component nearest to each point (searched in float32, in the
+        principal subspace above 10 dimensions), in blocks of bounded memory, on the
+        metric's device.
+        """
+        with torch.no_grad():
+            z = x.detach().to(self._centre.dtype) - self._centre
+            if self._basis is not None:
+                z = z @ self._basis
+            z = z.to(torch.float32)
+            block = max(1, self._SEARCH_ELEMENTS // self._search.shape[0])
+            near = [
+                torch.addmm(self._search_sq[None, :], zb, self._search.T, alpha=-2.0).argmin(1)
+                for zb in z.split(block)
+            ]
+            nearest = torch.cat(near) if near else z.new_zeros(0, dtype=torch.long)
+        return self._table[nearest]
+
     def _log_density(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.points.dtype)
         if self.n_nearest is None:
             d2 = torch.cdist(x, self.points) ** 2
         else:
-            q = x.detach().numpy()
-            _, idx = self._tree.query(
-                q if self._basis is None else q @ self._basis, k=self.n_nearest
-            )
-            diff = x[:, None, :] - self.points[torch.as_tensor(idx)]
+            diff = x[:, None, :] - self.points[self.nearest_components(x)]
             d2 = (diff * diff).sum(-1)
         logp = torch.logsumexp(-0.5 * d2 / self.sigma**2, dim=1) - math.log(len(self.points))
         return logp + self._log_norm
@@ -383,7 +438,7 @@ class DensityMetric(Metric):
     def metric(self, x: torch.Tensor) -> torch.Tensor:
         """``I / (p(x) + ε)`` ``(B, d, d)``."""
         w = 1.0 / (self.density(x) + self.eps)
-        return w[:, None, None] * torch.eye(self.dim, dtype=x.dtype)
+        return w[:, None, None] * torch.eye(self.dim, dtype=x.dtype, device=x.device)
 
 
 class NeuralFIMMetric(Metric):
@@ -399,18 +454,24 @@ class NeuralFIMMetric(Metric):
     ----------
     models
         One fitted NeuralFIM or a sequence of them (same input dimension).
+    device
+        Torch device of the metric's copies of the networks; default the device of the
+        first model's network.
     """
 
     edge_dtype = torch.float32
 
-    def __init__(self, models):
+    def __init__(self, models, device: str | torch.device | None = None):
         models = list(models) if isinstance(models, (list, tuple)) else [models]
         if not models:
             raise ValueError("need at least one fitted NeuralFIM")
+        if device is None:
+            device = next(models[0].network.parameters()).device
+        self.device = torch.device(device)
         self.nets = []
         for m in models:
-            net = m.network
-            self.nets.append(copy.deepcopy(net).double().eval().requires_grad_(False))
+            net = copy.deepcopy(m.network).to(self.device)
+            self.nets.append(net.double().eval().requires_grad_(False))
         self.dim = int(models[0].n_features_)
         self._nets32 = None
 
@@ -428,7 +489,7 @@ class NeuralFIMMetric(Metric):
         else:
             nets, dt = self.nets, torch.float64
         xx, vv = x.to(dt), v.to(dt)
-        total = torch.zeros(x.shape[0], dtype=dt)
+        total = torch.zeros(x.shape[0], dtype=dt, device=x.device)
         for net in nets:
             logits, u = torch.func.jvp(net, (xx,), (vv,))
             p = torch.softmax(logits, -1)
@@ -447,7 +508,7 @@ class NeuralFIMMetric(Metric):
         """
         B, n, d = c.shape
         flat = c.reshape(-1, d).double()
-        total = torch.zeros(B, dtype=torch.float64)
+        total = torch.zeros(B, dtype=torch.float64, device=c.device)
         for net in self.nets:
             lp = torch.log_softmax(net(flat), -1).reshape(B, n, -1)
             total = total + (lp[:, :-1].exp() * (lp[:, :-1] - lp[:, 1:])).sum((-1, -2))
@@ -455,7 +516,7 @@ class NeuralFIMMetric(Metric):
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
         """Pull-back Fisher metric ``(B, d, d)``, averaged over the ensemble."""
-        eye = torch.eye(self.dim, dtype=x.dtype)
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
         cols = []
         for j in range(self.dim):  # polarisation: G_ij = (q(e_i + e_j) − q(e_i) − q(e_j)) / 2
             cols.append(self.inner(x, eye[j].expand_as(x)))
@@ -495,7 +556,7 @@ def with_density(
     n_scale
         Points at which the scale of ``metric`` is measured.
     **density_kwargs
-        Passed to :class:`DensityMetric`.
+        Passed to :class:`DensityMetric` (its ``device`` defaults to ``metric``'s).
 
     Returns
     -------
@@ -511,7 +572,8 @@ def with_density(
     X = np.asarray(data, dtype=np.float64)
     idx = np.linspace(0, len(X) - 1, min(int(n_scale), len(X))).astype(int)
     with torch.no_grad():  # a scale: the metric's edge dtype is precise enough
-        x = torch.as_tensor(X[idx], dtype=metric.edge_dtype)
-        scale = float(np.median(metric.mean_eigenvalue(x).double().numpy()))
+        x = torch.as_tensor(X[idx], dtype=metric.edge_dtype, device=metric.device)
+        scale = float(np.median(metric.mean_eigenvalue(x).double().cpu().numpy()))
+    density_kwargs.setdefault("device", metric.device)
     density = DensityMetric(X, normalize=True, **density_kwargs)
     return SumMetric([metric, density], [1.0, weight * max(scale, 1e-300)]), density

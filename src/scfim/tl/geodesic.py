@@ -11,6 +11,7 @@ from .._docs import doc_params
 from ..geometry.distances import geodesic_distances
 from ..geometry.geodesic import HOT_STARTS, solve_geodesics
 from ..geometry.metric import NeuralFIMMetric, with_density
+from ..models.neural_fim import check_device
 from ._store import clean_for_h5ad, read_fim_ensemble
 from ._validate import (
     check_bool,
@@ -51,13 +52,17 @@ def resolve_cells(adata: AnnData, cells) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def _fim_setup(adata: AnnData, fim_key: str, density_weight: float):
-    """Input data, its key, the FIM metric plus the scaled density term, and that term."""
-    models, info = read_fim_ensemble(adata, fim_key)
+def _fim_setup(adata: AnnData, fim_key: str, density_weight: float, device="cpu"):
+    """Input data, its key, the FIM metric plus the scaled density term, and that term.
+
+    The networks and the density's components are placed on ``device`` (validated by the
+    caller with :func:`~scfim.models.neural_fim.check_device`).
+    """
+    models, info = read_fim_ensemble(adata, fim_key, device=device)
     use_rep = str(info["params"]["use_rep"])
     X, _ = get_rep(adata, use_rep)
     metric, density = with_density(
-        NeuralFIMMetric(models), X, density_weight, n_nearest=_DENSITY_NEAREST
+        NeuralFIMMetric(models, device=device), X, density_weight, n_nearest=_DENSITY_NEAREST
     )
     return X, use_rep, metric, density
 
@@ -110,8 +115,9 @@ def _solve(
     n_steps,
     random_state,
     progress,
+    device,
 ):
-    X, use_rep, metric, density = _fim_setup(adata, fim_key, density_weight)
+    X, use_rep, metric, density = _fim_setup(adata, fim_key, density_weight, device)
     res = solve_geodesics(
         metric,
         X,
@@ -154,6 +160,7 @@ def geodesic(
     n_steps: int = 300,
     random_state: int | None = 0,
     progress: bool = True,
+    device: str = "cpu",
     key_added: str = "geodesic",
     copy: bool = False,
 ) -> AnnData | None:
@@ -231,6 +238,10 @@ def geodesic(
         search on large data (``"graph"``).
     progress
         Show a progress bar over the Adam steps (``"ode"``).
+    device
+        Torch device of the metric and the solvers (``"cpu"``, ``"cuda"``…): the networks,
+        the density's components and the curves live there, and results are copied back
+        once. An unavailable device is an error, never a silent fallback to the CPU.
     key_added
         ``uns`` key of the result.
     {copy}
@@ -255,6 +266,7 @@ def geodesic(
     progress = check_bool("progress", progress)
     random_state = check_common(random_state, key_added, copy)
     check_key_added(fim_key, "fim_key")
+    dev = check_device(device)
     s, e = resolve_cells(adata, start), resolve_cells(adata, end)
     if s.size != e.size:
         raise ValueError(f"{s.size} start cells but {e.size} end cells")
@@ -275,6 +287,7 @@ def geodesic(
         n_steps=n_steps,
         random_state=random_state,
         progress=progress,
+        device=dev,
     )
     prox = res.proximity
 
@@ -298,6 +311,7 @@ def geodesic(
                 "density_weight": float(density_weight),
                 "hot_start": _hot_start_name(hot_start),
                 "use_rep": use_rep,
+                "device": str(dev),
             },
         }
     )
@@ -324,6 +338,7 @@ def fisher_rao_distances(
     batch_size: int = 256,
     random_state: int | None = 0,
     progress: bool = True,
+    device: str = "cpu",
     key_added: str = "fisher_rao_distances",
     copy: bool = False,
 ) -> AnnData | None:
@@ -364,6 +379,9 @@ def fisher_rao_distances(
     batch_size
         Pairs per solver batch.
     {progress}
+    device
+        Torch device of the metric, the edge lengths and the solvers (as in
+        :func:`geodesic`); the shortest paths run on the host.
     key_added
         ``uns`` key of the result.
     {copy}
@@ -385,6 +403,7 @@ def fisher_rao_distances(
     n_cells = check_int("n_cells", n_cells, minimum=2)
     n_neighbors = check_int("n_neighbors", n_neighbors)
     batch_size = check_int("batch_size", batch_size)
+    dev = check_device(device)
     if cells is None:
         idx = np.unique(np.linspace(0, adata.n_obs - 1, min(n_cells, adata.n_obs)).astype(int))
     else:
@@ -393,7 +412,7 @@ def fisher_rao_distances(
         raise ValueError("cells contains duplicates")
     if idx.size < 2:
         raise ValueError(f"need at least 2 cells, got {idx.size}")
-    X, use_rep, metric, _ = _fim_setup(adata, fim_key, density_weight)
+    X, use_rep, metric, _ = _fim_setup(adata, fim_key, density_weight, dev)
 
     start_time = logg.info(f"computing Fisher–Rao distances among {idx.size} cells ({method})")
     res = geodesic_distances(
@@ -422,6 +441,7 @@ def fisher_rao_distances(
             "fim_key": fim_key,
             "density_weight": float(density_weight),
             "use_rep": use_rep,
+            "device": str(dev),
         },
     }
     logg.info("    finished", time=start_time, deep=logg.added(("uns", key_added)))

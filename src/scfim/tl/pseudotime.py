@@ -10,6 +10,7 @@ from .. import _logging as logg
 from .._docs import doc_params
 from .._keys import pseudotime_keys
 from ..geometry.distances import geodesic_pseudotime
+from ..models.neural_fim import check_device
 from ._validate import check_bool, check_common, check_float, check_int, check_key_added
 from .geodesic import _fim_setup, resolve_cells
 
@@ -51,6 +52,7 @@ def fisher_rao_pseudotime(
     n_landmarks: int = 0,
     random_state: int | None = 0,
     progress: bool = True,
+    device: str = "cpu",
     key_added: str = "fisher_rao_pseudotime",
     copy: bool = False,
 ) -> AnnData | None:
@@ -92,6 +94,10 @@ def fisher_rao_pseudotime(
     random_state
         Seed of the approximate kNN search on large data.
     {progress}
+    device
+        Torch device of the metric, the edge lengths and the landmark geodesics
+        (``"cpu"``, ``"cuda"``…; an unavailable device is an error); Dijkstra runs on the
+        host.
     key_added
         Name of the ``obs`` columns and the ``uns`` entry.
     {copy}
@@ -110,8 +116,9 @@ def fisher_rao_pseudotime(
     n_neighbors = check_int("n_neighbors", n_neighbors)
     n_landmarks = check_int("n_landmarks", n_landmarks, minimum=0)
     progress = check_bool("progress", progress)
+    dev = check_device(device)
     roots = _resolve_roots(adata, root)
-    X, use_rep, metric, _ = _fim_setup(adata, fim_key, density_weight)
+    X, use_rep, metric, _ = _fim_setup(adata, fim_key, density_weight, dev)
 
     start = logg.info(f"computing Fisher–Rao pseudotime from {np.unique(roots).size} root(s)")
 
@@ -139,6 +146,7 @@ def fisher_rao_pseudotime(
             "n_neighbors": n_neighbors,
             "n_landmarks": n_landmarks,
             "use_rep": use_rep,
+            "device": str(dev),
         },
     }
     logg.info(
