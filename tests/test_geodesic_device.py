@@ -181,6 +181,37 @@ def test_tools_on_cuda_equal_cpu(fitted):
     np.testing.assert_allclose(
         a.obs["p_cuda"].to_numpy(), a.obs["p_cpu"].to_numpy(), rtol=1e-4, atol=1e-8
     )
-    np.testing.assert_allclose(
-        a.uns["g_cuda"]["lengths"], a.uns["g_cpu"]["lengths"], rtol=1e-4
-    )
+    np.testing.assert_allclose(a.uns["g_cuda"]["lengths"], a.uns["g_cpu"]["lengths"], rtol=1e-4)
+
+
+def test_density_scale_from_stored_traces_equals_the_evaluated_one():
+    """The tools read the density's scale from the per-cell traces tl.neural_fim wrote."""
+    from scfim.geometry.metric import with_density
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(120, 4))
+    A = rng.normal(size=(4, 4))
+
+    class Linear(EuclideanMetric):
+        def inner(self, x, v):
+            u = v @ torch.as_tensor(A, dtype=v.dtype)
+            return (u * u).sum(-1) * (1 + x[:, 0] ** 2)
+
+    base = Linear(4)
+    traces = (A * A).sum() * (1 + data[:, 0] ** 2)
+    m1, _ = with_density(base, data, 1e-2)
+    m2, _ = with_density(base, data, 1e-2, traces=traces)
+    assert m2.weights[1] == pytest.approx(m1.weights[1], rel=1e-9)
+    with pytest.raises(ValueError, match="traces"):
+        with_density(base, data, 1e-2, traces=traces[:10])
+
+
+def test_float32_density_equals_float64():
+    rng = np.random.default_rng(6)
+    data = rng.normal(size=(300, 6))
+    m = DensityMetric(data, n_nearest=16, normalize=True)
+    x = torch.as_tensor(data[:40] + 0.1)
+    p64 = m.density(x)
+    p32 = m.density(x.float())
+    assert p32.dtype == torch.float32
+    torch.testing.assert_close(p32.double(), p64, rtol=1e-5, atol=0)

@@ -360,6 +360,7 @@ class DensityMetric(Metric):
         self.sigma = float(sigma)
         self.eps = float(eps)
         self.points = torch.as_tensor(X, device=self.device)
+        self._points32 = self.points.float()  # float32 queries (graph edges) stay float32
         if self.n_nearest is not None:
             self._build_search(X)
         self._log_norm = -0.5 * self.dim * math.log(2 * math.pi * self.sigma**2)
@@ -418,17 +419,21 @@ class DensityMetric(Metric):
         return self._table[nearest]
 
     def _log_density(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.points.dtype)
+        points = self._points32 if x.dtype == torch.float32 else self.points
+        x = x.to(points.dtype)
         if self.n_nearest is None:
-            d2 = torch.cdist(x, self.points) ** 2
+            d2 = torch.cdist(x, points) ** 2
         else:
-            diff = x[:, None, :] - self.points[self.nearest_components(x)]
+            diff = x[:, None, :] - points[self.nearest_components(x)]
             d2 = (diff * diff).sum(-1)
         logp = torch.logsumexp(-0.5 * d2 / self.sigma**2, dim=1) - math.log(len(self.points))
         return logp + self._log_norm
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
-        """Mixture density ``p(x)`` (over its median on the data if ``normalize``), ``(B,)``."""
+        """Mixture density ``p(x)`` (over its median on the data if ``normalize``), ``(B,)``.
+
+        Evaluated in float32 for float32 points (e.g. graph edges), else in float64.
+        """
         return torch.exp(self._log_density(x)).to(x.dtype)
 
     def inner(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -535,6 +540,7 @@ def with_density(
     weight: float,
     *,
     n_scale: int = 500,
+    traces: np.ndarray | None = None,
     **density_kwargs,
 ) -> tuple[Metric, DensityMetric | None]:
     """``metric + w · DensityMetric(data, normalize=True)`` with a dimensionless weight.
@@ -555,6 +561,10 @@ def with_density(
         Relative weight; 0 returns ``metric`` unchanged.
     n_scale
         Points at which the scale of ``metric`` is measured.
+    traces
+        Optional ``(N,)`` precomputed ``tr G`` at the data points (e.g. the per-cell FIM
+        traces that :func:`scfim.tl.neural_fim` stores); the scale is then read from them
+        at the same points instead of being evaluated.
     **density_kwargs
         Passed to :class:`DensityMetric` (its ``device`` defaults to ``metric``'s).
 
@@ -571,9 +581,15 @@ def with_density(
         return metric, None
     X = np.asarray(data, dtype=np.float64)
     idx = np.linspace(0, len(X) - 1, min(int(n_scale), len(X))).astype(int)
-    with torch.no_grad():  # a scale: the metric's edge dtype is precise enough
-        x = torch.as_tensor(X[idx], dtype=metric.edge_dtype, device=metric.device)
-        scale = float(np.median(metric.mean_eigenvalue(x).double().cpu().numpy()))
+    if traces is not None:
+        traces = np.asarray(traces, dtype=np.float64)
+        if traces.shape != (len(X),) or not np.all(np.isfinite(traces[idx])):
+            raise ValueError(f"traces must be {len(X)} finite numbers, one per data point")
+        scale = float(np.median(traces[idx])) / X.shape[1]
+    else:
+        with torch.no_grad():  # a scale: the metric's edge dtype is precise enough
+            x = torch.as_tensor(X[idx], dtype=metric.edge_dtype, device=metric.device)
+            scale = float(np.median(metric.mean_eigenvalue(x).double().cpu().numpy()))
     density_kwargs.setdefault("device", metric.device)
     density = DensityMetric(X, normalize=True, **density_kwargs)
     return SumMetric([metric, density], [1.0, weight * max(scale, 1e-300)]), density

@@ -8,6 +8,7 @@ from scipy.spatial import cKDTree
 
 from .. import _logging as logg
 from .._docs import doc_params
+from .._keys import neural_fim_keys
 from ..geometry.distances import geodesic_distances
 from ..geometry.geodesic import HOT_STARTS, solve_geodesics
 from ..geometry.metric import NeuralFIMMetric, with_density
@@ -61,8 +62,18 @@ def _fim_setup(adata: AnnData, fim_key: str, density_weight: float, device="cpu"
     models, info = read_fim_ensemble(adata, fim_key, device=device)
     use_rep = str(info["params"]["use_rep"])
     X, _ = get_rep(adata, use_rep)
+    # the density's scale, median tr g / d, from the per-cell traces tl.neural_fim wrote
+    # (the same ensemble mean; evaluated again only where they are missing)
+    col = neural_fim_keys(fim_key)["trace"][1]
+    traces = None
+    if col in adata.obs and np.all(np.isfinite(adata.obs[col].to_numpy(dtype=np.float64))):
+        traces = adata.obs[col].to_numpy(dtype=np.float64)
     metric, density = with_density(
-        NeuralFIMMetric(models, device=device), X, density_weight, n_nearest=_DENSITY_NEAREST
+        NeuralFIMMetric(models, device=device),
+        X,
+        density_weight,
+        traces=traces,
+        n_nearest=_DENSITY_NEAREST,
     )
     return X, use_rep, metric, density
 
