@@ -143,7 +143,9 @@ def land(
     fail_col = f"{key}_log_failed"
     if fail_col in adata.obs and adata.obs[fail_col].to_numpy().any():
         f = adata.obs[fail_col].to_numpy().astype(bool)
-        ax.scatter(Y[f, 0], Y[f, 1], s=size * 2, facecolors="none", edgecolors="red", lw=0.8)
+        # a ring about 1.4 times as wide as the dot (scanpy's "." is half as wide as "o")
+        ring = 0.5 * size
+        ax.scatter(Y[f, 0], Y[f, 1], s=ring, facecolors="none", edgecolors="red", lw=0.8)
         handles.append(
             Line2D([], [], ls="none", marker="o", mfc="none", mec="red", label="Log map failed")
         )
