@@ -400,3 +400,5 @@ def test_land_legend_names_the_means_and_failed_cells(fake):
     ax = scfim.pl.land(a, "X_jsd_phate", color="component")
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == ["0", "1", "Log map failed", "component means (2)"]
+    assert scfim.pl.land(a, "X_jsd_phate", legend_loc=None).get_legend() is None
+    assert scfim.pl.land(a, "X_jsd_phate", legend_loc="upper right").get_legend()._loc == 1

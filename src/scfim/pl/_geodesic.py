@@ -167,7 +167,8 @@ def geodesic(
     for a, c in zip(axes, colours, strict=True):
         colour = path_color
         if colour is None:
-            colour = contrasting_colour(_underlying_colours(adata, c, kwargs.get("color_map")))
+            cmap = kwargs.get("color_map", kwargs.get("cmap"))  # scanpy takes both
+            colour = contrasting_colour(_underlying_colours(adata, c, cmap))
         for q in placed:
             a.plot(q[:, 0], q[:, 1], "-", color=colour, lw=2.2, zorder=5, path_effects=halo)
             marker = {"s": 70, "edgecolors": "white", "linewidths": 1.2, "zorder": 6}

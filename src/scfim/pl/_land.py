@@ -10,6 +10,7 @@ from ._utils import (
     SCANPY_MARKER,
     check_plot_args,
     finish,
+    legend_off,
     marker_size,
     place_in_embedding,
     quantity_label,
@@ -37,6 +38,7 @@ def land(
     cmap: str = "viridis",
     title: str | None = None,
     frameon: bool = False,
+    legend_loc: str | None = "right margin",
     show: bool | None = None,
     save: bool | str | None = None,
     return_fig: bool = False,
@@ -76,6 +78,10 @@ def land(
     frameon
         Draw a frame with axis labels (scanpy's ``frameon``); default no frame, like
         :func:`scfim.pl.embedding`.
+    legend_loc
+        ``"right margin"`` (default; under the plot when a colour bar takes the margin),
+        a matplotlib legend location (``"best"``, ``"upper right"`` …), or ``None`` /
+        ``"none"`` for no legend (as in scanpy).
     show, save, return_fig
         As in :func:`scanpy.pl.embedding`; see :mod:`scfim.pl`. Write key ``key``.
     s
@@ -165,24 +171,15 @@ def land(
         ax.scatter(P[:, 0], P[:, 1], marker="X", s=120, c="k", edgecolors="w", zorder=6)
         label = "component mean" + ("s" if len(P) > 1 else "") + f" ({len(P)})"
         handles.append(Line2D([], [], ls="none", marker="X", ms=10, color="k", label=label))
-    if handles and categorical:  # one legend in the right margin, as scanpy places it
-        ax.legend(
-            handles=handles,
-            title=color,
-            frameon=False,
-            fontsize="small",
-            loc="center left",
-            bbox_to_anchor=(1.0, 0.5),
-        )
-    elif handles:  # the colour bar takes the right margin: under the plot
-        ax.legend(
-            handles=handles,
-            frameon=False,
-            fontsize="small",
-            loc="upper center",
-            bbox_to_anchor=(0.5, 0.0),
-            ncols=len(handles),
-        )
+    if handles and not legend_off(legend_loc):
+        kw = {"frameon": False, "fontsize": "small"}
+        if legend_loc != "right margin":
+            kw["loc"] = legend_loc
+        elif categorical:  # one legend in the right margin, as scanpy places it
+            kw.update(loc="center left", bbox_to_anchor=(1.0, 0.5), title=color)
+        else:  # the colour bar takes the right margin: under the plot
+            kw.update(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=len(handles))
+        ax.legend(handles=handles, **kw)
     style_panel(
         ax,
         title=f"LAND ({color})" if title is None else title,
