@@ -402,3 +402,31 @@ def test_land_legend_names_the_means_and_failed_cells(fake):
     assert texts == ["0", "1", "Log map failed", "component means (2)"]
     assert scfim.pl.land(a, "X_jsd_phate", legend_loc=None).get_legend() is None
     assert scfim.pl.land(a, "X_jsd_phate", legend_loc="upper right").get_legend()._loc == 1
+
+
+def test_geodesic_dashes_the_segments_off_the_cells(fake):
+    """A straight chord between two cells leaves the data: dashed there, and said."""
+    a = fake.copy()
+    X = np.asarray(a.X, dtype=float)
+    path = np.asarray(a.uns["geodesic"]["paths"])[0]
+    nearest = np.linalg.norm(path[:, None] - X[None], axis=-1).min(1)
+    spacing = nearest.max() / 3  # a spacing that puts the chord's middle off the cells
+    a.uns["geodesic"]["nn_distance"] = spacing
+    off = nearest > 2 * spacing
+    assert off.any() and not off.all()  # the chord ends on cells and leaves them
+    ax = scfim.pl.geodesic(a, "X_jsd_phate", color="group")
+    styles = [line.get_linestyle() for line in ax.lines]
+    assert "--" in styles and "-" in styles
+    drawn = sum(len(line.get_xydata()) - 1 for line in ax.lines)
+    assert drawn == len(path) - 1  # every segment once
+    dashed = sum(len(line.get_xydata()) - 1 for line in ax.lines if line.get_linestyle() == "--")
+    assert dashed == int((off[:-1] | off[1:]).sum())
+    texts = {
+        t.get_text()
+        for c in ax.get_children()
+        if isinstance(c, matplotlib.legend.Legend)
+        for t in c.get_texts()
+    }
+    assert "off the cells (> 2× their spacing)" in texts
+    # without off-data points (or without nn_distance) the path is one solid line
+    assert [line.get_linestyle() for line in scfim.pl.geodesic(fake).lines] == ["-"]

@@ -38,7 +38,28 @@ def _underlying_colours(adata: AnnData, color: str | None, cmap) -> list:
     return [cm(v) for v in np.linspace(0, 1, 16)]
 
 
-def _ends_legend(ax: Axes, adata: AnnData, res, color: str | None, path_color, n_paths: int):
+# path points farther than this many median cell spacings from every cell are "off the cells"
+OFF_CELLS = 2.0
+
+
+def _draw_path(ax: Axes, q: np.ndarray, off: np.ndarray, colour, halo) -> None:
+    """One path: solid along the cells, dashed on segments with an end off the cells."""
+    seg_off = off[:-1] | off[1:]
+    start = 0
+    for k in range(1, len(seg_off) + 1):  # runs of segments with the same flag
+        if k == len(seg_off) or seg_off[k] != seg_off[start]:
+            ls = "--" if seg_off[start] else "-"
+            part = q[start : k + 1]
+            ax.plot(part[:, 0], part[:, 1], ls, color=colour, lw=2.2, zorder=5, path_effects=halo)
+            start = k
+    marker = {"s": 70, "edgecolors": "white", "linewidths": 1.2, "zorder": 6}
+    ax.scatter(q[0, 0], q[0, 1], marker="o", color=colour, **marker)
+    ax.scatter(q[-1, 0], q[-1, 1], marker="s", color=colour, **marker)
+
+
+def _ends_legend(
+    ax: Axes, adata: AnnData, res, color: str | None, path_color, n_paths: int, dashed: bool
+):
     """The start/end legend, below the Axes (outside the data, clear of scanpy's legend)."""
     from matplotlib.legend import Legend
     from matplotlib.lines import Line2D
@@ -59,6 +80,9 @@ def _ends_legend(ax: Axes, adata: AnnData, res, color: str | None, path_color, n
         Line2D([], [], color=path_color, lw=2.2, marker=m, ms=7, mec="white", ls="none")
         for m, _ in labels
     ]
+    if dashed:
+        handles.append(Line2D([], [], color=path_color, lw=2.2, ls="--"))
+        labels.append(("", f"off the cells (> {OFF_CELLS:g}× their spacing)"))
     # scanpy's categorical legend stays the Axes' legend (in the right margin); this one is
     # an extra artist centred under the Axes, where frameon=False leaves empty space (tight
     # and constrained layouts make room for it)
@@ -98,8 +122,11 @@ def geodesic(
     the inverse-distance-weighted average of its 5 nearest cells. Paths are drawn in a
     colour that contrasts with the colours of the cells underneath (the categorical
     palette or the colour map), with a white outline; the start cell is a circle, the end
-    cell a square, both named in a legend under the plot. Several ``color`` keys give
-    one panel each, as in :func:`scanpy.pl.embedding`.
+    cell a square, both named in a legend under the plot. Segments with a point farther
+    than twice the cells' spacing (``uns[key]["nn_distance"]``, the median distance
+    between neighbouring cells) from every cell are dashed: there the curve leaves the
+    data, and its place in the embedding is an average of distant cells. Several
+    ``color`` keys give one panel each, as in :func:`scanpy.pl.embedding`.
 
     Parameters
     ----------
@@ -163,18 +190,21 @@ def geodesic(
         axes = [ax]
     halo = [pe.Stroke(linewidth=4.5, foreground="white"), pe.Normal()]
     paths = np.asarray(res["paths"], dtype=float)
-    placed = [place_in_embedding(X, Y, p) for p in paths]
+    placed = [place_in_embedding(X, Y, p, return_distance=True) for p in paths]
+    spacing = float(np.ravel(res.get("nn_distance", np.nan))[0])
+    offs = [
+        d > OFF_CELLS * spacing if np.isfinite(spacing) else np.zeros(len(d), bool)
+        for _, d in placed
+    ]
+    dashed = any(o.any() for o in offs)
     for a, c in zip(axes, colours, strict=True):
         colour = path_color
         if colour is None:
             cmap = kwargs.get("color_map", kwargs.get("cmap"))  # scanpy takes both
             colour = contrasting_colour(_underlying_colours(adata, c, cmap))
-        for q in placed:
-            a.plot(q[:, 0], q[:, 1], "-", color=colour, lw=2.2, zorder=5, path_effects=halo)
-            marker = {"s": 70, "edgecolors": "white", "linewidths": 1.2, "zorder": 6}
-            a.scatter(q[0, 0], q[0, 1], marker="o", color=colour, **marker)
-            a.scatter(q[-1, 0], q[-1, 1], marker="s", color=colour, **marker)
+        for (q, _), off in zip(placed, offs, strict=True):
+            _draw_path(a, q, off, colour, halo)
         if legend:
-            _ends_legend(a, adata, res, c, colour, len(paths))
+            _ends_legend(a, adata, res, c, colour, len(paths), dashed)
     out = axes if several else axes[0]
     return finish(out, writekey="geodesic", show=show, save=save, return_fig=return_fig)

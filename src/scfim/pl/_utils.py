@@ -126,12 +126,15 @@ def finish(
     return axes
 
 
-def place_in_embedding(X: np.ndarray, Y: np.ndarray, pts: np.ndarray, k: int = 5) -> np.ndarray:
+def place_in_embedding(
+    X: np.ndarray, Y: np.ndarray, pts: np.ndarray, k: int = 5, *, return_distance: bool = False
+):
     """Positions in the embedding ``Y`` of points given in the cells' space ``X``.
 
     Each point goes to the inverse-distance-weighted average of the embedding positions
     of its ``k`` nearest cells (a point on a cell lands on that cell). Used to draw
-    geodesic curves and LAND means, which live in the input representation.
+    geodesic curves and LAND means, which live in the input representation. With
+    ``return_distance``, also the distance of each point to its nearest cell in ``X``.
     """
     from scipy.spatial import cKDTree
 
@@ -140,7 +143,8 @@ def place_in_embedding(X: np.ndarray, Y: np.ndarray, pts: np.ndarray, k: int = 5
     d, i = d.reshape(len(pts), -1), i.reshape(len(pts), -1)
     w = 1.0 / np.maximum(d, 1e-12)
     w /= w.sum(1, keepdims=True)
-    return np.einsum("pk,pkc->pc", w, Y[i])
+    placed = np.einsum("pk,pkc->pc", w, Y[i])
+    return (placed, d[:, 0]) if return_distance else placed
 
 
 def marker_size(n_obs: int, size: float | None = None, s: float | None = None) -> float:
