@@ -55,6 +55,12 @@ def curvature(
     (``tl.diffusion_curvature(cells=...)`` scores only some) are drawn underneath in
     ``na_color``, as scanpy draws missing values.
 
+    Reading the magnitude: the value is ``C − C_flat``, a difference of two probabilities
+    (that a short walk from the cell ends near it, on the data and on the same cells
+    flattened; see :func:`scfim.tl.diffusion_curvature`). −0.004 therefore means that the
+    walk ends near its start 0.4 percentage points less often than on flat data; compare
+    with ``C`` itself in ``obs[f"{key}_raw"]`` for the scale of the cell's patch.
+
     Parameters
     ----------
     adata
