@@ -66,8 +66,12 @@ class SphereManifold:
         sinc = np.where(n > 1e-12, np.sin(n) / np.where(n > 1e-12, n, 1.0), 1.0)
         return np.cos(n) * mu + sinc * U
 
-    def log(self, mu, X, init=None, jacobian=None) -> LogResult:
-        """Logarithm map at ``mu`` of the points ``X`` (closed form; ``init``, ``jacobian`` unused)."""
+    def log(self, mu, X, init=None, jacobian=None, progress=None) -> LogResult:
+        """Logarithm map at ``mu`` of the points ``X`` (closed form).
+
+        ``init`` and ``jacobian`` are unused; ``progress`` is called once with the number
+        of points.
+        """
         mu = self.project(mu)
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         c = np.clip(X @ mu, -1.0, 1.0)
@@ -78,6 +82,8 @@ class SphereManifold:
         ok = th < math.pi - 1e-6  # antipodal points have no unique Log
         V = U @ sphere_frame(mu)
         res = np.linalg.norm(self.exp(mu, V) - X, axis=1)
+        if progress is not None:
+            progress(len(X))
         return LogResult(V, ok & (res < 1e-6), res, 0)
 
     def log_volume(self, Y) -> np.ndarray:

@@ -418,7 +418,8 @@ def select_sigma(
     random_state
         Seed of the subsampling and of the pilot points.
     progress
-        Progress bar over the candidates.
+        Progress bar over the pilot Log maps of the candidates (updated as they are
+        solved).
 
     Returns
     -------
@@ -438,18 +439,20 @@ def select_sigma(
     base = X[int(np.argmin(((X - X.mean(0)) ** 2).sum(1)))]
     ks = sorted({int(np.clip(round(r * len(R)), 10, len(R) - 1)) for r in ranks})
     cands, fails = [], []
-    bar = progress_bar(total=len(ks), desc="LAND kernel width", progress=progress)
+    bar = progress_bar(
+        total=len(ks) * len(targets), desc="LAND kernel width (pilot Log maps)", progress=progress
+    )
     try:
-        for k in ks:
+        for j, k in enumerate(ks):
             sigma = choose_sigma(R, k)
             G = LocalCovarianceMetric(R, sigma, rho_rel=rho_rel, max_points=len(R))
             M = MetricManifold(
                 G, graph_data=X, n_steps=n_steps, tol=tol, energy_fallback=False, max_iter=max_iter
             )
-            frac = float(M.log(base, targets).n_failed) / len(targets)
+            frac = float(M.log(base, targets, progress=bar.update).n_failed) / len(targets)
             cands.append(sigma)
             fails.append(frac)
-            bar.update(1)
+            bar.n = (j + 1) * len(targets)
             bar.set_postfix(sigma=f"{sigma:.3g}", failed=f"{frac:.0%}", refresh=True)
             if frac <= max_failed:
                 break

@@ -13,12 +13,15 @@ changes with the chart, and a learned metric's determinant also moves with the s
 (it grows towards the sparse edges of the data, where a kernel estimate of the local
 covariance shrinks, and with the metric across the data in the normal directions). On a
 sphere in R³ it rises by 0.1–0.4 in log over the data and the fitted Σ shrinks by it.
-``normaliser="gaussian"`` (the default) sets ``m ≡ 1``: the Logs are modelled as
-``N(0, Σ)`` in the tangent coordinates at μ — the wrapped (pushed-forward) tangent
-Gaussian, whose normaliser is ``Z`` exactly, as for the closed-form sphere whose volume
-factor in normal coordinates is taken as 1 — so that ``C`` needs no Monte Carlo, the
-mean is where the mean Log vanishes and Σ is the covariance of the Logs there. Both
-agree when the metric is constant along the data. The maximum-likelihood fit minimises
+``normaliser="gaussian"`` (the default) freezes ``m`` at its value at the mean,
+``m ≡ m(μ, 0) = √det M(μ)``: the Logs are modelled as ``N(0, Σ)`` in the tangent
+coordinates at μ — the wrapped (pushed-forward) tangent Gaussian, whose density with
+respect to the Riemannian volume has the normaliser ``Z √det M(μ)`` exactly (for the
+closed-form sphere, whose tangent frames are orthonormal, ``√det M = 1``) — so that ``C``
+needs no Monte Carlo, Σ is the covariance of the Logs at μ and the likelihood does not
+depend on the chart (``√det M(μ)`` turns the ambient tangent coordinates into
+orthonormal ones; without it a mean step towards a larger metric would shorten every Log
+and be favoured for that alone). Both agree when the metric is constant along the data. The maximum-likelihood fit minimises
 ``φ = (1/2N) Σ_n Log_μ(x_n)ᵀ Σ⁻¹ Log_μ(x_n) + log C``:
 
 * mean: ``∇_μ φ = −Σ⁻¹ d`` with ``d = (1/N) Σ_n Log_μ(x_n) − Σ_s q_s v_s`` and
@@ -26,7 +29,9 @@ agree when the metric is constant along the data. The maximum-likelihood fit min
   Gaussian moments ``E[v] = 0``, ``E[vvᵀ] = Σ`` as control variates, i.e.
   ``Σ_s (q_s − 1/S) v_s`` and ``Σ + Σ_s (q_s − 1/S) v_s v_sᵀ``, exact when m is constant).
   The step is taken along ``−Σ ∇_μ φ = d`` (steepest direction independent of the
-  conditioning of Σ): ``μ ← Exp_μ(α_μ d)``;
+  conditioning of Σ): ``μ ← Exp_μ(α_μ d)``, with a backtracking line search on
+  ``α_μ``; the trial keeps the covariance's shape in orthonormal coordinates
+  (``Σ' = T Σ Tᵀ``, ``T = M(μ')^{-1/2} M(μ)^{1/2}``);
 * covariance: ``Σ⁻¹ = AᵀA`` (A invertible keeps Σ symmetric positive definite);
   ``∇_A φ = A (S_data − S_model)`` with ``S_data = (1/N) Σ Log Logᵀ`` and
   ``S_model = Σ_s q_s v_s v_sᵀ``. The gradient is right-multiplied by the SPD matrix
@@ -37,7 +42,7 @@ agree when the metric is constant along the data. The maximum-likelihood fit min
   and one weighted mean/covariance step per component per iteration (generalised EM).
 
 Manifolds follow the protocol of :mod:`scfim.geometry.exp_log` (``exp``, ``log``,
-``log_volume``, ``project``, ``tangent_dim``):
+``log_volume``, ``tangent_dim``, optionally ``metric_tensor``):
 :class:`~scfim.geometry.exp_log.MetricManifold` for a learned metric (LAND metric, neural
 FIM, ...) and :class:`~scfim.geometry.known_manifolds.SphereManifold` as a known one.
 Log maps that fail (boundary-value problem not solved) are counted per iteration and
@@ -67,7 +72,7 @@ class LANDMixture:
     ----------
     manifold
         A manifold (:mod:`scfim.geometry.exp_log` protocol: ``exp``, ``log``,
-        ``log_volume``, ``project``, ``tangent_dim``).
+        ``log_volume``, ``tangent_dim``, optionally ``metric_tensor``).
     n_components
         Number of components.
     max_iter
@@ -81,11 +86,12 @@ class LANDMixture:
         step ``Σ ← Σ + α_Σ (S_data − Σ)`` is the exact M-step at ``α_Σ = 1``), 0.2 with
         ``"volume"``.
     tol
-        Stop when the mean log-likelihood rises by less than ``tol`` in two accepted
-        steps in a row (0 runs up to ``max_iter`` iterations).
+        Stop when the mean log-likelihood rises by less than ``tol`` in two iterations in
+        a row (0 runs up to ``max_iter`` iterations).
     max_backtracks
-        A step that lowers the log-likelihood is undone and retried with halved step
-        sizes; the fit stops after this many retries in a row.
+        A mean step that lowers the log-likelihood is undone and retried, in the same
+        iteration, with the step halved, at most this many times; when none of them
+        gains, the means are final (the line search found no better point).
     init_means
         Optional ``(n_components, D)`` starting means; else k-means (one point: the data
         point nearest the Euclidean mean), each mean snapped to the nearest data point.
@@ -94,8 +100,8 @@ class LANDMixture:
     random_state
         Seed of k-means and of the Monte Carlo samples.
     progress
-        Progress bar over the EM iterations (shown from the start, while the initial Log
-        maps are solved).
+        Progress bars over the initial Log maps (updated as they are solved) and over the
+        EM iterations.
     normaliser
         ``"gaussian"`` (the Logs are ``N(0, Σ)`` in the tangent coordinates: ``C = Z``) or
         ``"volume"`` (the paper's Monte Carlo estimate with the volume factor
@@ -112,7 +118,7 @@ class LANDMixture:
         mean_step: float | None = None,
         cov_step: float | None = None,
         tol: float = 0.0,
-        max_backtracks: int = 2,
+        max_backtracks: int = 3,
         init_means: np.ndarray | None = None,
         reg_covar: float = 1e-3,
         random_state: int | None = 0,
@@ -172,7 +178,7 @@ class LANDMixture:
             M[k] = X[j]
         return M, labels
 
-    def _logs(self, X, means, prev, prev_means, prev_jac=None):
+    def _logs(self, X, means, prev, prev_means, prev_jac=None, progress=None):
         """Log maps of all points at every mean (warm-started from the previous ones)."""
         out, fails, jacs = [], [], []
         for k in range(self.n_components):
@@ -181,7 +187,8 @@ class LANDMixture:
                 init = prev[k] + (prev_means[k] - means[k])
                 if prev_jac is not None and prev_jac[k] is not None:
                     jac = np.where(np.isfinite(prev_jac[k]), prev_jac[k], np.eye(X.shape[1]))
-            r = self.manifold.log(means[k], X, init=init, jacobian=jac)
+            kw = {} if progress is None else {"progress": progress}
+            r = self.manifold.log(means[k], X, init=init, jacobian=jac, **kw)
             out.append(r.v)
             fails.append(~r.converged)
             jacs.append(r.jacobian)
@@ -206,7 +213,10 @@ class LANDMixture:
                 lv = np.where(np.isfinite(lv), lv, -np.inf)
             lse = logsumexp(lv)
             logZ = 0.5 * k_dim * math.log(2 * math.pi) - np.linalg.slogdet(A)[1]
-            logC.append(logZ + lse - math.log(len(V)))
+            log_m0 = 0.0
+            if self.normaliser == "gaussian":  # the volume factor frozen at its value at μ
+                log_m0 = float(self.manifold.log_volume(means[k][None])[0])
+            logC.append(logZ + lse - math.log(len(V)) + log_m0)
             samples.append((V, np.exp(lv - lse)))
         return np.asarray(logC), samples
 
@@ -225,20 +235,21 @@ class LANDMixture:
         of the normalisation constants are drawn once (common random numbers), so the
         estimated log-likelihood is one deterministic function of the parameters. Each
         iteration takes a covariance-and-weights step at fixed means (the Log maps do not
-        change, so it is cheap to check), then a mean step (new Log maps). A step that
-        lowers the mean log-likelihood is rejected and its step size halved; after
-        ``max_backtracks`` rejected mean steps in a row the means are kept fixed, and the
-        fit stops when an iteration no longer gains. Every accepted iterate is at least as
-        likely as the previous one, so the final log-likelihood is never below the
-        starting one.
+        change, so it is cheap to check; rejected, with its step halved, when it lowers
+        the likelihood), then a line search along the mean step (new Log maps per trial;
+        the step is halved after each rejection, up to ``max_backtracks`` times; when no
+        trial gains, the means are kept from then on). The fit stops when two iterations
+        in a row gain less than ``tol``, or when neither step can gain any more. Every
+        accepted iterate is at least as likely as the previous one, so the final
+        log-likelihood is never below the starting one.
 
         Sets ``means_``, ``precision_factors_`` (A with ``Σ⁻¹ = AᵀA``), ``covariances_``,
         ``weights_``, ``log_normalisers_``, and for the training points
         ``log_likelihood_`` (per point, at the final parameters), ``responsibilities_``,
         ``labels_``, ``log_failed_`` (N, K: Log map not solved), plus ``history_``
         (mean log-likelihood, Log-map failures and seconds at the start and after each
-        iteration, whether its covariance and mean steps were accepted), ``n_iter_`` and
-        ``converged_``.
+        iteration, whether its covariance and mean steps were accepted, the number of mean
+        trials), ``n_iter_`` and ``converged_``.
         """
         from .._progress import progress_bar
 
@@ -250,17 +261,20 @@ class LANDMixture:
             raise ValueError(f"{N} points for {K} components")
         rng = np.random.default_rng(self.random_state)
         t0 = time.perf_counter()
-        bar = progress_bar(total=self.max_iter, desc="LAND EM", progress=self.progress)
-        bar.set_postfix_str(f"initial Log maps of {N} points", refresh=True)
+        bar = progress_bar(total=K * N, desc="LAND initial Log maps", progress=self.progress)
         try:
-            return self._fit(X, rng, t0, bar)
+            means, labels = self._initial_means(X, rng)
+            L, fail, J = self._logs(X, means, None, None, progress=bar.update)
+        finally:
+            bar.close()
+        bar = progress_bar(total=self.max_iter, desc="LAND EM", progress=self.progress)
+        try:
+            return self._fit(X, rng, t0, bar, means, labels, L, fail, J)
         finally:
             bar.close()
 
-    def _fit(self, X, rng, t0, bar) -> LANDMixture:
+    def _fit(self, X, rng, t0, bar, means, labels, L, fail, J) -> LANDMixture:
         K, N = self.n_components, len(X)
-        means, labels = self._initial_means(X, rng)
-        L, fail, J = self._logs(X, means, None, None)
         # initial covariances from the Logs of each k-means cluster
         k_dim = L.shape[2]
         avg_var = float(np.mean([np.trace(np.cov(L[k].T).reshape(k_dim, k_dim)) for k in range(K)]))
@@ -285,11 +299,13 @@ class LANDMixture:
             "seconds": [],
             "mean_accepted": [],
             "cov_accepted": [],
+            "mean_trials": [],
         }
         bar.set_postfix(loglik=f"{state['ll']:.4g}", log_failures=int(fail.sum()), refresh=True)
         self.converged_ = False
         mean_step, cov_step = self.mean_step, self.cov_step
-        small = mean_rejected = 0
+        small = 0
+        frozen = False
         n_done = 0
         for it in range(self.max_iter):
             n_done = it + 1
@@ -304,35 +320,53 @@ class LANDMixture:
                 state = trial
             else:
                 cov_step *= 0.5
-            # ---- 2. means (new Log maps), unless repeated rejections froze them
+            # ---- 2. means (new Log maps): a line search along the mean step, the step
+            # halved after each rejection, up to max_backtracks halvings in this iteration
             mean_ok = False
-            if mean_rejected <= self.max_backtracks:
-                mu_new = self._mean_step(state, mean_step)
-                L_new, fail_new, J_new = self._logs(
-                    X, mu_new, state["L"], state["means"], state["J"]
-                )
-                trial = self._evaluate(mu_new, state["A"], state["weights"], L_new, fail_new, J_new)
-                mean_ok = trial["ll"] >= state["ll"]
-                if mean_ok:
-                    state, mean_rejected = trial, 0
-                else:  # the step lowered the likelihood: keep the old means, halve the step
-                    mean_step *= 0.5
-                    mean_rejected += 1
+            n_mean_trials = 0
+            if not frozen:
+                for _ in range(self.max_backtracks + 1):
+                    n_mean_trials += 1
+                    mu_new = self._mean_step(state, mean_step)
+                    L_new, fail_new, J_new = self._logs(
+                        X, mu_new, state["L"], state["means"], state["J"]
+                    )
+                    A_t = self._transport(state["means"], mu_new, state["A"])
+                    trial = self._evaluate(mu_new, A_t, state["weights"], L_new, fail_new, J_new)
+                    if self.normaliser == "gaussian":
+                        # also the profile likelihood (the exact covariance M-step at the
+                        # trial means): a fixed Σ from the old tangent space can misjudge a
+                        # long step, whose Logs point in rotated directions
+                        A_p, w_p = self._cov_step(trial, 1.0)
+                        prof = self._evaluate(mu_new, A_p, w_p, L_new, fail_new, J_new)
+                        trial = prof if prof["ll"] > trial["ll"] else trial
+                    if trial["ll"] >= state["ll"]:
+                        state, mean_ok = trial, True
+                        break
+                    mean_step *= 0.5  # the step lowered the likelihood: keep the old means
+                # no gain down to the smallest step: the means are where they stay
+                frozen = not mean_ok
             hist["log_likelihood"].append(state["ll"])
             hist["n_log_failures"].append(int(state["fail"].sum()))
             hist["seconds"].append(time.perf_counter() - t0)
             hist["mean_accepted"].append(bool(mean_ok))
             hist["cov_accepted"].append(bool(cov_ok))
+            hist["mean_trials"].append(n_mean_trials)
             bar.update(1)
             bar.set_postfix(
                 loglik=f"{state['ll']:.4g}", log_failures=int(state["fail"].sum()), refresh=True
             )
+            # converged: two iterations in a row that gain less than tol, each with either an
+            # accepted mean step or a line search that found no gain at any step size
             small = small + 1 if state["ll"] - ll_start < self.tol else 0
-            frozen = mean_rejected > self.max_backtracks
-            if small >= 2 or (frozen and state["ll"] - ll_start <= 0.0):
+            if small >= 2 or (frozen and state["ll"] - ll_start <= self.tol):
                 self.converged_ = True
                 break
-        # ---- the final (best) iterate
+        # ---- the final (best) iterate, its Logs solved cold as score_samples solves them
+        # (the warm solves of the line search agree only to the Log-map tolerance)
+        if any(hist["mean_accepted"]):
+            L, fail, J = self._logs(X, state["means"], None, None)
+            state = self._evaluate(state["means"], state["A"], state["weights"], L, fail, J)
         self.means_ = state["means"]
         self.precision_factors_ = state["A"]
         self.weights_ = state["weights"]
@@ -398,16 +432,49 @@ class LANDMixture:
             new_A[k] = _sym_expm(-cov_step * E, 1.0) @ A
         return new_A, weights
 
+    def _transport(self, means, new_means, A) -> np.ndarray:
+        """Precision factors at the new means that keep each covariance's intrinsic shape.
+
+        The tangent coordinates of a learned metric are the ambient ones, in which the
+        metric at μ is ``M(μ)``; the covariance in orthonormal coordinates is
+        ``M(μ)^{1/2} Σ M(μ)^{1/2}``. Moving μ to μ' keeps that fixed:
+        ``Σ' = T Σ Tᵀ`` with ``T = M(μ')^{-1/2} M(μ)^{1/2}``, i.e. ``A' = A T⁻¹``. Without it
+        a mean step is judged in a rescaled chart (a Σ fitted where the metric is large is
+        too small where it is smaller), and on real data every mean step was rejected.
+        Manifolds without ``metric_tensor`` (orthonormal frames) keep ``A``.
+        """
+        tensor = getattr(self.manifold, "metric_tensor", None)
+        if tensor is None:
+            return A
+        M0, M1 = tensor(np.asarray(means)), tensor(np.asarray(new_means))
+        out = np.array(A, copy=True)
+        for k in range(len(A)):
+            w0, U0 = np.linalg.eigh(0.5 * (M0[k] + M0[k].T))
+            w1, U1 = np.linalg.eigh(0.5 * (M1[k] + M1[k].T))
+            if min(w0.min(), w1.min()) <= 0 or not (
+                np.isfinite(w0).all() and np.isfinite(w1).all()
+            ):
+                continue
+            R0_inv = (U0 / np.sqrt(w0)) @ U0.T
+            R1 = (U1 * np.sqrt(w1)) @ U1.T
+            out[k] = A[k] @ R0_inv @ R1
+        return out
+
     def _mean_step(self, state, mean_step: float) -> np.ndarray:
-        """``μ ← project(Exp_μ(α_μ d))`` per component, ``d = E_data[Log] − E_model[v]``."""
+        """``μ ← Exp_μ(α_μ d)`` per component, ``d = E_data[Log] − E_model[v]``.
+
+        No retraction onto the data: the volume factor of the normaliser already makes a
+        mean off the data (where the learned metric grows) unlikely, and a projection onto
+        the local principal subspace of the data moved even a zero step by up to 0.4 (in
+        PCA units on pbmc68k_reduced), so that no step was accepted.
+        """
         new_means = state["means"].copy()
         for k in range(self.n_components):
             w = self._component_weights(state, k)
             V, q = state["samples"][k]
             u = np.full(len(V), 1.0 / len(V))
             d = w @ state["L"][k] - (q - u) @ V
-            mu = self.manifold.exp(state["means"][k], (mean_step * d)[None])
-            new_means[k] = self.manifold.project(mu)[0]
+            new_means[k] = self.manifold.exp(state["means"][k], (mean_step * d)[None])[0]
         return new_means
 
     # ------------------------------------------------------------------ scoring
