@@ -352,10 +352,10 @@ class LANDMixture:
             hist["mean_accepted"].append(bool(mean_ok))
             hist["cov_accepted"].append(bool(cov_ok))
             hist["mean_trials"].append(n_mean_trials)
-            bar.update(1)
             bar.set_postfix(
-                loglik=f"{state['ll']:.4g}", log_failures=int(state["fail"].sum()), refresh=True
+                loglik=f"{state['ll']:.4g}", log_failures=int(state["fail"].sum()), refresh=False
             )
+            bar.update(1)
             # converged: two iterations in a row that gain less than tol, each with either an
             # accepted mean step or a line search that found no gain at any step size
             small = small + 1 if state["ll"] - ll_start < self.tol else 0
@@ -367,6 +367,9 @@ class LANDMixture:
         if any(hist["mean_accepted"]):
             L, fail, J = self._logs(X, state["means"], None, None)
             state = self._evaluate(state["means"], state["A"], state["weights"], L, fail, J)
+            bar.set_postfix(
+                loglik=f"{state['ll']:.4g}", log_failures=int(state["fail"].sum()), refresh=True
+            )
         self.means_ = state["means"]
         self.precision_factors_ = state["A"]
         self.weights_ = state["weights"]
