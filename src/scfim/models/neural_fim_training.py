@@ -6,19 +6,26 @@ The loss is that of Fasina et al. (ICML 2023, Eq. 6): for pairs of cells ``(x, y
 shape is trained as **one** model: the weights of layer ``l`` are stacked into a
 ``(K, in, out)`` tensor and every step is a batched matrix product over the members
 (``torch.baddbmm``), so that the Python and autograd overhead of a step is paid once for
-all members. Each member is initialised exactly as a single network with its own seed,
-draws its own pairs from its own random stream (members that saw the same batches would
-share their sampling noise, which averaging could not remove; with rows of ``Pᵗ`` too many
-to cache, the pools of rows are shared and the pairings drawn in them are not), and keeps
-its own optimiser state, learning-rate schedule, early stopping and best weights: a
-converged member is frozen (learning rate 0) and dropped from the forward pass while the
-others continue. The held-out pairs of the stopping rule are shared.
+all members. Each member is initialised exactly as a single network with its own seed and
+keeps its own trace probes, optimiser state, learning-rate schedule, early stopping and
+best weights: a converged member is frozen (learning rate 0) and dropped from the forward
+pass while the others continue. The held-out pairs of the stopping rule are shared.
+
+**Pairs inside a batch.** A step forwards each cell of its batch once and takes its pairs
+among those cells: half of the batch are anchors, half their near partners (the end of a
+short walk on the neighbour lists), giving one near pair per anchor, and every cell is also
+paired with ``random_partners`` others of the batch (the batch is in random order, so a
+cyclic shift of it pairs random cells). A pair thus costs one forward of one point instead
+of two; the network's ``Σ φ log φ`` is computed once per cell. By default the members train
+on the same batches (``shared_batches``), so that the rows of ``Pᵗ`` and the JS targets of
+a batch are computed once for all of them; with ``shared_batches=False`` every member draws
+its own batches from its own stream (targets ``K`` times).
 
 Everything inside the training loop stays on the model's device: the data, the rows of
-``Pᵗ`` (cached or per pool), the pair indices (drawn with a ``torch.Generator`` on that
-device) and the running losses; one scalar per member and epoch (the held-out loss) is read
-back for the stopping rule, and rows of ``Pᵗ`` are copied once per pool when they do not fit
-in the cache (the operator lives on the host).
+``Pᵗ`` (cached or per pool), the batch indices (drawn with a ``torch.Generator`` on that
+device) and the running losses; the cyclic shifts are drawn on the host, one scalar per
+member and epoch (the held-out loss) is read back for the stopping rule, and rows of ``Pᵗ``
+are copied once per pool when they do not fit in the cache (the operator lives on the host).
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ SHARED_CONFIG = (
     "local_weight",
     "trace_weight",
     "trace_cells",
+    "random_partners",
+    "shared_batches",
     "n_val_pairs",
     "pool_size",
     "pool_reuse",
@@ -240,6 +249,101 @@ def _quadratic_form(z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (phi * u * u).sum(-1)
 
 
+def _train_pass(
+    cfg: NeuralFIM,
+    stack: _StackedMLP,
+    opt: _MemberAdamW,
+    Xt: torch.Tensor,
+    bank: _RowBank,
+    cells: torch.Tensor | None,
+    loc: torch.Tensor,
+    mates: torch.Tensor | None,
+    gens: Sequence[torch.Generator],
+    shift_rng: np.random.Generator,
+    members: torch.Tensor | None,
+) -> tuple[torch.Tensor, int]:
+    """One pass over the anchors ``loc (G, na)``, ``G`` = 1 (shared batches) or K.
+
+    A batch is ``h = batch_size // 2`` anchors and their near partners ``mates`` (the same
+    slice), ``B = 2h`` cells, forwarded once. Its pairs are the ``h`` near pairs (anchor,
+    mate) and ``R·B`` random pairs among its cells: cell ``i`` with cell ``i + s (mod B)``
+    for ``R = random_partners`` distinct random shifts ``s`` (the batch is in random order,
+    so these are random pairs). The loss weighs the mean over the near pairs by
+    ``neighbor_fraction`` and the mean over the random ones by the rest. ``loc`` and
+    ``mates`` index ``bank`` (and ``cells``, when the rows are pooled). Without near
+    partners (``mates`` None) a batch is ``batch_size`` cells and all its pairs are random.
+    Returns the pair-weighted sum of the members' losses and the number of pairs.
+    """
+    G, na = loc.shape
+    dev, d = Xt.device, Xt.shape[1]
+    f = cfg.neighbor_fraction if mates is not None else 0.0
+    R = cfg.random_partners if f < 1 else 0
+    h = max(1, cfg.batch_size // 2 if mates is not None else cfg.batch_size)
+    q_max = cfg.batch_size if cfg.trace_cells is None else max(1, cfg.trace_cells)
+    Ka = len(gens) if members is None else len(members)
+    total, count = torch.zeros(Ka, device=dev), 0
+    for s in range(0, na, h):
+        la = loc[:, s : s + h]
+        hb = la.shape[1]
+        batch = la if mates is None else torch.cat([la, mates[:, s : s + h]], 1)  # (G, B)
+        B = batch.shape[1]
+        shifts = []
+        if R and B > 1:
+            shifts = (shift_rng.permutation(B // 2)[: min(R, B // 2)] + 1).tolist()
+        t_near = t_rand = None
+        if mates is not None and f > 0:
+            t_near = bank.sqrt_js(la.reshape(-1), batch[:, hb:].reshape(-1)).view(G, hb)
+        if shifts:
+            other = torch.cat([torch.roll(batch, -sh, 1) for sh in shifts], 1)
+            t_rand = bank.sqrt_js(batch.repeat(1, len(shifts)).reshape(-1), other.reshape(-1))
+            t_rand = t_rand.view(G, -1)
+        q = min(q_max, B) if cfg.trace_weight > 0 else 0
+        v = None
+        if q:  # every member its own probes, from its own stream
+            v = torch.stack([torch.randn(q, d, generator=g, device=dev) for g in gens])
+            v = v if members is None else v[members]
+        idx = batch if cells is None else cells[batch]
+        if G > 1 and members is not None:
+            idx = idx[members]
+            t_near = None if t_near is None else t_near[members]
+            t_rand = None if t_rand is None else t_rand[members]
+        x = Xt[idx[0]] if G == 1 else Xt[idx]  # (B, d) shared or (Ka, B, d)
+        z, u = stack.forward(x, v, members)  # (Ka, B, m)
+        lp = torch.log_softmax(z, dim=-1)
+        p = torch.exp(lp)
+        nh = (p * lp).sum(-1)  # Σ p log p of every cell, once
+        loss = torch.zeros(Ka, device=dev)
+        if t_near is not None:
+            dn = _sqrt_js_terms(p[:, :hb], p[:, hb:], nh[:, :hb], nh[:, hb:])
+            loss = loss + f * ((dn - t_near) ** 2).mean(-1)
+            if cfg.local_weight > 0:  # ⅛ δᵀ g(x) δ on the near pairs, δ = mate − anchor
+                xa, xm = x[..., :hb, :], x[..., hb:, :]
+                zl, ul = stack.forward(xa, (xm - xa).expand(z.shape[0], -1, -1), members)
+                pl = torch.sqrt((_quadratic_form(zl, ul) / 8).clamp_min(_SQRT_EPS))
+                loss = loss + f * cfg.local_weight * ((pl - t_near) ** 2).mean(-1)
+        if shifts:
+            r = len(shifts)
+            po = torch.cat([torch.roll(p, -sh, 1) for sh in shifts], 1)
+            nho = torch.cat([torch.roll(nh, -sh, 1) for sh in shifts], 1)
+            dr = _sqrt_js_terms(p.repeat(1, r, 1), po, nh.repeat(1, r), nho)
+            loss = loss + (1 - f) * ((dr - t_rand) ** 2).mean(-1)
+        if q:
+            loss = loss + cfg.trace_weight * _quadratic_form(z[:, :q], u).mean(-1) / 8
+        loss.sum().backward()
+        opt.step()
+        n_pairs = (hb if t_near is not None else 0) + len(shifts) * B
+        total += loss.detach() * n_pairs
+        count += n_pairs
+    return total, count
+
+
+def _sqrt_js_terms(p, q, nh_p, nh_q):
+    """``√JS(p, q)`` of strictly positive rows from their ``Σ p log p`` (clamped as sqrt_js)."""
+    m = 0.5 * (p + q)
+    js = 0.5 * (nh_p + nh_q) - (m * torch.log(m.clamp_min(1e-30))).sum(-1)
+    return torch.sqrt(js.clamp(0.0, LOG2).clamp_min(_SQRT_EPS))
+
+
 def check_members(models: Sequence[NeuralFIM]) -> None:
     """Raise ``ValueError`` unless the models share every setting but the seed."""
     if not models:
@@ -319,15 +423,20 @@ def train_members(
     # computed once for the whole fit. Otherwise a pool holds `pool_size // 2` anchor cells
     # of the epoch's permutation and one random neighbour of each, so that neighbour pairs
     # are available inside the pool.
+    G = 1 if cfg.shared_batches else K  # streams of batches
+    R = cfg.random_partners if (nb is None or cfg.neighbor_fraction < 1) else 0
+    pairs_per_anchor = max(1, (1 + 2 * R) if nb is not None else R)
     cached = None
     if n * n_states <= cfg.cache_entries:
         cached = _RowBank(_rows_in_chunks(rows, np.arange(n), 4096), dev)
-        n_anchor, reuse = n, max(1, math.ceil(cfg.epoch_pairs / n))
+        n_anchor, reuse = n, max(1, math.ceil(cfg.epoch_pairs / (n * pairs_per_anchor)))
     else:
         n_anchor = cfg.pool_size // 2 if nb is not None else cfg.pool_size
         n_anchor, reuse = max(1, n_anchor), max(1, cfg.pool_reuse)
-    pairs_per_epoch = reuse * n
+    pairs_per_epoch = reuse * n * pairs_per_anchor
     epochs = min(cfg.epochs, max(cfg.min_epochs, cfg.max_pairs // pairs_per_epoch))
+    # the shifts that pair the cells of a batch: drawn on the host (no device round trip)
+    shift_rng = np.random.default_rng(int(seed))
 
     lr = torch.full((K,), cfg.lr, device=dev)
     opt = _MemberAdamW(stack.params, lr, cfg.weight_decay)
@@ -340,72 +449,45 @@ def train_members(
     best_state = stack.state()
     train_curves: list[list[float]] = [[] for _ in range(K)]
     val_curves: list[list[float]] = [[] for _ in range(K)]
-    q_max = cfg.batch_size if cfg.trace_cells is None else max(1, cfg.trace_cells)
     desc = "neural FIM" if K == 1 else f"neural FIM ({K} networks)"
     bar = progress_bar(total=epochs, desc=desc, unit="epoch", progress=cfg.progress)
     for _ in range(epochs):
         members = None if len(active) == K else torch.as_tensor(active, device=dev)
         total = torch.zeros(len(active), device=dev)
         count = 0
-        if cached is not None:  # every member its own permutation of the cells
-            perms = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens])
-        else:  # the pools are shared (their rows are the costly part), the pairings are not
+        if cached is not None:  # every stream its own permutation of the cells
+            perms = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens[:G]])
+        else:  # the pools are shared (their rows are the costly part)
             perms = torch.randperm(n, generator=gen, device=dev)[None]
         for p0 in range(0, n, n_anchor):
-            anchors = perms[:, p0 : p0 + n_anchor]  # (K or 1, na)
-            na = anchors.shape[1]
             if cached is not None:
-                bank, cells, loc_a = cached, None, anchors
-            else:
-                cells = anchors[0]
+                bank, cells, loc = cached, None, perms[:, p0 : p0 + n_anchor]
+                na = loc.shape[1]
+            else:  # a pool: anchors of the permutation and one near partner of each
+                cells = perms[0, p0 : p0 + n_anchor]
+                na = len(cells)
                 if nb is not None:
                     cells = torch.cat([cells, _walk(nb, cells, cfg.walk_steps, gen)])
                 bank = _RowBank(_rows_in_chunks(rows, cells.cpu().numpy(), 4096), dev)
-                loc_a = torch.arange(na, device=dev).expand(K, na)
-            for _ in range(reuse):
-                loc_b = torch.stack(
-                    [randint(n if cells is None else len(cells), na, g) for g in gens]
-                )
-                near = None
+                loc = torch.arange(na, device=dev)[None].expand(G, na)
+            for r in range(reuse):
+                if cells is not None and (r > 0 or G > 1):  # a new order of the pool's anchors
+                    loc = torch.stack(
+                        [torch.randperm(na, generator=g, device=dev) for g in gens[:G]]
+                    )
+                mates = None
                 if nb is not None:
-                    near = torch.stack([near_mask(na, g) for g in gens])
                     if cells is None:
-                        mates = [
-                            _walk(nb, anchors[k], cfg.walk_steps, g) for k, g in enumerate(gens)
-                        ]
-                        loc_b = torch.where(near, torch.stack(mates), loc_b)
+                        mates = torch.stack(
+                            [_walk(nb, loc[k], cfg.walk_steps, g) for k, g in enumerate(gens[:G])]
+                        )
                     else:  # the anchor's own mate, which was put in the pool
-                        loc_b = torch.where(near, loc_a + na, loc_b)
-                for s in range(0, na, cfg.batch_size):
-                    la, lb = loc_a[:, s : s + cfg.batch_size], loc_b[:, s : s + cfg.batch_size]
-                    ia, ib = (la, lb) if cells is None else (cells[la], cells[lb])
-                    b = la.shape[1]
-                    target = bank.sqrt_js(la.reshape(-1), lb.reshape(-1)).view(K, b)
-                    q = min(q_max, b) if cfg.trace_weight > 0 else 0
-                    v = None
-                    if q:
-                        v = torch.stack([torch.randn(q, d, generator=g, device=dev) for g in gens])
-                    if members is not None:
-                        ia, ib, target = ia[members], ib[members], target[members]
-                        v = None if v is None else v[members]
-                    xa, xb = Xt[ia], Xt[ib]  # (K_active, b, d)
-                    z, u = stack.forward(torch.cat([xa, xb], 1), v, members)
-                    loss = ((_pair_sqrt_js(z, b) - target) ** 2).mean(-1)  # (K_active,)
-                    if q:
-                        loss = loss + cfg.trace_weight * _quadratic_form(z[:, :q], u).mean(-1) / 8
-                    if cfg.local_weight > 0 and near is not None:
-                        # ⅛ δᵀ g(x) δ on the near pairs (all pairs carry the term, masked)
-                        w = near[:, s : s + cfg.batch_size].to(Xt.dtype)
-                        if members is not None:
-                            w = w[members]
-                        zl, ul = stack.forward(xa, xb - xa, members)
-                        pl = torch.sqrt((_quadratic_form(zl, ul) / 8).clamp_min(_SQRT_EPS))
-                        local = (w * (pl - target) ** 2).sum(-1) / w.sum(-1).clamp_min(1.0)
-                        loss = loss + cfg.local_weight * local
-                    loss.sum().backward()
-                    opt.step()
-                    total += loss.detach() * b
-                    count += b
+                        mates = loc + na
+                tot, cnt = _train_pass(
+                    cfg, stack, opt, Xt, bank, cells, loc, mates, gens, shift_rng, members
+                )
+                total += tot
+                count += cnt
         with torch.no_grad():
             zv, _ = stack.forward(Xt[v_idx], None, members)  # shared held-out pairs
             val = ((_pair_sqrt_js(zv, n_val) - v_target) ** 2).mean(-1)

@@ -134,7 +134,7 @@ def neural_fim(
     epochs: int = 300,
     batch_size: int = 512,
     lr: float = 1e-2,
-    max_pairs: int = 1_000_000,
+    max_pairs: int = 1_500_000,
     n_ensemble: int = 5,
     n_dims: int | None = None,
     device: str = "cpu",
@@ -182,11 +182,12 @@ def neural_fim(
         Maximal number of epochs (an epoch visits every cell, at least 4096 pairs); also
         bounded by ``max_pairs`` and cut by early stopping on held-out pairs.
     batch_size
-        Pairs per optimisation step.
+        Cells per optimisation step (half of them anchors, half their near partners; the
+        pairs are taken among the batch's cells).
     lr
         Initial AdamW learning rate (halved when the held-out loss stalls).
     max_pairs
-        Bound on the number of training pairs of each network.
+        Bound on the number of training pairs of each network (near and random pairs).
     n_ensemble
         Number of independently initialised networks (seeds ``random_state + i``); the
         per-cell fields are their mean, with standard deviations written alongside.
@@ -226,8 +227,9 @@ def neural_fim(
         ``adata.obs["fim_log_volume_std"]``, ``adata.obs["fim_trace_std"]``
             standard deviations over the ensemble (only when ``n_ensemble > 1``);
         ``adata.uns[key_added]``
-            ``params`` (including ``use_rep``), ``train_loss`` / ``val_loss`` (per member, one
-            value per epoch), ``models`` (per member, the model state as NumPy arrays, see
+            ``params`` (including ``use_rep``), ``train_loss`` / ``val_loss`` (one array per
+            member, one value per epoch, keyed by the member's index as a string: h5ad keys
+            are strings, so member 0 is ``val_loss["0"]``), ``models`` (per member, the model state as NumPy arrays, see
             :meth:`~scfim.models.neural_fim.NeuralFIM.to_dict`), ``fit_seconds`` (wall time of the
             joint training of the members), ``fields``
             (the names above) and, when ``use_rep="X_pca"`` can be reproduced from
@@ -292,7 +294,7 @@ def neural_fim(
         )
         for i in range(n_ensemble)
     ]
-    fit_ensemble(models, X, op.rows, neighbors)
+    fit_ensemble(models, X, partial(op.rows, dtype=np.float32), neighbors)
     for i, model in enumerate(models):
         logg.info(
             f"    member {i}: {model.history_['val_loss'].size} epochs, held-out loss "
