@@ -29,8 +29,14 @@ proportional to the truth, about the coefficient of variation of the ratio when 
 Usage::
 
     python benchmarks/bench_geodesic_accuracy.py [--quick] [--no-refine] [--cache DIR]
+        [--seed S] [--kernel gaussian] [--exact-operator]
 
 ``--cache DIR`` keeps the trained AnnData of every data set there (pickled) and reuses it.
+``--seed`` draws another, independent sample of every data set (and its rotation and
+noise). ``--kernel gaussian`` trains the FIM on a diffusion operator with one fixed
+Gaussian bandwidth (the median distance to the 15th neighbour) instead of PHATE's adaptive
+alpha-decay kernel, and ``--exact-operator`` without landmarks: the two choices of the
+diffusion step that the learned metric's distortion depends on.
 """
 
 from __future__ import annotations
@@ -81,8 +87,8 @@ def scores(est: np.ndarray, tru: np.ndarray) -> tuple[float, float]:
     )
 
 
-def trained(kind, n, noise, dim, cache):
-    """A data set after ``tl.diffusion`` and ``tl.neural_fim`` (defaults).
+def trained(kind, n, noise, dim, cache, seed=0, kernel="alpha_decay", exact=False):
+    """A data set after ``tl.diffusion`` and ``tl.neural_fim`` (defaults unless asked).
 
     Returns the AnnData, the truth and the training time (None when read from ``cache``).
     """
@@ -92,15 +98,22 @@ def trained(kind, n, noise, dim, cache):
     import anndata as ad
 
     import scfim
+    from scfim.geometry.graph import knn_graph
 
-    X, truth = make(kind, n, noise, dim)
-    path = None if cache is None else Path(cache) / f"{kind}{dim}_{noise}_{n}.pkl"
+    X, truth = make(kind, n, noise, dim, seed)
+    tag = "" if seed == 0 else f"_seed{seed}"
+    tag += "" if kernel == "alpha_decay" else f"_{kernel}"
+    tag += "_exact" if exact else ""
+    path = None if cache is None else Path(cache) / f"{kind}{dim}_{noise}_{n}{tag}.pkl"
     if path is not None and path.exists():
         with path.open("rb") as f:
             return pickle.load(f), truth, None
     a = ad.AnnData(X.astype(np.float32))
     t0 = time.perf_counter()
-    scfim.tl.diffusion(a, use_rep="X", random_state=0)
+    op = {"n_landmarks": None} if exact else {}
+    if kernel == "gaussian":
+        op["sigma"] = float(np.median(np.asarray(knn_graph(X, 15).max(1).todense())))
+    scfim.tl.diffusion(a, use_rep="X", random_state=0, kernel=kernel, **op)
     scfim.tl.neural_fim(a, random_state=0, progress=False)
     train = time.perf_counter() - t0
     if path is not None:
@@ -110,7 +123,7 @@ def trained(kind, n, noise, dim, cache):
     return a, truth, train
 
 
-def run(kind, n, noise, dim, n_cells, refine, rows, cache=None) -> None:
+def run(kind, n, noise, dim, n_cells, refine, rows, cache=None, **data) -> None:
     """Train on one data set, measure every method, append and print its rows."""
     import scipy.sparse as sp
 
@@ -119,7 +132,7 @@ def run(kind, n, noise, dim, n_cells, refine, rows, cache=None) -> None:
     from scfim.geometry.graph import knn_graph, metric_edge_lengths, shortest_paths, symmetrize
     from scfim.tl.geodesic import _fim_setup
 
-    a, truth, train = trained(kind, n, noise, dim, cache)
+    a, truth, train = trained(kind, n, noise, dim, cache, **data)
     Xd = np.asarray(a.X, dtype=np.float64)
     cells = np.linspace(0, n - 1, n_cells).astype(int)
     iu = np.triu_indices(n_cells, 1)
@@ -192,18 +205,28 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer cells and pairs, no refinement")
     ap.add_argument("--cache", default=None, help="folder for the trained data sets")
     ap.add_argument("--no-refine", action="store_true", help="skip the energy refinement")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the data sample")
+    ap.add_argument("--kernel", default="alpha_decay", choices=("alpha_decay", "gaussian"))
+    ap.add_argument("--exact-operator", action="store_true", help="no landmarks")
+    ap.add_argument(
+        "--only", nargs="*", default=None, help="data sets kind:dim:noise, e.g. sphere:3:0.05"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     n, n_cells = (800, 12) if args.quick else (1500, 20)
     print(
         f"{n} points per data set, {n_cells} evenly spaced cells "
-        f"({n_cells * (n_cells - 1) // 2} pairs)"
+        f"({n_cells * (n_cells - 1) // 2} pairs); data seed {args.seed}, diffusion kernel "
+        f"{args.kernel}{', exact operator' if args.exact_operator else ''}"
     )
     rows: list = []
+    data = {"seed": args.seed, "kernel": args.kernel, "exact": args.exact_operator}
     for kind, dim in (("sphere", 3), ("sphere", 10), ("roll", 3)):
         for noise in (0.0, 0.05, 0.1):
+            if args.only is not None and f"{kind}:{dim}:{noise:g}" not in args.only:
+                continue
             refine = not (args.quick or args.no_refine)
-            run(kind, n, noise, dim, n_cells, refine, rows, args.cache)
+            run(kind, n, noise, dim, n_cells, refine, rows, args.cache, **data)
     print("\nall rows")
     print(table(rows, HEAD))
 
