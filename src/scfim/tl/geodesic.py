@@ -357,7 +357,8 @@ def fisher_rao_distances(
 
     The metric is that of :func:`geodesic`: the learned Fisher information metric
     (Fasina et al., ICML 2023) plus ``density_weight`` times the density metric (its
-    Gaussian mixture summed over the 32 components nearest to each point).
+    Gaussian mixture summed over 32 components near each point: the 32 nearest to the
+    component nearest to it).
 
     - ``method="graph"``: shortest paths of a kNN graph of all cells whose edges carry
       their Fisher–Rao lengths (:func:`scfim.geometry.distances.metric_graph`; short edges
