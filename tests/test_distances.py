@@ -125,3 +125,24 @@ def test_removing_stretched_edges_keeps_the_graph_connected():
     e_across = X[e.row, 1] != X[e.col, 1]
     assert across.sum() == 2 and e_across.sum() > 2  # one bridge (both directions) of many
     assert c.data[across][0] == pytest.approx(e.data[e_across].min())
+
+
+def test_refinement_uses_the_fisher_rao_energy_by_default(monkeypatch):
+    """Refined distances and landmark geodesics minimise the divergence energy by default."""
+    from scfim.geometry import distances
+
+    seen = []
+    original = distances.solve_geodesics
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("energy"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(distances, "solve_geodesics", spy)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(120, 2))
+    metric = EuclideanMetric(2)
+    distances.geodesic_distances(metric, X, [0, 1, 2], refine="energy", n_points=8)
+    distances.geodesic_pseudotime(metric, X, [0], n_landmarks=2, n_points=8)
+    distances.geodesic_distances(metric, X, [0, 1], refine="energy", energy="metric", n_points=8)
+    assert seen == ["fisher_rao", "fisher_rao", "metric"]

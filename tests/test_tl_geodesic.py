@@ -173,6 +173,7 @@ def test_fisher_rao_distances_graph_energy_ode(fitted):
     np.testing.assert_array_equal(g["distances"], g["graph_distances"])
     scfim.tl.fisher_rao_distances(a, cells, method="energy", n_points=10, key_added="e")
     e = a.uns["e"]
+    assert e["params"]["energy"] == "fisher_rao"  # the energy the optimiser cannot fool
     np.testing.assert_allclose(e["graph_distances"], g["distances"])
     off = ~np.eye(4, dtype=bool)
     # the energy solver starts on the graph path; a distance is the shorter of both curves
@@ -200,6 +201,7 @@ def test_fisher_rao_distances_has_no_cell_cap(fitted):
         ({"progress": 1}, TypeError),
         ({"key_added": ""}, ValueError),
         ({"fim_key": "missing"}, KeyError),
+        ({"energy": "kl"}, ValueError),
     ],
 )
 def test_fisher_rao_distances_bad_input(fitted, kwargs, exc):

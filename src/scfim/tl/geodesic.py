@@ -339,6 +339,7 @@ def fisher_rao_distances(
     cells=None,
     *,
     method: str = "graph",
+    energy: str = "fisher_rao",
     n_cells: int = 100,
     n_neighbors: int = 15,
     n_points: int = 24,
@@ -382,6 +383,11 @@ def fisher_rao_distances(
         Obs names or positions; None takes ``n_cells`` evenly spaced cells.
     method
         ``"graph"``, ``"energy"`` or ``"ode"``.
+    energy
+        ``"fisher_rao"`` or ``"metric"``: the energy of ``method="energy"``, as in
+        :func:`geodesic` (the midpoint-rule ``"metric"`` energy is fooled by a smooth
+        network's metric: on the 10 000-cell toy tree its refined distances came out 12×
+        shorter than the graph paths).
     n_cells
         Cells taken when ``cells`` is None.
     n_neighbors
@@ -407,7 +413,7 @@ def fisher_rao_distances(
     """
     check_choice("method", method, _DISTANCE_METHODS)
     n_points, max_iter, n_steps, density_weight = _check_solver_args(
-        "energy", "metric", n_points, max_iter, n_steps, density_weight, True
+        "energy", energy, n_points, max_iter, n_steps, density_weight, True
     )
     progress = check_bool("progress", progress)
     random_state = check_common(random_state, key_added, copy)
@@ -432,6 +438,7 @@ def fisher_rao_distances(
         X,
         idx,
         refine=None if method == "graph" else method,
+        energy=energy,
         n_neighbors=n_neighbors,
         n_points=n_points,
         max_iter=max_iter,
@@ -448,6 +455,7 @@ def fisher_rao_distances(
         "endpoint_error": res.endpoint_error,
         "params": {
             "method": method,
+            "energy": energy,
             "n_neighbors": n_neighbors,
             "n_points": n_points,
             "fim_key": fim_key,
