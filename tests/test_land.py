@@ -396,6 +396,8 @@ def test_tl_land_writes_documented_keys(moons, tmp_path):
         ({"max_iter": 0}, ValueError),
         ({"key_added": ""}, ValueError),
         ({"land_weight": -1.0}, ValueError),
+        ({"device": "gpu"}, ValueError),
+        ({"device": "cuda:99"}, ValueError),
     ],
 )
 def test_tl_land_bad_input_leaves_adata_unchanged(moons, kwargs, exc):
@@ -522,3 +524,69 @@ def test_mean_moves_off_a_poor_start_and_likelihood_never_falls_with_defaults():
     angle = np.arctan2(f.mean_[1], f.mean_[0])
     assert abs(angle - t.mean()) < 0.05
     assert abs(np.linalg.norm(f.mean_) - 1.0) < 0.03
+
+
+# ------------------------------------------------------------------------------ devices
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def test_shooting_makes_no_host_copies(monkeypatch):
+    """The Newton/Broyden iterations stay on the metric's device: no .numpy()/.cpu()/.item()."""
+    from scfim.geometry import exp_log
+
+    X = _arc(120)
+    G = LocalCovarianceMetric(X, choose_sigma(X, 15))
+    mu = torch.as_tensor(X[np.argmin(np.abs(X[:, 0]))])
+    T = torch.as_tensor(X[:20])
+    expected = log_map(G, mu.numpy(), T.numpy(), n_steps=8, tol=1e-6, energy_fallback=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host copy inside the shooting iterations")
+
+    for name in ("numpy", "cpu", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    for broyden in (False, True):
+        V, ok, res, J = exp_log._newton_shoot(
+            G, mu, T, T - mu, n_steps=8, max_iter=10, tol=1e-6, fd_eps=1e-6, broyden=broyden
+        )
+        assert V.device == mu.device and J.shape == (20, 2, 2)
+    monkeypatch.undo()
+    np.testing.assert_allclose(V.numpy()[ok.numpy()], expected.v[ok.numpy()], atol=1e-5)
+
+
+def test_land_metrics_live_on_their_device():
+    X = _arc(60)
+    for G in (LANDMetric(X, device="cpu"), LocalCovarianceMetric(X, device=torch.device("cpu"))):
+        assert G.device == torch.device("cpu") and G.points.device == G.device
+        M = MetricManifold(G, graph_data=X, n_steps=6)
+        r = M.log(X[0], X[1:6])
+        assert r.v.shape == (5, 2) and isinstance(r.v, np.ndarray)
+
+
+@_CUDA
+def test_exp_log_on_cuda_equal_the_cpu_ones():
+    X = _arc(150)
+    sigma = choose_sigma(X, 15)
+    cpu = MetricManifold(LocalCovarianceMetric(X, sigma), graph_data=X, n_steps=8, tol=1e-6)
+    gpu = MetricManifold(
+        LocalCovarianceMetric(X, sigma, device="cuda"), graph_data=X, n_steps=8, tol=1e-6
+    )
+    assert gpu.metric.points.is_cuda
+    V = 0.3 * np.random.default_rng(0).normal(size=(30, 2))
+    np.testing.assert_allclose(gpu.exp(X[5], V), cpu.exp(X[5], V), atol=1e-9)
+    a, b = cpu.log(X[5], X[10:40]), gpu.log(X[5], X[10:40])
+    np.testing.assert_array_equal(a.converged, b.converged)
+    np.testing.assert_allclose(b.v[b.converged], a.v[a.converged], atol=1e-6)
+    np.testing.assert_allclose(gpu.log_volume(X[:5]), cpu.log_volume(X[:5]), atol=1e-9)
+
+
+@_CUDA
+def test_tl_land_on_cuda_matches_cpu(moons):
+    kw = {"use_rep": "X", "max_iter": 3, "n_steps": 6, "progress": False, "copy": True}
+    a = scfim.tl.land(moons, **kw)
+    b = scfim.tl.land(moons, device="cuda", **kw)
+    assert b.uns["land"]["params"]["device"] == "cuda"
+    np.testing.assert_allclose(b.uns["land"]["means"], a.uns["land"]["means"], atol=1e-5)
+    np.testing.assert_allclose(
+        b.obs["land_log_likelihood"], a.obs["land_log_likelihood"], rtol=1e-5, atol=1e-5
+    )

@@ -1,7 +1,7 @@
 """Exponential and logarithm maps under a learned metric on ``R^d`` (pure torch, no AnnData).
 
 Geodesics solve ``c'' = −Γ(c)[c', c']``. :func:`exp_map` integrates this initial-value
-problem with :func:`torchdiffeq.odeint` (fixed-step RK4, one batch for all tangent
+problem by fixed-step RK4 on the metric's device (one batch for all tangent
 vectors), with the acceleration of :meth:`~scfim.geometry.metric.Metric.acceleration`
 (closed form for the LAND metric, automatic differentiation for any other metric).
 :func:`log_map` solves the boundary-value problem ``Exp_μ(v) = x`` by damped Newton
@@ -45,8 +45,41 @@ __all__ = ["exp_map", "log_map", "LogResult", "MetricManifold"]
 _DT = torch.float64
 
 
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=_DT)
+def _device(metric) -> torch.device:
+    """The metric's torch device (the CPU for metrics that do not say)."""
+    return torch.device(getattr(metric, "device", "cpu"))
+
+
+def _t(a, device=None) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=_DT, device=device)
+
+
+def _exp_tensor(metric: Metric, x0: torch.Tensor, v0: torch.Tensor, n_steps: int, path=False):
+    """Exp of ``(B, d)`` tensors on the metric's device: end points, or the whole path.
+
+    Fixed-step Runge–Kutta (the 3/8 rule, as ``torchdiffeq``'s ``"rk4"``) written out, so
+    that no step waits for the host (``torchdiffeq`` reads its step count with ``.item()``
+    at every call).
+    """
+    d = x0.shape[1]
+
+    def f(y):
+        x, v = y[:, :d], y[:, d:]
+        return torch.cat([v, metric.acceleration(x, v)], dim=1)
+
+    h = 1.0 / int(n_steps)
+    with torch.no_grad():
+        y = torch.cat([x0.expand_as(v0), v0], 1)
+        out = [y[:, :d]] if path else None
+        for _ in range(int(n_steps)):
+            k1 = f(y)
+            k2 = f(y + (h / 3.0) * k1)
+            k3 = f(y + h * (k2 - k1 / 3.0))
+            k4 = f(y + h * (k1 - k2 + k3))
+            y = y + (k1 + 3.0 * (k2 + k3) + k4) * (h * 0.125)
+            if path:
+                out.append(y[:, :d])
+    return torch.stack(out) if path else y[:, :d]
 
 
 def exp_map(
@@ -59,9 +92,11 @@ def exp_map(
 ):
     """Riemannian exponential map, batched: ``Exp_{start[i]}(velocity[i])``.
 
-    Integrates ``(c, c')' = (c', −Γ(c)[c', c'])`` from ``t = 0`` to ``1`` with
-    :func:`torchdiffeq.odeint` (fixed-step RK4, ``n_steps`` steps; smooth in the initial
-    velocity, which the finite-difference Jacobians of :func:`log_map` need).
+    Integrates ``(c, c')' = (c', −Γ(c)[c', c'])`` from ``t = 0`` to ``1`` by fixed-step
+    RK4 (``n_steps`` steps of the 3/8 rule; smooth in the initial velocity, which the
+    finite-difference Jacobians of :func:`log_map` need), on the
+    metric's device (``metric.device``): the inputs are copied there once and the end
+    points back once.
 
     Parameters
     ----------
@@ -80,38 +115,18 @@ def exp_map(
     -------
     ``(B, d)`` end points (numpy), and the path when ``return_path``.
     """
-    from torchdiffeq import odeint
-
-    v0 = _t(np.atleast_2d(velocity))
-    x0 = _t(np.atleast_2d(start))
+    dev = _device(metric)
+    v0 = _t(np.atleast_2d(velocity), dev)
+    x0 = _t(np.atleast_2d(start), dev)
     if x0.shape[0] == 1 and v0.shape[0] > 1:
         x0 = x0.expand_as(v0)
     if x0.shape != v0.shape:
         raise ValueError(f"start {tuple(x0.shape)} and velocity {tuple(v0.shape)} mismatch")
-    d = x0.shape[1]
     n_steps = int(n_steps)
-
-    def f(t, y):
-        x, v = y[:, :d], y[:, d:]
-        return torch.cat([v, metric.acceleration(x, v)], dim=1)
-
-    ts = torch.linspace(0.0, 1.0, n_steps + 1, dtype=_DT) if return_path else None
-    with torch.no_grad():
-        y0 = torch.cat([x0, v0], 1)
-        if return_path:
-            ys = odeint(f, y0, ts, method="rk4")
-        else:
-            ys = odeint(
-                f,
-                y0,
-                torch.tensor([0.0, 1.0], dtype=_DT),
-                method="rk4",
-                options={"step_size": 1.0 / n_steps},
-            )
-    end = ys[-1, :, :d].numpy()
     if return_path:
-        return end, ys[:, :, :d].numpy()
-    return end
+        path = _exp_tensor(metric, x0, v0, n_steps, path=True).cpu().numpy()
+        return path[-1], path
+    return _exp_tensor(metric, x0, v0, n_steps).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- Log map
@@ -146,6 +161,10 @@ class LogResult:
         return int((~self.converged).sum())
 
 
+def _finite_or_inf(r: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(r), r, torch.full_like(r, float("inf")))
+
+
 def _newton_shoot(
     metric,
     mu,
@@ -160,84 +179,89 @@ def _newton_shoot(
     jacobian=None,
     broyden=False,
 ):
-    """Damped (quasi-)Newton shooting on ``Exp_μ(v) − x = 0``.
+    """Damped (quasi-)Newton shooting on ``Exp_μ(v) − x = 0``, in torch on one device.
 
-    Returns ``(V, converged, residual, J)``. Newton: the Jacobian of Exp from forward
-    finite differences evaluated in the same batch as each trial point (``(d + 1) B``
-    geodesics). Broyden (``broyden=True``, or a starting ``jacobian``, e.g. from the
-    previous, nearby problem): the Jacobian (finite differences at the start unless given)
-    is updated by a rank-one formula after each accepted step, so a trial costs one
-    geodesic per target; a target whose step fails with such an approximate Jacobian gets
-    a finite-difference one.
-    Steps are halved until the residual drops; a target without any decrease even with
-    a finite-difference Jacobian is given up (and reported).
+    ``mu`` ``(d,)``, ``X`` and ``V`` ``(B, d)`` and ``jacobian`` ``(B, d, d)`` are float64
+    tensors on the metric's device; so are the returned ``(V, converged, residual, J)``:
+    nothing is copied to the host inside the iterations. Newton: the Jacobian of Exp from
+    forward finite differences evaluated in the same batch as each trial point
+    (``(d + 1) B`` geodesics). Broyden (``broyden=True``, or a starting ``jacobian``,
+    e.g. from the previous, nearby problem): the Jacobian (finite differences at the
+    start unless given) is updated by a rank-one formula after each accepted step, so a
+    trial costs one geodesic per target; a target whose step fails with such an
+    approximate Jacobian gets a finite-difference one. Steps are halved until the
+    residual drops; a target without any decrease even with a finite-difference Jacobian
+    is given up (and reported).
     """
     B, d = X.shape
-    eye = np.eye(d)
+    dev = X.device
+    eye = torch.eye(d, dtype=_DT, device=dev)
+
+    def exp(Vb):
+        return _exp_tensor(metric, mu[None], Vb, n_steps)
 
     def exp_and_jac(Vb):
-        h = fd_eps * np.maximum(1.0, np.linalg.norm(Vb, axis=1))[:, None]  # (b, 1)
-        batch = np.concatenate([Vb] + [Vb + h * eye[j] for j in range(d)], 0)
-        E = exp_map(metric, mu, batch, n_steps=n_steps).reshape(d + 1, len(Vb), d)
-        return E[0], (E[1:] - E[0][None]).transpose(1, 2, 0) / h[:, :, None]
+        h = fd_eps * torch.linalg.vector_norm(Vb, dim=1).clamp(min=1.0)[:, None]  # (b, 1)
+        batch = torch.cat([Vb[None], Vb[None] + h[None] * eye[:, None, :]]).reshape(-1, d)
+        E = exp(batch).reshape(d + 1, Vb.shape[0], d)
+        return E[0], (E[1:] - E[0][None]).permute(1, 2, 0) / h[:, :, None]
 
-    thr = tol * np.maximum(np.linalg.norm(X - mu, axis=1), 1.0)
+    thr = tol * torch.linalg.vector_norm(X - mu, dim=1).clamp(min=1.0)
     quasi = broyden or jacobian is not None
     if jacobian is None:
         Y, J = exp_and_jac(V)
-        fresh = np.ones(B, dtype=bool)
+        fresh = torch.ones(B, dtype=torch.bool, device=dev)
     else:
-        Y = exp_map(metric, mu, V, n_steps=n_steps)
-        J = np.array(jacobian, dtype=np.float64, copy=True)
-        fresh = np.zeros(B, dtype=bool)
+        Y = exp(V)
+        J = jacobian.clone()
+        fresh = torch.zeros(B, dtype=torch.bool, device=dev)
     F = Y - X
-    res = np.linalg.norm(F, axis=1)
-    res[~np.isfinite(res)] = np.inf
+    res = _finite_or_inf(torch.linalg.vector_norm(F, dim=1))
     active = res > thr
     for _ in range(max_iter):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
+        idx = torch.nonzero(active).flatten()
+        if idx.numel() == 0:
             break
         Ji = J[idx]
-        good = np.isfinite(Ji).all((1, 2)) & (np.abs(np.linalg.det(Ji)) > 1e-300)
-        step = np.zeros((idx.size, d))
-        if good.any():
-            step[good] = -np.linalg.solve(Ji[good], F[idx][good][..., None])[..., 0]
-        step[~np.isfinite(step)] = 0.0
-        lam = np.ones(idx.size)
-        todo = np.flatnonzero(good)
+        good = torch.isfinite(Ji).all(2).all(1)
+        Jz = torch.where(good[:, None, None], Ji, eye)
+        good &= torch.linalg.det(Jz).abs() > 1e-300
+        Jz = torch.where(good[:, None, None], Jz, eye)
+        step = -torch.linalg.solve(Jz, F[idx].unsqueeze(-1)).squeeze(-1)
+        step = torch.where(good[:, None] & torch.isfinite(step), step, torch.zeros_like(step))
+        lam = torch.ones(idx.numel(), dtype=_DT, device=dev)
+        todo = torch.nonzero(good).flatten()
         for _h in range(max_halvings + 1):
-            if todo.size == 0:
+            if todo.numel() == 0:
                 break
             sub = idx[todo]
             Vt = V[sub] + lam[todo, None] * step[todo]
             if quasi:
-                Yt = exp_map(metric, mu, Vt, n_steps=n_steps)
+                Yt = exp(Vt)
             else:
                 Yt, Jt = exp_and_jac(Vt)
             Ft = Yt - X[sub]
-            rt = np.linalg.norm(Ft, axis=1)
-            rt[~np.isfinite(rt)] = np.inf
+            rt = _finite_or_inf(torch.linalg.vector_norm(Ft, dim=1))
             ok = rt < res[sub]
             acc = sub[ok]
-            if acc.size and quasi:
+            if quasi:
                 dv = Vt[ok] - V[acc]
-                dF = Ft[ok] - F[acc]
-                corr = dF - np.einsum("bij,bj->bi", J[acc], dv)
+                corr = Ft[ok] - F[acc] - torch.einsum("bij,bj->bi", J[acc], dv)
                 J[acc] += corr[:, :, None] * dv[:, None, :] / (dv * dv).sum(1)[:, None, None]
                 fresh[acc] = False
-            elif acc.size:
+            else:
                 J[acc] = Jt[ok]
             V[acc], F[acc], res[acc] = Vt[ok], Ft[ok], rt[ok]
             todo = todo[~ok]
             lam[todo] *= 0.5
-        failed = np.concatenate([idx[todo], idx[~good]])
+        failed = torch.cat([idx[todo], idx[~good]])
         stale = failed[~fresh[failed]]
-        if stale.size:  # approximate Jacobian: retry from a finite-difference one
+        if stale.numel():  # approximate Jacobian: retry from a finite-difference one
             Y_s, J_s = exp_and_jac(V[stale])
             J[stale], F[stale], fresh[stale] = J_s, Y_s - X[stale], True
-            res[stale] = np.linalg.norm(F[stale], axis=1)
-        active[failed[fresh[failed] & ~np.isin(failed, stale)]] = False  # no decrease: give up
+            res[stale] = torch.linalg.vector_norm(F[stale], dim=1)
+        give_up = failed[fresh[failed] & ~torch.isin(failed, stale)]  # no decrease
+        active[give_up] = False
         active &= res > thr
     return V, res <= thr, res, J
 
@@ -266,7 +290,9 @@ def log_map(
     by forward finite differences in one batch of ``(d + 1) B`` geodesics). Targets that do
     not converge are restarted from the initial velocity of the minimum-energy curve
     (:func:`~scfim.geometry.geodesic.energy_geodesic`); those that still fail keep the best
-    estimate found and are flagged in ``converged`` (and a warning is issued).
+    estimate found and are flagged in ``converged`` (and a warning is issued). The
+    shooting runs on the metric's device (``metric.device``): the inputs are copied there
+    once, the results back once.
 
     Parameters
     ----------
@@ -316,17 +342,21 @@ def log_map(
     if V.shape != X.shape:
         raise ValueError(f"init must have shape {X.shape}")
     V[~np.isfinite(V)] = 0.0
-    kw = {"n_steps": n_steps, "tol": tol, "fd_eps": fd_eps}
     if jacobian is not None and np.shape(jacobian) != (len(X), mu.size, mu.size):
         raise ValueError(f"jacobian must have shape {(len(X), mu.size, mu.size)}")
-    V, ok, res, J = _newton_shoot(
-        metric, mu, X, V, max_iter=max_iter, jacobian=jacobian, broyden=broyden, **kw
+    dev = _device(metric)
+    mu_t, X_t, V_t = _t(mu, dev), _t(X, dev), _t(V, dev)
+    J0 = None if jacobian is None else _t(jacobian, dev)
+    kw = {"n_steps": n_steps, "tol": tol, "fd_eps": fd_eps}
+    V_t, ok, res, J = _newton_shoot(
+        metric, mu_t, X_t, V_t, max_iter=max_iter, jacobian=J0, broyden=broyden, **kw
     )
     n_energy = 0
-    if energy_fallback and not ok.all():
+    if energy_fallback and not bool(ok.all()):
         from .geodesic import energy_geodesic
 
-        bad = np.flatnonzero(~ok)
+        bad_t = torch.nonzero(~ok).flatten()
+        bad = bad_t.cpu().numpy()
         n_energy = bad.size
         curves = None
         if init_paths is not None:
@@ -343,12 +373,13 @@ def log_map(
             init=curves,
             max_iter=energy_max_iter,
         )
-        V0 = (energy_points - 1) * (g.paths[:, 1] - g.paths[:, 0])
-        V1, ok1, res1, J1 = _newton_shoot(metric, mu, X[bad], V0.copy(), max_iter=max_iter, **kw)
-        better = res1 < res[bad]
-        V[bad[better]], res[bad[better]] = V1[better], res1[better]
-        J[bad[better]] = J1[better]
-        ok[bad] = ok1 | ok[bad]
+        V0 = _t((energy_points - 1) * (g.paths[:, 1] - g.paths[:, 0]), dev)
+        V1, ok1, res1, J1 = _newton_shoot(metric, mu_t, X_t[bad_t], V0, max_iter=max_iter, **kw)
+        better = res1 < res[bad_t]
+        nb = bad_t[better]
+        V_t[nb], res[nb], J[nb] = V1[better], res1[better], J1[better]
+        ok[bad_t] = ok1 | ok[bad_t]
+    ok = ok.cpu().numpy()
     if warn and not ok.all():
         warnings.warn(
             f"log_map: {int((~ok).sum())} of {len(ok)} boundary-value problems did not "
@@ -356,12 +387,16 @@ def log_map(
             RuntimeWarning,
             stacklevel=2,
         )
-    return LogResult(V, ok, res, n_energy, J)
+    return LogResult(V_t.cpu().numpy(), ok, res.cpu().numpy(), n_energy, J.cpu().numpy())
 
 
 # --------------------------------------------------------------------------- manifolds
 class MetricManifold:
     """``R^d`` with a :class:`~scfim.geometry.metric.Metric`; tangent coordinates = ``R^d``.
+
+    The maps run on the metric's device (``metric.device``; e.g. a
+    :class:`~scfim.geometry.land.LocalCovarianceMetric` built with ``device="cuda"``):
+    each call copies its inputs there once and its results back once.
 
     Parameters
     ----------
@@ -435,8 +470,9 @@ class MetricManifold:
     def _seg_lengths(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         """Metric length of straight segments (midpoint rule)."""
         with torch.no_grad():
-            q = self.metric.inner(_t(0.5 * (A + B)), _t(B - A))
-        return np.sqrt(np.clip(q.double().numpy(), 0.0, None))
+            dev = _device(self.metric)
+            q = self.metric.inner(_t(0.5 * (A + B), dev), _t(B - A, dev))
+        return np.sqrt(np.clip(q.double().cpu().numpy(), 0.0, None))
 
     def graph_paths(self, mu, X, hops: int = 3, full: bool = False):
         """Graph shortest paths from ``mu`` to ``X``: (initial velocities, polylines).
@@ -486,7 +522,8 @@ class MetricManifold:
     def metric_tensor(self, X) -> np.ndarray:
         """Metric tensors ``M(x)`` at points ``X`` (B, d), shape ``(B, d, d)``."""
         with torch_threads(self.num_threads), torch.no_grad():
-            return self.metric.metric(_t(np.atleast_2d(X))).double().numpy()
+            G = self.metric.metric(_t(np.atleast_2d(X), _device(self.metric)))
+            return G.double().cpu().numpy()
 
     def project(self, x, *, n_neighbors: int | None = None, var_frac: float = 0.95):
         """Project points onto the data: the local principal subspace of their neighbours.
@@ -611,4 +648,5 @@ class MetricManifold:
     def log_volume(self, Y) -> np.ndarray:
         """``log √det M(y)``, ``(B,)``."""
         with torch_threads(self.num_threads), torch.no_grad():
-            return self.metric.log_volume(_t(np.atleast_2d(Y))).double().numpy()
+            lv = self.metric.log_volume(_t(np.atleast_2d(Y), _device(self.metric)))
+            return lv.double().cpu().numpy()

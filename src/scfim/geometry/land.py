@@ -49,8 +49,12 @@ def choose_sigma(X: np.ndarray, k: int | None = None) -> float:
 class _KernelMetric(Metric):
     """Shared part of the LAND metrics: centred reference points and their Gaussian kernel."""
 
-    def _set_reference(self, data, sigma, k_sigma, max_points, chunk_size, random_state):
-        """Validate and subsample ``data``, choose ``σ``, centre the points; return them."""
+    def _set_reference(self, data, sigma, k_sigma, max_points, chunk_size, random_state, device):
+        """Validate and subsample ``data``, choose ``σ``, centre the points; return them.
+
+        The reference points and everything derived from them live on ``device``.
+        """
+        self.device = torch.device(device)
         X = _reference_points(data, max_points, random_state)
         if sigma is None:
             sigma = choose_sigma(X, k_sigma)
@@ -61,8 +65,8 @@ class _KernelMetric(Metric):
         self.chunk_size = int(chunk_size)
         # centred reference points (the metrics are translation-equivariant)
         self.center = X.mean(0)
-        self._center_t = torch.as_tensor(self.center)
-        P = torch.as_tensor(X - self.center)
+        self._center_t = torch.as_tensor(self.center, device=self.device)
+        P = torch.as_tensor(X - self.center, device=self.device)
         self.points = P
         self._sqnorm = (P * P).sum(1)
         return X
@@ -104,6 +108,9 @@ class LANDMetric(_KernelMetric):
         Points per block of ``B × N`` kernel evaluations.
     random_state
         Seed of the subsampling.
+    device
+        Torch device of the reference points and of every evaluation (inputs must be
+        there too).
     """
 
     def __init__(
@@ -117,17 +124,19 @@ class LANDMetric(_KernelMetric):
         max_points: int = 2000,
         chunk_size: int = 2048,
         random_state: int | None = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
-        X = self._set_reference(data, sigma, k_sigma, max_points, chunk_size, random_state)
+        X = self._set_reference(data, sigma, k_sigma, max_points, chunk_size, random_state, device)
         P = self.points
         N, d = P.shape
         P2 = (P[:, :, None] * P[:, None, :]).reshape(N, d * d)
         P3 = (P[:, :, None] * (P * P)[:, None, :]).reshape(N, d * d)
-        self._features = torch.cat([torch.ones(N, 1, dtype=_DT), P, P2, P3], 1)
+        ones = torch.ones(N, 1, dtype=_DT, device=self.device)
+        self._features = torch.cat([ones, P, P2, P3], 1)
         self.rho = 0.0
         if rho is None:
-            S = self._moments(torch.as_tensor(X), derivatives=False)[0]
-            rho = float(rho_rel) * float(np.median(S.numpy()))
+            S = self._moments(torch.as_tensor(X, device=self.device), derivatives=False)[0]
+            rho = float(rho_rel) * float(torch.quantile(S.flatten(), 0.5))
         if not (np.isfinite(rho) and rho > 0):
             raise ValueError(f"rho must be > 0, got {rho}")
         self.rho = float(rho)
@@ -243,6 +252,9 @@ class LocalCovarianceMetric(_KernelMetric):
         Points per block of ``B × N`` kernel evaluations.
     random_state
         Seed of the subsampling.
+    device
+        Torch device of the reference points and of every evaluation (inputs must be
+        there too).
     """
 
     def __init__(
@@ -256,8 +268,9 @@ class LocalCovarianceMetric(_KernelMetric):
         max_points: int = 1000,
         chunk_size: int = 2048,
         random_state: int | None = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
-        X = self._set_reference(data, sigma, None, max_points, chunk_size, random_state)
+        X = self._set_reference(data, sigma, None, max_points, chunk_size, random_state, device)
         P = self.points
         N, d = P.shape
         P2 = (P[:, :, None] * P[:, None, :]).reshape(N, d * d)
@@ -267,7 +280,7 @@ class LocalCovarianceMetric(_KernelMetric):
         self.alpha = float(alpha)
         self._log_c = None
         if self.alpha != 0.0:
-            q = torch.zeros(N, dtype=_DT)
+            q = torch.zeros(N, dtype=_DT, device=self.device)
             for i in range(0, N, self.chunk_size):
                 q[i : i + self.chunk_size] = (
                     self._log_kernel(P[i : i + self.chunk_size]).exp_().sum(1)
@@ -275,7 +288,7 @@ class LocalCovarianceMetric(_KernelMetric):
             self._log_c = -self.alpha * torch.log(q)
         self.rho = 0.0
         if rho is None:
-            C = self.local_covariance(torch.as_tensor(X))
+            C = self.local_covariance(torch.as_tensor(X, device=self.device))
             tr = torch.diagonal(C, dim1=1, dim2=2).sum(-1) / d
             rho = float(rho_rel) * float(torch.median(tr))
         if not (np.isfinite(rho) and rho > 0):
@@ -311,7 +324,7 @@ class LocalCovarianceMetric(_KernelMetric):
         return torch.cat(out) if out else x.new_zeros((0, self.dim, self.dim), dtype=_DT)
 
     def _regularised(self, x: torch.Tensor) -> torch.Tensor:
-        eye = torch.eye(self.dim, dtype=_DT)
+        eye = torch.eye(self.dim, dtype=_DT, device=self.device)
         return self.local_covariance(x) + self.rho * eye
 
     def metric(self, x: torch.Tensor) -> torch.Tensor:
@@ -334,7 +347,7 @@ class LocalCovarianceMetric(_KernelMetric):
         """Closed-form geodesic acceleration ``(T[v] u − ½ (C + ρI) T[u, u]) / σ²``."""
         d, P, F = self.dim, self.points, self._features
         v = v.to(_DT)
-        eye = torch.eye(d, dtype=_DT)
+        eye = torch.eye(d, dtype=_DT, device=self.device)
         out = []
         with torch.no_grad():
             for i, xb in self._blocks(x):
@@ -379,6 +392,7 @@ def select_sigma(
     max_points: int = 1000,
     random_state: int | None = 0,
     progress: bool = False,
+    device: str | torch.device = "cpu",
 ) -> tuple[float, dict]:
     """Kernel width of :class:`LocalCovarianceMetric` for one data set.
 
@@ -420,6 +434,8 @@ def select_sigma(
     progress
         Progress bar over the pilot Log maps of the candidates (updated as they are
         solved).
+    device
+        Torch device of the candidate metrics and their pilot Log maps.
 
     Returns
     -------
@@ -445,7 +461,7 @@ def select_sigma(
     try:
         for j, k in enumerate(ks):
             sigma = choose_sigma(R, k)
-            G = LocalCovarianceMetric(R, sigma, rho_rel=rho_rel, max_points=len(R))
+            G = LocalCovarianceMetric(R, sigma, rho_rel=rho_rel, max_points=len(R), device=device)
             M = MetricManifold(
                 G, graph_data=X, n_steps=n_steps, tol=tol, energy_fallback=False, max_iter=max_iter
             )

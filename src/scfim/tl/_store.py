@@ -165,11 +165,13 @@ def land_manifold(
     log_tol: float,
     random_state: int | None,
     progress: bool = False,
+    device="cpu",
 ):
     """The manifold a LAND lives on: LAND metric or neural FIM (+ LAND term), and its metric.
 
     For ``metric="land"`` without ``sigma`` the kernel width is chosen for the data by
     :func:`~scfim.geometry.land.select_sigma` (its report is ``land_metric.sigma_selection``).
+    The metric (and so every Exp and Log map) lives on ``device``.
 
     Returns
     -------
@@ -193,20 +195,29 @@ def land_manifold(
                 max_points=max_points,
                 random_state=random_state,
                 progress=progress,
+                device=device,
             )
-        G = cls(X, sigma, rho, rho_rel=rho_rel, max_points=max_points, random_state=random_state)
+        G = cls(
+            X,
+            sigma,
+            rho,
+            rho_rel=rho_rel,
+            max_points=max_points,
+            random_state=random_state,
+            device=device,
+        )
         G.sigma_selection = selection
         land_metric = G
     else:
-        models, _ = read_fim_ensemble(adata, fim_key)
+        models, _ = read_fim_ensemble(adata, fim_key, device=device)
         if models[0].n_features_ != X.shape[1]:
             raise ValueError(
                 f"the neural FIM takes {models[0].n_features_} features, use_rep has {X.shape[1]}"
             )
-        G = NeuralFIMMetric(models)
+        G = NeuralFIMMetric(models, device=device)
         land_metric = None
         if land_weight > 0:
-            land_metric = LANDMetric(X)
+            land_metric = LANDMetric(X, device=device)
             G = SumMetric([G, land_metric], [1.0, land_weight])
     manifold = MetricManifold(G, graph_data=X, n_steps=n_steps, tol=log_tol)
     return manifold, G, land_metric

@@ -8,6 +8,7 @@ from anndata import AnnData
 from .. import _logging as logg
 from .._docs import doc_params
 from .._keys import land_keys
+from ..models.neural_fim import check_device
 from ._store import clean_for_h5ad, land_manifold
 from ._validate import (
     check_bool,
@@ -49,6 +50,7 @@ def land(
     log_tol: float = 1e-3,
     random_state: int | None = 0,
     progress: bool = True,
+    device: str = "cpu",
     key_added: str = "land",
     copy: bool = False,
 ) -> AnnData | None:
@@ -119,8 +121,13 @@ def land(
     random_state
         Seed (k-means start and Monte Carlo samples).
     progress
-        Progress bar over the EM iterations, shown from the start (while the initial Log
-        maps are solved).
+        Progress bars from the start: over the pilot Log maps of the kernel width, the
+        initial Log maps and the EM iterations.
+    device
+        Torch device of the metric and of every Exp and Log map (``"cpu"``, ``"cuda"``,
+        ``"cuda:1"`` ...); a device this machine does not have is an error, never a
+        silent fall-back to the CPU. The EM updates themselves are small and run on the
+        host.
     key_added
         ``uns`` key and prefix of the ``obs`` columns.
     {copy}
@@ -177,6 +184,7 @@ def land(
     progress = check_bool("progress", progress)
     check_choice("normaliser", normaliser, ("gaussian", "volume"))
     random_state = check_common(random_state, key_added, copy)
+    device = check_device(device)
     check_key_added(fim_key, "fim_key")
     if metric == "neural_fim":
         info = require_key(adata, fim_key, "neural_fim")
@@ -216,6 +224,7 @@ def land(
         log_tol=log_tol,
         random_state=random_state,
         progress=progress,
+        device=device,
     )
     model = LANDMixture(
         manifold,
@@ -271,6 +280,7 @@ def land(
                 "n_steps": n_steps,
                 "log_tol": log_tol,
                 "random_state": random_state,
+                "device": str(device),
             },
             "diagnostics": {
                 **hist,
