@@ -60,7 +60,6 @@ sampling schemes, see ``benchmarks/bench_curvature.py``):
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +67,7 @@ import torch
 
 from .._progress import progress_bar
 from .diffusion import distinct_states
+from .geodesic import torch_threads
 from .graph import knn_graph, nearest_cells
 
 _EXACT_PATCHES = 50_000  # largest data set whose patches are exact nearest neighbours
@@ -159,23 +159,22 @@ def patch_neighbors(
         return first[:, :patch_size].copy()
     second = neighbors[first[:, 1:], 1:].reshape(B, -1)  # (B, k²)
     bound = (distances[cells, 1:, None] + distances[first[:, 1:], 1:]).reshape(B, -1)
-    # the first-hop cells come first (bound −1), so a second-hop copy of them is dropped
+    # the first-hop cells come first (bound −1), so a second-hop copy of them is dropped;
+    # three stable sorts along each row (B × (k + 1 + k²)), not a global lexsort
     ids = np.concatenate([first, second], axis=1)
     val = np.concatenate([np.full(first.shape, -1.0), bound], axis=1)
-    row = np.repeat(np.arange(B), ids.shape[1])
-    ids, val = ids.ravel(), val.ravel()
-    order = np.lexsort((val, ids, row))
-    ids, val, row = ids[order], val[order], row[order]
-    keep = np.ones(ids.size, dtype=bool)
-    keep[1:] = (ids[1:] != ids[:-1]) | (row[1:] != row[:-1])
-    ids, val, row = ids[keep], val[keep], row[keep]
-    order = np.lexsort((val, row))  # within each row: first hop in order, then by bound
-    ids, row = ids[order], row[order]
-    start = np.searchsorted(row, np.arange(B))
-    rank = np.arange(ids.size) - start[row]
-    out = np.full((B, patch_size), -1, dtype=np.int64)
-    sel = rank < patch_size
-    out[row[sel], rank[sel]] = ids[sel]
+    o = np.argsort(val, axis=1, kind="stable")
+    ids, val = np.take_along_axis(ids, o, 1), np.take_along_axis(val, o, 1)
+    o = np.argsort(ids, axis=1, kind="stable")  # by id, each id's smallest bound first
+    ids, val = np.take_along_axis(ids, o, 1), np.take_along_axis(val, o, 1)
+    dup = np.zeros(ids.shape, dtype=bool)
+    dup[:, 1:] = ids[:, 1:] == ids[:, :-1]
+    val[dup] = np.inf
+    o = np.argsort(val, axis=1, kind="stable")[:, :patch_size]  # by bound, ties by id
+    out = np.take_along_axis(ids, o, 1)
+    out[~np.isfinite(np.take_along_axis(val, o, 1))] = -1
+    if out.shape[1] < patch_size:
+        out = np.pad(out, ((0, 0), (0, patch_size - out.shape[1])), constant_values=-1)
     # the first hop keeps its distance order (a stable sort on bound −1 keeps id order)
     out[:, :k1] = first
     return out
@@ -205,21 +204,6 @@ def estimate_dimension(distances: np.ndarray, *, k: int = 10) -> int:
 
 
 # --------------------------------------------------------------------------- per patch
-@contextmanager
-def _one_thread():
-    """Run torch on one thread.
-
-    The batched kernels are small, and two threads were up to 25× slower on a busy 2-core
-    machine.
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def _walk_mass(sq, sigma, t: int, ball: int, pad=None, w=None):
     """Ball mass ``C`` of a t-step α = 1 Gaussian walk from patch member 0, per patch.
 
@@ -335,7 +319,9 @@ def patch_curvature(
     """
     patches = np.asarray(patches)
     missing = patches < 0
-    with torch.no_grad(), _one_thread():
+    # one thread: the batched kernels are small, and two threads were up to 25× slower
+    # on a busy 2-core machine
+    with torch.no_grad(), torch_threads(1):
         pad = torch.from_numpy(missing) if missing.any() else None
         Y = torch.from_numpy(X[np.where(missing, patches[:, :1], patches)])  # (B, M, D)
         Y -= Y[:, :1, :].clone()
