@@ -215,3 +215,20 @@ def test_float32_density_equals_float64():
     p32 = m.density(x.float())
     assert p32.dtype == torch.float32
     torch.testing.assert_close(p32.double(), p64, rtol=1e-5, atol=0)
+
+
+def test_density_in_blocks_equals_one_block(monkeypatch):
+    """Memory-bounded blocks of rows give the same densities and gradients."""
+    rng = np.random.default_rng(7)
+    data = rng.normal(size=(200, 5))
+    x = torch.tensor(rng.normal(size=(97, 5)), requires_grad=True)
+    for n_nearest in (None, 8):
+        m = DensityMetric(data, n_nearest=n_nearest, normalize=True)
+        p1 = m.density(x)
+        (g1,) = torch.autograd.grad(p1.sum(), x)
+        monkeypatch.setattr(DensityMetric, "_SEARCH_ELEMENTS", 300)  # many small blocks
+        p2 = m.density(x)
+        (g2,) = torch.autograd.grad(p2.sum(), x)
+        monkeypatch.undo()
+        torch.testing.assert_close(p2, p1, rtol=1e-12, atol=0)
+        torch.testing.assert_close(g2, g1, rtol=1e-12, atol=0)

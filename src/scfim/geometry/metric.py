@@ -421,13 +421,19 @@ class DensityMetric(Metric):
     def _log_density(self, x: torch.Tensor) -> torch.Tensor:
         points = self._points32 if x.dtype == torch.float32 else self.points
         x = x.to(points.dtype)
-        if self.n_nearest is None:
-            d2 = torch.cdist(x, points) ** 2
-        else:
-            diff = x[:, None, :] - points[self.nearest_components(x)]
-            d2 = (diff * diff).sum(-1)
-        logp = torch.logsumexp(-0.5 * d2 / self.sigma**2, dim=1) - math.log(len(self.points))
-        return logp + self._log_norm
+        # blocks of rows: at most _SEARCH_ELEMENTS distances or gathered coordinates at once
+        per_row = points.shape[0] if self.n_nearest is None else self.n_nearest * self.dim
+        block = max(1, self._SEARCH_ELEMENTS // per_row)
+        out = []
+        for xb in x.split(block):
+            if self.n_nearest is None:
+                d2 = torch.cdist(xb, points) ** 2
+            else:
+                diff = xb[:, None, :] - points[self.nearest_components(xb)]
+                d2 = (diff * diff).sum(-1)
+            out.append(torch.logsumexp(-0.5 * d2 / self.sigma**2, dim=1))
+        logp = torch.cat(out) if out else x.new_zeros(0)
+        return logp - math.log(len(self.points)) + self._log_norm
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Mixture density ``p(x)`` (over its median on the data if ``normalize``), ``(B,)``.
