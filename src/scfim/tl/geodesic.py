@@ -375,6 +375,15 @@ def fisher_rao_distances(
     Memory grows with ``batch_size`` and the number of chosen cells, not with their square
     times the curve size; there is no cap on the number of cells.
 
+    These are distances of the learned information geometry, which is not an isometric
+    copy of the data manifold: against exact geodesic distances (1500 points, 190 pairs)
+    the rank correlation is 0.997–0.998 on a clean sphere or swiss roll (Euclidean kNN
+    Dijkstra: 0.9965–0.9999), because the Fisher information of the diffusion varies
+    over the manifold (about 25 % lower within one kernel width of a boundary). Where noise
+    leaves the manifold, directions of noise carry little Fisher information and the
+    distances are closer to the truth than Euclidean graph distances (sphere with noise 0.1
+    of its radius: 0.973–0.983 against 0.968–0.980).
+
     Parameters
     ----------
     adata
