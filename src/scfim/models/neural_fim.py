@@ -941,7 +941,9 @@ def _rows_in_chunks(rows: RowsFn, idx: np.ndarray, chunk: int) -> np.ndarray:
     out = None
     for s in range(0, len(idx), chunk):
         part = idx[s : s + chunk]
-        R = np.asarray(rows(part), dtype=np.float64)
+        R = np.asarray(rows(part))
+        if R.dtype not in (np.float32, np.float64):
+            R = R.astype(np.float64)
         if R.ndim != 2 or R.shape[0] != len(part):
             raise ValueError(f"rows(idx) gave shape {R.shape}, expected ({len(part)}, n_states)")
         if not np.isfinite(R).all() or (R < 0).any():
