@@ -151,6 +151,7 @@ def sphere_side_by_side(n: int, cov, seed: int, paper: bool = False) -> dict:
         P = np.eye(3) - np.outer(mu, mu)
         h = u["diagnostics"]
         out[name] = {
+            "radius": float(np.linalg.norm(np.asarray(u["means"][0], dtype=np.float64))),
             "mean_err": _angle(mu, tr["mean"]),
             "cov_rel": _rel(P @ np.asarray(u["covariances"][0]) @ P, T),
             "failures": int(h["n_log_failed_cells"]),
@@ -283,7 +284,7 @@ def _sphere_table(n, args) -> None:
         + " / ".join(cols)
         + " | Σ err: "
         + " / ".join(cols)
-        + " | fail | loglik start→end (it) | σ | wall / CPU s"
+        + " | fail | loglik start→end (it) | σ | |μ| | wall / CPU s"
     )
     for name in args.spreads.split(","):
         cov = _SPREADS[name]
@@ -299,7 +300,7 @@ def _sphere_table(n, args) -> None:
                 + " | "
                 + " / ".join(f"{r[c]['cov_rel']:.3f}" for c in cols)
                 + f" | {L['failures']} | {L['ll'][0]:.3f}→{L['ll'][1]:.3f} ({L['n_iter']}) | "
-                f"{L['sigma']:.3f} | {L['s']:.0f} / {L['cpu']:.0f}",
+                f"{L['sigma']:.3f} | {L['radius']:.3f} | {L['s']:.0f} / {L['cpu']:.0f}",
                 flush=True,
             )
         for key, lab in (("mean_err", "mean err"), ("cov_rel", "Σ err")):
