@@ -475,16 +475,25 @@ class NeuralFIM:
         return net
 
     def _standardisation(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean = X.mean(0)
-        d = X.shape[1]
+        """Mean and scale of the inputs, accumulated in float64 over blocks of cells.
+
+        No copy of ``X`` is made (a float32 matrix stays float32; the blocks bound the
+        float64 temporaries).
+        """
+        n, d = X.shape
+        blocks = range(0, n, 65536)
+        mean = sum(X[s : s + 65536].sum(0, dtype=np.float64) for s in blocks) / n
         if self.standardize is None:
             return np.zeros(d), np.ones(d)
-        Xc = X - mean
+        sq = np.zeros(d)
+        for s in blocks:
+            Xc = X[s : s + 65536] - mean
+            sq += (Xc * Xc).sum(0)
         if self.standardize == "feature":
-            scale = Xc.std(0)
+            scale = np.sqrt(sq / n)
             scale[scale <= 0] = 1.0
         else:
-            rms = float(np.sqrt((Xc * Xc).sum(1).mean() / d))
+            rms = float(np.sqrt(sq.sum() / n / d))
             scale = np.full(d, rms if rms > 0 else 1.0)
         return mean, scale
 
@@ -862,12 +871,19 @@ class NeuralFIM:
 
 # ---------------------------------------------------------------------- helpers
 def _check_training_input(X) -> np.ndarray:
-    """``X`` as float64 ``(n, d)``, n ≥ 2, finite (``ValueError`` otherwise)."""
-    X = np.asarray(X, dtype=np.float64)
+    """``X`` as a float ``(n, d)`` array, n ≥ 2, finite (``ValueError`` otherwise).
+
+    float32 and float64 are kept as they are (no copy: training runs in float32); other
+    dtypes become float64. Non-finite values are looked for in blocks.
+    """
+    X = np.asarray(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
     if X.ndim != 2 or X.shape[0] < 2:
         raise ValueError(f"X must be 2-D with at least 2 rows, got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise ValueError("X contains NaN or infinite values")
+    for s in range(0, X.shape[0], 65536):
+        if not np.isfinite(X[s : s + 65536]).all():
+            raise ValueError("X contains NaN or infinite values")
     return X
 
 

@@ -363,7 +363,7 @@ def train_members(
 ) -> None:
     """Train the models jointly (one batched network); sets their ``net_`` and ``history_``.
 
-    ``X`` is validated float64 ``(n, d)``; ``nbrs`` the neighbour lists of the near partners
+    ``X`` is validated ``(n, d)`` (float32 or float64); ``nbrs`` the neighbour lists of the near partners
     (None: uniform partners only). The pair stream is seeded by the first model's
     ``random_state``; member ``k`` is initialised with its own.
     """
