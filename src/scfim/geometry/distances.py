@@ -193,7 +193,7 @@ def geodesic_distances(
         for a neural Fisher metric the Jacobian-free KL energy, which the optimiser cannot
         fool) or ``"metric"`` (the midpoint rule, which a smooth network's metric lets
         the optimiser exploit: measured on the 10 000-cell toy tree, refined distances
-        12× shorter than the graph's).
+        9–12× shorter than the graph's).
     n_neighbors, n_quad
         See :func:`metric_graph`.
     n_points, max_iter

@@ -395,7 +395,7 @@ def fisher_rao_distances(
     energy
         ``"fisher_rao"`` or ``"metric"``: the energy of ``method="energy"``, as in
         :func:`geodesic` (the midpoint-rule ``"metric"`` energy is fooled by a smooth
-        network's metric: on the 10 000-cell toy tree its refined distances came out 12×
+        network's metric: on the 10 000-cell toy tree its refined distances came out 9–12×
         shorter than the graph paths).
     n_cells
         Cells taken when ``cells`` is None.
