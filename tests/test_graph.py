@@ -95,3 +95,17 @@ def test_segment_lengths_match_metric_edge_lengths():
     H = metric_edge_lengths(G, X, SphereMetric(), n_quad=3)
     w = segment_lengths(SphereMetric(), X[G.row], X[G.col], n_quad=3)
     np.testing.assert_allclose(np.asarray(H[G.row, G.col]).ravel(), w)
+
+
+def test_pair_distances_in_bounded_blocks_equal_one_block(monkeypatch):
+    """The float64 refinement of the kNN distances is the same in blocks of any size."""
+    from scfim.geometry import graph
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(57, 6)).astype(np.float32)
+    idx = rng.integers(0, 57, size=(57, 4))
+    direct = np.linalg.norm(X[:, None, :].astype(np.float64) - X[idx].astype(np.float64), axis=-1)
+    monkeypatch.setattr(graph, "_PAIR_BLOCK_ENTRIES", 5 * 4 * 6)  # blocks of 5 rows
+    np.testing.assert_allclose(graph._pair_distances(X, idx), direct, rtol=1e-14)
+    monkeypatch.setattr(graph, "_PAIR_BLOCK_ENTRIES", 1)  # one row at a time
+    np.testing.assert_allclose(graph._pair_distances(X, idx), direct, rtol=1e-14)

@@ -102,6 +102,27 @@ def knn_graph(
     return sp.csr_matrix((dist.ravel().astype(np.float64), idx.ravel(), indptr), shape=(n, n))
 
 
+#: Bound on the float64 numbers of one temporary in :func:`_pair_distances` (16 MiB).
+_PAIR_BLOCK_ENTRIES = 2**21
+
+
+def _pair_distances(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Euclidean distances ``‖X[i] − X[idx[i, j]]‖`` in float64, ``(n, k)``.
+
+    Evaluated as differences (exact for close points, unlike the expansion
+    ``‖x‖² + ‖y‖² − 2 x·y``) in blocks of rows whose ``(rows, k, d)`` temporaries hold at
+    most :data:`_PAIR_BLOCK_ENTRIES` numbers, so that memory stays bounded at any size.
+    """
+    n, k = idx.shape
+    rows = max(1, _PAIR_BLOCK_ENTRIES // max(1, k * X.shape[1]))
+    dist = np.empty((n, k), dtype=np.float64)
+    for s in range(0, n, rows):
+        diff = X[s : s + rows, None, :].astype(np.float64) - X[idx[s : s + rows]]
+        np.multiply(diff, diff, out=diff)
+        dist[s : s + rows] = np.sqrt(diff.sum(-1))
+    return dist
+
+
 def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
@@ -110,7 +131,6 @@ def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     sq = (Xt * Xt).sum(1)
     n = Xt.shape[0]
     idx = np.empty((n, k), dtype=np.int64)
-    dist = np.empty((n, k), dtype=np.float64)
     with torch.no_grad():
         for s in range(0, n, block):
             q = Xt[s : s + block]
@@ -119,10 +139,9 @@ def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             d2[rows, rows + s] = float("inf")  # exclude self
             vals, nn = torch.topk(d2, k, dim=1, largest=False, sorted=True)
             idx[s : s + block] = nn.numpy()
-            # recompute exactly in float64 for the chosen pairs (float32 expansion loses
-            # precision for close points, and zero distances must be detected reliably)
-            diff = X[s : s + block, None, :].astype(np.float64) - X[nn.numpy()].astype(np.float64)
-            dist[s : s + block] = np.sqrt((diff * diff).sum(-1))
+    # recompute exactly in float64 for the chosen pairs (float32 expansion loses precision
+    # for close points, and zero distances must be detected reliably)
+    dist = _pair_distances(X, idx)
     order = np.argsort(dist, axis=1, kind="stable")
     return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
 
@@ -170,10 +189,7 @@ def _knn_ivf(
             d2[qt[:, None] == ct[None, :]] = float("inf")  # exclude self
             nn = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
         idx[q] = cand[nn]
-    dist = np.empty((n, k))
-    for s in range(0, n, 4096):
-        dd = X[s : s + 4096, None, :].astype(np.float64) - X[idx[s : s + 4096]]
-        dist[s : s + 4096] = np.sqrt((dd * dd).sum(-1))
+    dist = _pair_distances(X, idx)
     order2 = np.argsort(dist, axis=1, kind="stable")
     return np.take_along_axis(idx, order2, 1), np.take_along_axis(dist, order2, 1)
 
