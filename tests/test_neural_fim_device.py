@@ -42,6 +42,22 @@ def test_check_device_rejects_unsupported_devices(bad):
         check_device(bad)
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="CUDA is available here")
+def test_tl_neural_fim_on_a_missing_device_is_an_error_before_any_write():
+    """tl.neural_fim and neural_fim_transform validate the device like the model does."""
+    import anndata as ad
+
+    import scfim
+
+    adata = ad.AnnData(np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32))
+    before = set(adata.obs) | set(adata.obsm) | set(adata.uns)
+    for call in (scfim.tl.neural_fim, scfim.tl.neural_fim_transform):
+        args = (adata,) if call is scfim.tl.neural_fim else (adata, adata)
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            call(*args, device="cuda")
+    assert set(adata.obs) | set(adata.obsm) | set(adata.uns) == before
+
+
 def test_check_device_accepts_cpu():
     assert check_device("cpu") == torch.device("cpu")
     assert check_device(torch.device("cpu")).type == "cpu"

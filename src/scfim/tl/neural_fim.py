@@ -16,6 +16,7 @@ from ..models.chunked import CHUNK_CELLS, is_dask_array, map_cells
 from ..models.neural_fim import (
     EIG_RTOL,
     NeuralFIM,
+    check_device,
     fit_ensemble,
     intrinsic_dimension,
     leading_log_volume,
@@ -39,18 +40,6 @@ __all__ = ["neural_fim", "neural_fim_transform"]
 
 
 # ---------------------------------------------------------------------- validation
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device={device!r} is not a valid torch device ('cpu', 'cuda')") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={device!r}: only 'cpu', 'cuda' and 'mps' are supported")
-    return dev
-
-
 def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
     if isinstance(hidden, (int, np.integer)) or not isinstance(hidden, Sequence) or not hidden:
         raise TypeError(f"hidden must be a non-empty sequence of layer widths, got {hidden!r}")
@@ -254,7 +243,7 @@ def neural_fim(
         n_dims = check_int("n_dims", n_dims)
     if activation not in ("silu", "softplus", "relu"):
         raise ValueError(f"activation must be 'silu', 'softplus' or 'relu', got {activation!r}")
-    dev = _check_device(device)
+    dev = check_device(device)
     progress = check_bool("progress", progress)
     random_state = check_common(random_state, key_added, copy)
     check_key_added(diffusion_key, "diffusion_key")
@@ -422,7 +411,7 @@ def neural_fim_transform(
     check_use_rep(use_rep)
     check_bool("copy", copy)
     check_bool("progress", progress)
-    dev = _check_device(device)
+    dev = check_device(device)
     models, info = _models_from(model_from, key_added, dev)
     params = dict(info["params"])
     train_rep = str(params["use_rep"])
