@@ -71,6 +71,19 @@ class _KernelMetric(Metric):
         self._sqnorm = (P * P).sum(1)
         return X
 
+    def _set_rho(self, rho, rho_rel, data_scale) -> None:
+        """Set the regulariser: ``rho``, or ``rho_rel · data_scale()`` when it is None.
+
+        ``data_scale`` measures the metric's local scale on the data; it is evaluated with
+        the regulariser at 0.
+        """
+        self.rho = 0.0
+        if rho is None:
+            rho = float(rho_rel) * float(data_scale())
+        if not (np.isfinite(rho) and rho > 0):
+            raise ValueError(f"rho must be > 0, got {rho}")
+        self.rho = float(rho)
+
     def _log_kernel(self, xb: torch.Tensor) -> torch.Tensor:
         """``−‖x_n − x‖² / 2σ²``, shape ``(b, N)``, for centred points ``xb``."""
         K = torch.addmm(self._sqnorm[None, :], xb, self.points.T, alpha=-2.0)
@@ -133,13 +146,12 @@ class LANDMetric(_KernelMetric):
         P3 = (P[:, :, None] * (P * P)[:, None, :]).reshape(N, d * d)
         ones = torch.ones(N, 1, dtype=_DT, device=self.device)
         self._features = torch.cat([ones, P, P2, P3], 1)
-        self.rho = 0.0
-        if rho is None:
+
+        def median_moment():
             S = self._moments(torch.as_tensor(X, device=self.device), derivatives=False)[0]
-            rho = float(rho_rel) * float(torch.quantile(S.flatten(), 0.5))
-        if not (np.isfinite(rho) and rho > 0):
-            raise ValueError(f"rho must be > 0, got {rho}")
-        self.rho = float(rho)
+            return torch.quantile(S.flatten(), 0.5)
+
+        self._set_rho(rho, rho_rel, median_moment)
 
     def _moments(self, x: torch.Tensor, derivatives: bool = True):
         """``S(x)`` (B, d) and, if asked, ``∂S_d/∂x_k`` (B, d, d), in blocks over x.
@@ -286,14 +298,12 @@ class LocalCovarianceMetric(_KernelMetric):
                     self._log_kernel(P[i : i + self.chunk_size]).exp_().sum(1)
                 )
             self._log_c = -self.alpha * torch.log(q)
-        self.rho = 0.0
-        if rho is None:
+
+        def median_trace():
             C = self.local_covariance(torch.as_tensor(X, device=self.device))
-            tr = torch.diagonal(C, dim1=1, dim2=2).sum(-1) / d
-            rho = float(rho_rel) * float(torch.median(tr))
-        if not (np.isfinite(rho) and rho > 0):
-            raise ValueError(f"rho must be > 0, got {rho}")
-        self.rho = float(rho)
+            return torch.median(torch.diagonal(C, dim1=1, dim2=2).sum(-1) / d)
+
+        self._set_rho(rho, rho_rel, median_trace)
 
     def _kernel(self, xb: torch.Tensor):
         """Kernel ``(b, N)`` of centred points ``xb`` and its row sums ``(b, 1)``.
