@@ -66,8 +66,8 @@ import numpy as np
 import torch
 
 from .._progress import progress_bar
+from .._threads import torch_threads
 from .diffusion import distinct_states
-from .geodesic import torch_threads
 from .graph import knn_graph, nearest_cells
 
 _EXACT_PATCHES = 50_000  # largest data set whose patches are exact nearest neighbours

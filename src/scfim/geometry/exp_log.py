@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .geodesic import torch_threads
+from .._threads import torch_threads
 from .graph import (
     connect_components,
     metric_edge_lengths,

@@ -18,13 +18,12 @@ coordinates): on the sphere pole test (π/4, 0) → (π/4, π) one level of 33 /
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .._threads import torch_threads
 from .graph import graph_paths, interpolate_curves, knn_graph, symmetrize
 from .metric import DensityMetric, Metric
 
@@ -72,18 +71,6 @@ class GeodesicResult:
     endpoint_error: np.ndarray | None = None
     method: str = "energy"
     proximity: np.ndarray | None = None
-
-
-@contextmanager
-def torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Set torch's intra-op threads for a block (None leaves them), restoring them after."""
-    old = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def end_points(metric: Metric, start, end, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

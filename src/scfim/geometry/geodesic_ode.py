@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .geodesic import GeodesicResult, end_points, torch_threads
+from .._threads import torch_threads
+from .geodesic import GeodesicResult, end_points
 from .metric import Metric
 
 __all__ = ["ode_geodesic", "BatchedMLPField"]

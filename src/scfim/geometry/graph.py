@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._threads import torch_threads
+
 __all__ = [
     "knn_graph",
     "symmetrize",
@@ -537,19 +539,14 @@ def nearest_cells(X: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
     Xc = X - X.mean(0)
     sq = np.einsum("ij,ij->i", Xc, Xc)
     m = min(n, k + 8)  # margin against rounding at the cut
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            X32 = torch.from_numpy(Xc.astype(np.float32))
-            sq32 = torch.from_numpy(sq.astype(np.float32))
-            c = torch.from_numpy(cells)
-            d2 = torch.addmm(sq32[None, :], X32[c], X32.T, alpha=-2.0).add_(sq32[c][:, None])
-            d2[torch.arange(cells.size), c] = -float("inf")  # the cell first
-            vals, cand = torch.topk(d2, m, dim=1, largest=False, sorted=True)
-            vals, cand = vals.numpy().astype(np.float64), cand.numpy()
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), torch.no_grad():
+        X32 = torch.from_numpy(Xc.astype(np.float32))
+        sq32 = torch.from_numpy(sq.astype(np.float32))
+        c = torch.from_numpy(cells)
+        d2 = torch.addmm(sq32[None, :], X32[c], X32.T, alpha=-2.0).add_(sq32[c][:, None])
+        d2[torch.arange(cells.size), c] = -float("inf")  # the cell first
+        vals, cand = torch.topk(d2, m, dim=1, largest=False, sorted=True)
+        vals, cand = vals.numpy().astype(np.float64), cand.numpy()
 
     def ranked(cand, q):
         e = np.einsum("bmd,bmd->bm", Xc[cand] - Xc[q][:, None, :], Xc[cand] - Xc[q][:, None, :])

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._threads import torch_threads
+
 __all__ = [
     "NeuralFIM",
     "fit_ensemble",
@@ -522,13 +524,8 @@ class NeuralFIM:
         (``train_loss`` and ``val_loss`` per epoch, ``best_val_loss``, ``n_pairs``,
         ``fit_seconds``).
         """
-        old = torch.get_num_threads()
-        if self.num_threads is not None:
-            torch.set_num_threads(self.num_threads)
-        try:
+        with torch_threads(self.num_threads):
             return self._fit(X, rows, neighbors)
-        finally:
-            torch.set_num_threads(old)
 
     def _fit(self, X: np.ndarray, rows: RowsFn, neighbors: np.ndarray | None) -> NeuralFIM:
         from .neural_fim_training import train_members
@@ -920,13 +917,8 @@ def fit_ensemble(
     check_members(models)
     first = models[0]
     X = _check_training_input(X)
-    old = torch.get_num_threads()
-    if first.num_threads is not None:
-        torch.set_num_threads(first.num_threads)
-    try:
+    with torch_threads(first.num_threads):
         train_members(models, X, rows, first._partner_neighbors(X, neighbors))
-    finally:
-        torch.set_num_threads(old)
     return models
 
 
