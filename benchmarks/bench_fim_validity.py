@@ -41,6 +41,7 @@ ablation of ``docs/design.md`` was run this way); without it the package default
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import os
@@ -55,9 +56,12 @@ from sklearn.metrics import roc_auc_score
 
 import scfim
 from scfim.geometry.divergences import js
-from scfim.models.neural_fim import NeuralFIM, fit_ensemble
+from scfim.models.neural_fim import NeuralFIM, fit_ensemble, neighbors_from_transitions
 from scfim.tl._store import read_operator as operator_from_adata
+from scfim.tl.neural_fim import training_subsample
 
+#: tl.neural_fim's default training-subsample size
+FIT_CELLS = inspect.signature(scfim.tl.neural_fim).parameters["fit_cells"].default
 QUANTITIES = ("trace", "log_volume", "log_pdet", "tangent trace", "tangent log-det")
 LABELS = {
     "trace": "trace",
@@ -170,12 +174,24 @@ def operator_metric(a: ad.AnnData, X: np.ndarray, idx: np.ndarray, U: np.ndarray
 
 
 # ---------------------------------------------------------------------- models
-def fit_group(a, X, seeds, model_kw) -> list[dict]:
-    """Models trained jointly (one batched fit): per-member summaries, the joint wall time."""
+def fit_group(a, X, seeds, model_kw, fit_cells: int | None = None) -> list[dict]:
+    """Models trained jointly (one batched fit): per-member summaries, the joint wall time.
+
+    Above ``fit_cells`` cells they are trained as :func:`scfim.tl.neural_fim` trains them:
+    on a random subsample (the same for every seed: drawn with the operator's seed) with its
+    own diffusion operator; the summaries are of all cells.
+    """
     t0 = time.perf_counter()
     op = operator_from_adata(a)
+    X_fit = X
+    if fit_cells and a.n_obs > fit_cells:
+        fit_obs, op = training_subsample(X, fit_cells, dict(a.uns["diffusion"]["params"]))
+        X_fit = X[fit_obs]
+        nbrs = neighbors_from_transitions(op.transitions, 15)
+    else:
+        nbrs = transition_neighbors(a)
     models = [NeuralFIM(**{"random_state": s, "progress": False, **model_kw}) for s in seeds]
-    fit_ensemble(models, X, partial(op.rows, dtype=np.float32), transition_neighbors(a))
+    fit_ensemble(models, X_fit, partial(op.rows, dtype=np.float32), nbrs)
     out = []
     for m in models:
         s = m.summary(X)
@@ -247,7 +263,11 @@ def run_dataset(name, a, args, model_kw) -> None:
     # 3·E models (seeds 0 … 3E−1): single models are seeds 0, E, 2E (independent), the
     # ensembles are the groups {0..E−1}, {E..2E−1}, {2E..3E−1}
     E = max(1, args.ensemble)
-    fits = [f for g in range(3) for f in fit_group(a, X, range(E * g, E * (g + 1)), model_kw)]
+    fits = [
+        f
+        for g in range(3)
+        for f in fit_group(a, X, list(range(E * g, E * (g + 1))), model_kw, args.fit_cells)
+    ]
     variants = [("single model", [[fits[E * g]] for g in range(3)])]
     if E > 3:  # the first three members of each ensemble: the smaller ensemble, same fits
         variants.append(
@@ -370,6 +390,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=0, help="intrinsic dimension (0: estimate)")
     parser.add_argument("--model", default="{}", help="JSON NeuralFIM keyword arguments")
     parser.add_argument("--n-obs", type=int, default=0, help="override tree/sphere sizes")
+    parser.add_argument(
+        "--fit-cells",
+        type=int,
+        default=FIT_CELLS,
+        help=f"train on a subsample above this many cells, as tl.neural_fim (default {FIT_CELLS}; 0: all cells)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save", default="", help="prefix of .npz files with per-cell values")
     args = parser.parse_args()

@@ -236,6 +236,36 @@ def test_lr_schedule_stops_when_converged():
     assert model.history_["val_loss"].size < 500  # stopped by the exhausted schedule
 
 
+def test_schedule_rounds_do_not_depend_on_the_data_size():
+    # the held-out loss is checked every eval_pairs training pairs, on small data (rows
+    # cached) and on large data (rows pooled) alike: 96 pairs a step (32 anchors: a near
+    # pair and two random pairs each), 10 steps a round, a budget of 10 rounds
+    for n, cache in ((320, 2**25), (3000, 0)):  # whole batches (320 = 10 × 32)
+        X = np.random.default_rng(n).normal(size=(n, 4))
+        model = NeuralFIM(
+            4,
+            (8,),
+            batch_size=64,
+            eval_pairs=960,
+            max_pairs=9600,
+            min_epochs=0,
+            patience=1000,
+            lr_patience=0,
+            n_val_pairs=64,
+            cache_entries=cache,
+            progress=False,
+        ).fit(X, _rows_from_points(X))
+        assert model.history_["val_loss"].size == 10, n
+        assert int(model.history_["n_pairs"]) == 9600, n
+    # on small data a round is an epoch (here 5 visits of the 320 cells: 50 steps)
+    X = np.random.default_rng(0).normal(size=(320, 4))
+    kw = {"batch_size": 64, "epochs": 3, "n_val_pairs": 64, "progress": False}
+    model = NeuralFIM(4, (8,), **kw).fit(X, _rows_from_points(X))
+    assert model.history_["val_loss"].size == 3 and int(model.history_["n_pairs"]) == 3 * 4800
+    with pytest.raises(ValueError, match="eval_pairs"):
+        NeuralFIM(4, (8,), eval_pairs=0)
+
+
 def test_transform_is_on_the_simplex():
     model = _untrained(5, 7)
     P = model.transform(np.random.default_rng(0).normal(size=(11, 5)))
@@ -482,6 +512,28 @@ def test_h5ad_round_trip_then_transform(small_fit, tmp_path):
     np.testing.assert_allclose(new.obsm["fim_eigenvalues"], E, rtol=1e-6, atol=EIG_RTOL * E.max())
 
 
+def test_fit_cells_trains_on_a_subsample_and_evaluates_all_cells(small_fit):
+    ad = small_fit.copy()
+    assert "fit_obs" not in ad.uns["neural_fim"]  # 240 cells ≤ the default fit_cells
+    kw = {"n_components": 8, "hidden": (16, 16), "epochs": 5, "fit_cells": 120, "progress": False}
+    scfim.tl.neural_fim(ad, random_state=0, **kw)
+    info = ad.uns["neural_fim"]
+    fit_obs = np.asarray(info["fit_obs"])
+    assert fit_obs.size == 120 and np.all(np.diff(fit_obs) > 0) and fit_obs[-1] < ad.n_obs
+    assert info["params"]["fit_cells"] == 120 and int(info["fit_operator"]["n_states"]) >= 8
+    for f in FIELDS:
+        assert np.all(np.isfinite(ad.obs[f])) and ad.obs[f].size == ad.n_obs
+    # the fields of every cell are the trained networks' (the training cells included)
+    again = scfim.tl.neural_fim_transform(ad[:30].copy(), model_from=ad, copy=True)
+    np.testing.assert_allclose(again.obs["fim_trace"], ad.obs["fim_trace"][:30], rtol=1e-5)
+    # the subsample is drawn on the data side (the operator's seed): another training seed
+    # trains other networks on the same cells
+    other = ad.copy()
+    scfim.tl.neural_fim(other, random_state=1, **kw)
+    np.testing.assert_array_equal(np.asarray(other.uns["neural_fim"]["fit_obs"]), fit_obs)
+    assert not np.allclose(other.obs["fim_trace"], ad.obs["fim_trace"])
+
+
 def test_copy_leaves_the_input_alone(small_fit):
     ad = small_fit.copy()
     del ad.uns["neural_fim"]
@@ -557,6 +609,9 @@ def test_transform_projects_with_stored_pca():
         ({"hidden": (10, 0)}, ValueError),
         ({"lr": -1.0}, ValueError),
         ({"diffusion_key": "nope"}, KeyError),
+        ({"fit_cells": 50}, ValueError),
+        ({"fit_cells": 150.0}, TypeError),
+        ({"fit_cells": 120, "n_components": 200}, ValueError),  # > the subsample's 120 states
     ],
 )
 def test_bad_arguments_leave_adata_unchanged(small_fit, kwargs, err):

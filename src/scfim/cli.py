@@ -154,10 +154,10 @@ def run_pipeline(
     )
     fim = adata.uns["neural_fim"]
     losses = [np.asarray(v) for v in fim["val_loss"].values()]
-    epochs = sorted({v.size for v in losses})
+    rounds = sorted({v.size for v in losses})
     logg.info(
         f"[{name}] neural FIM: {len(losses)} network(s), "
-        f"{'–'.join(map(str, epochs[:: max(1, len(epochs) - 1)]))} epochs, best held-out "
+        f"{'–'.join(map(str, rounds[:: max(1, len(rounds) - 1)]))} rounds, best held-out "
         f"loss {min(float(v.min()) for v in losses):.3g}, in {time.perf_counter() - t0:.1f} s"
     )
 

@@ -267,12 +267,11 @@ class NeuralFIM:
         ``pool_reuse`` times on large data).
     max_pairs
         Bound on the total number of training pairs of each network, near and random ones
-        alike (``epochs`` is reduced to ``max(min_epochs, max_pairs // pairs per epoch)``),
-        so that training time stays bounded. With the defaults an anchor carries 3 pairs
-        (its near pair and, it and its partner, one random pair each) and a step 768: 3000
-        cells at most 166 epochs of 9000 pairs (1992 steps), 20 000 cells 6 epochs of
-        240 000 (pooled rows, ``pool_reuse`` 4; 1875 steps), 100 000 cells 1 of 1.2·10⁶
-        (1562 steps).
+        alike (the budget is ``min(epochs, max(min_epochs, max_pairs / pairs per epoch))``
+        epochs), so that training time stays bounded. With the defaults an anchor carries
+        3 pairs (its near pair and, it and its partner, one random pair each) and a step
+        768: 3000 cells at most 166 epochs of 9000 pairs (1992 steps); from about 3100
+        cells on, 162 rounds of 12 steps (1944 steps), whatever the size.
     min_epochs
         Lower bound on the number of epochs when ``max_pairs`` cuts them.
     batch_size
@@ -293,15 +292,21 @@ class NeuralFIM:
         AdamW weight decay.
     epoch_pairs
         Small data: an epoch visits every cell often enough that it is at least this many
-        pairs (the held-out loss is evaluated once per epoch; 0 keeps one visit).
+        pairs.
+    eval_pairs
+        Longest round: the held-out loss is evaluated after every epoch, or every
+        ``eval_pairs`` training pairs (rounded up to whole steps; 9216 is 12 steps) when an
+        epoch is longer, and ``patience`` and ``lr_patience`` count these rounds. So the
+        schedule acts alike at every size: when it counted epochs, 100 000 cells trained
+        one epoch at the initial learning rate.
     patience
-        Early stopping: stop after this many epochs without a relative improvement of the
+        Early stopping: stop after this many rounds without a relative improvement of the
         held-out loss by more than ``tol`` (the best weights are restored).
     lr_patience, lr_factor, n_lr_decays
-        Learning-rate schedule on the held-out loss: after ``lr_patience`` epochs without
+        Learning-rate schedule on the held-out loss: after ``lr_patience`` rounds without
         improvement the learning rate is multiplied by ``lr_factor``; training stops when
         it has been reduced ``n_lr_decays`` times and stalls again (converged), after
-        ``patience`` epochs without improvement, or at ``epochs`` / ``max_pairs``.
+        ``patience`` rounds without improvement, or at ``epochs`` / ``max_pairs``.
         ``lr_patience=0`` keeps the learning rate constant.
     tol
         Relative improvement of the held-out loss that counts as progress.
@@ -370,7 +375,7 @@ class NeuralFIM:
         22 s with 2 on a busy 2-core machine (1500 cells, 40 epochs). None keeps torch's
         setting. Inference (:meth:`summary`) uses torch's setting.
     progress
-        Show a tqdm progress bar (one step per epoch).
+        Show a tqdm progress bar (one step per round of ``eval_pairs`` pairs).
     verbose
         Former name of ``progress``; when given it overrides it.
     """
@@ -385,6 +390,7 @@ class NeuralFIM:
         max_pairs: int = 1_500_000,
         min_epochs: int = 1,
         epoch_pairs: int = 4096,
+        eval_pairs: int = 9216,
         batch_size: int = 512,
         lr: float = 1e-2,
         weight_decay: float = 1e-4,
@@ -433,6 +439,9 @@ class NeuralFIM:
         self.max_pairs = int(max_pairs)
         self.min_epochs = int(min_epochs)
         self.epoch_pairs = int(epoch_pairs)
+        self.eval_pairs = int(eval_pairs)
+        if self.eval_pairs < 1:
+            raise ValueError(f"eval_pairs must be ≥ 1, got {eval_pairs!r}")
         self.batch_size = int(batch_size)
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
@@ -521,7 +530,7 @@ class NeuralFIM:
         Returns
         -------
         self, with ``net_`` (the network, best held-out loss) and ``history_``
-        (``train_loss`` and ``val_loss`` per epoch, ``best_val_loss``, ``n_pairs``,
+        (``train_loss`` and ``val_loss`` per round, ``best_val_loss``, ``n_pairs``,
         ``fit_seconds``).
         """
         with torch_threads(self.num_threads):
@@ -788,6 +797,7 @@ class NeuralFIM:
                 "weight_decay": self.weight_decay,
                 "patience": self.patience,
                 "epoch_pairs": self.epoch_pairs,
+                "eval_pairs": self.eval_pairs,
                 "lr_patience": self.lr_patience,
                 "lr_factor": self.lr_factor,
                 "n_lr_decays": self.n_lr_decays,

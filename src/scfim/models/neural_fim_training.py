@@ -24,7 +24,7 @@ its own batches from its own stream (targets ``K`` times).
 Everything inside the training loop stays on the model's device: the data, the rows of
 ``Pᵗ`` (cached or per pool), the batch indices (drawn with a ``torch.Generator`` on that
 device) and the running losses; the cyclic shifts are drawn on the host, one scalar per
-member and epoch (the held-out loss) is read back for the stopping rule, and rows of ``Pᵗ``
+member and round (the held-out loss) is read back for the stopping rule, and rows of ``Pᵗ``
 are copied once per pool when they do not fit in the cache (the operator lives on the host).
 """
 
@@ -54,6 +54,7 @@ SHARED_CONFIG = (
     "max_pairs",
     "min_epochs",
     "epoch_pairs",
+    "eval_pairs",
     "batch_size",
     "lr",
     "weight_decay",
@@ -426,17 +427,64 @@ def train_members(
     G = 1 if cfg.shared_batches else K  # streams of batches
     R = cfg.random_partners if (nb is None or cfg.neighbor_fraction < 1) else 0
     pairs_per_anchor = max(1, (1 + 2 * R) if nb is not None else R)
+    h = max(1, cfg.batch_size // 2 if nb is not None else cfg.batch_size)
     cached = None
     if n * n_states <= cfg.cache_entries:
         cached = _RowBank(_rows_in_chunks(rows, np.arange(n), 4096), dev)
+        # small data: an epoch visits every cell often enough to be `epoch_pairs` pairs
         n_anchor, reuse = n, max(1, math.ceil(cfg.epoch_pairs / (n * pairs_per_anchor)))
     else:
         n_anchor = cfg.pool_size // 2 if nb is not None else cfg.pool_size
         n_anchor, reuse = max(1, n_anchor), max(1, cfg.pool_reuse)
     pairs_per_epoch = reuse * n * pairs_per_anchor
-    epochs = min(cfg.epochs, max(cfg.min_epochs, cfg.max_pairs // pairs_per_epoch))
+    budget = min(cfg.epochs * pairs_per_epoch, max(cfg.min_epochs * pairs_per_epoch, cfg.max_pairs))
+    # the rounds of the schedule: the held-out loss is checked after every epoch, or every
+    # `eval_pairs` pairs when an epoch is longer, so that the learning-rate schedule and
+    # early stopping act alike on 3000 cells and on a million
+    step_pairs = h * pairs_per_anchor
+    steps_per_epoch = reuse * sum(
+        math.ceil(min(n_anchor, n - p) / h) for p in range(0, n, n_anchor)
+    )
+    steps_per_round = min(steps_per_epoch, max(1, math.ceil(cfg.eval_pairs / step_pairs)))
+    round_pairs = (
+        pairs_per_epoch if steps_per_round == steps_per_epoch else steps_per_round * step_pairs
+    )
+    n_rounds = max(1, budget // round_pairs)
     # the shifts that pair the cells of a batch: drawn on the host (no device round trip)
     shift_rng = np.random.default_rng(int(seed))
+
+    def batches():
+        """``(bank, cells, loc, mates)`` of one step each, epoch after epoch."""
+        while True:
+            if cached is not None:  # every stream its own permutation of the cells
+                perms = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens[:G]])
+                for s in range(0, n, h):
+                    loc = perms[:, s : s + h]
+                    mates = None
+                    if nb is not None:
+                        mates = torch.stack(
+                            [_walk(nb, loc[k], cfg.walk_steps, g) for k, g in enumerate(gens[:G])]
+                        )
+                    yield cached, None, loc, mates
+                continue
+            perm = torch.randperm(n, generator=gen, device=dev)  # pools shared by the streams
+            for p0 in range(0, n, n_anchor):  # a pool: anchors and one near partner of each
+                cells = perm[p0 : p0 + n_anchor]
+                na = len(cells)
+                if nb is not None:
+                    cells = torch.cat([cells, _walk(nb, cells, cfg.walk_steps, gen)])
+                bank = _RowBank(_rows_in_chunks(rows, cells.cpu().numpy(), 4096), dev)
+                loc = torch.arange(na, device=dev)[None].expand(G, na)
+                for r in range(reuse):
+                    if r > 0 or G > 1:  # a new order of the pool's anchors
+                        loc = torch.stack(
+                            [torch.randperm(na, generator=g, device=dev) for g in gens[:G]]
+                        )
+                    # the anchor's own mate, which was put in the pool
+                    mates = None if nb is None else loc + na
+                    for s in range(0, na, h):
+                        m = None if mates is None else mates[:, s : s + h]
+                        yield bank, cells, loc[:, s : s + h], m
 
     lr = torch.full((K,), cfg.lr, device=dev)
     opt = _MemberAdamW(stack.params, lr, cfg.weight_decay)
@@ -449,49 +497,27 @@ def train_members(
     best_state = stack.state()
     train_curves: list[list[float]] = [[] for _ in range(K)]
     val_curves: list[list[float]] = [[] for _ in range(K)]
+    n_pairs = [0] * K
     desc = "neural FIM" if K == 1 else f"neural FIM ({K} networks)"
-    bar = progress_bar(total=epochs, desc=desc, unit="epoch", progress=cfg.progress)
-    for _ in range(epochs):
+    bar = progress_bar(total=n_rounds, desc=desc, unit="round", progress=cfg.progress)
+    stream = batches()
+    for _ in range(n_rounds):
         members = None if len(active) == K else torch.as_tensor(active, device=dev)
         total = torch.zeros(len(active), device=dev)
         count = 0
-        if cached is not None:  # every stream its own permutation of the cells
-            perms = torch.stack([torch.randperm(n, generator=g, device=dev) for g in gens[:G]])
-        else:  # the pools are shared (their rows are the costly part)
-            perms = torch.randperm(n, generator=gen, device=dev)[None]
-        for p0 in range(0, n, n_anchor):
-            if cached is not None:
-                bank, cells, loc = cached, None, perms[:, p0 : p0 + n_anchor]
-                na = loc.shape[1]
-            else:  # a pool: anchors of the permutation and one near partner of each
-                cells = perms[0, p0 : p0 + n_anchor]
-                na = len(cells)
-                if nb is not None:
-                    cells = torch.cat([cells, _walk(nb, cells, cfg.walk_steps, gen)])
-                bank = _RowBank(_rows_in_chunks(rows, cells.cpu().numpy(), 4096), dev)
-                loc = torch.arange(na, device=dev)[None].expand(G, na)
-            for r in range(reuse):
-                if cells is not None and (r > 0 or G > 1):  # a new order of the pool's anchors
-                    loc = torch.stack(
-                        [torch.randperm(na, generator=g, device=dev) for g in gens[:G]]
-                    )
-                mates = None
-                if nb is not None:
-                    if cells is None:
-                        mates = torch.stack(
-                            [_walk(nb, loc[k], cfg.walk_steps, g) for k, g in enumerate(gens[:G])]
-                        )
-                    else:  # the anchor's own mate, which was put in the pool
-                        mates = loc + na
-                tot, cnt = _train_pass(
-                    cfg, stack, opt, Xt, bank, cells, loc, mates, gens, shift_rng, members
-                )
-                total += tot
-                count += cnt
+        for _ in range(steps_per_round):
+            bank, cells, loc, mates = next(stream)
+            tot, cnt = _train_pass(
+                cfg, stack, opt, Xt, bank, cells, loc, mates, gens, shift_rng, members
+            )
+            total += tot
+            count += cnt
+        for k in active:
+            n_pairs[k] += count
         with torch.no_grad():
             zv, _ = stack.forward(Xt[v_idx], None, members)  # shared held-out pairs
             val = ((_pair_sqrt_js(zv, n_val) - v_target) ** 2).mean(-1)
-            val_host = val.cpu().tolist()  # one read-back per epoch: the stopping rule
+            val_host = val.cpu().tolist()  # one read-back per round: the stopping rule
             train_host = (total / max(count, 1)).cpu().tolist()
         improved, stopped = [], []
         for slot, k in enumerate(active):
@@ -535,7 +561,7 @@ def train_members(
             "train_loss": np.asarray(train_curves[k]),
             "val_loss": np.asarray(val_curves[k]),
             "best_val_loss": np.float64(best[k]),
-            "n_pairs": np.int64(len(val_curves[k]) * pairs_per_epoch),
+            "n_pairs": np.int64(n_pairs[k]),
             "fit_seconds": np.float64(seconds),
             "n_members": np.int64(K),
         }
