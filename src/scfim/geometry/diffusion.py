@@ -34,6 +34,8 @@ New cells are attached to a fitted chain by their one-step transitions to its ce
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +57,8 @@ __all__ = [
     "extend_transitions",
     "DiffusionOperator",
     "build_operator",
+    "symmetrize_inplace",
+    "matrix_power",
 ]
 
 _MAX_EXPANDED_ENTRIES = 200_000_000  # cell-level transitions with collapsed duplicates
@@ -97,28 +101,48 @@ def affinity_kernel(
     -------
     Symmetric ``(n, n)`` CSR matrix ``K = (K₀ + K₀ᵀ) / 2`` with unit diagonal.
     """
+    if kernel not in ("alpha_decay", "gaussian"):
+        raise ValueError(f"unknown kernel {kernel!r}; use 'alpha_decay' or 'gaussian'")
+    if kernel == "gaussian" and (sigma is None or not np.isfinite(sigma) or sigma <= 0):
+        raise ValueError("the Gaussian kernel needs a bandwidth sigma > 0")
     D = sp.csr_matrix(distances, dtype=np.float64, copy=True)  # never mutate the caller's
-    D.sort_indices()
     n = D.shape[0]
     counts = np.diff(D.indptr)
     if np.any(counts == 0):
         raise ValueError("every cell needs at least one neighbour in the distance graph")
-    data = D.data
+    # the bandwidths before the columns are sorted: rows of knn_graph come sorted by
+    # distance, which spares kernel_bandwidths a sort of all the entries
+    sig = kernel_bandwidths(D, n_neighbors) if kernel == "alpha_decay" else None
+    D.sort_indices()
+    # the kernel values in one array, in place (the operations of
+    # exp(-(d / σ)^decay) and exp(-d² / σ), without their temporaries)
     if kernel == "alpha_decay":
-        row_ids = np.repeat(np.arange(n), counts)
-        sig = kernel_bandwidths(D, n_neighbors)
-        vals = np.exp(-np.power(data / sig[row_ids], decay))
-    elif kernel == "gaussian":
-        if sigma is None or not np.isfinite(sigma) or sigma <= 0:
-            raise ValueError("the Gaussian kernel needs a bandwidth sigma > 0")
-        vals = np.exp(-(data**2) / float(sigma))
+        vals = np.repeat(sig, counts)
+        np.divide(D.data, vals, out=vals)
+        np.power(vals, decay, out=vals)
     else:
-        raise ValueError(f"unknown kernel {kernel!r}; use 'alpha_decay' or 'gaussian'")
-    K0 = sp.csr_matrix((vals, D.indices.copy(), D.indptr.copy()), shape=(n, n))
+        vals = np.square(D.data)
+        vals /= float(sigma)
+    np.negative(vals, out=vals)
+    np.exp(vals, out=vals)
+    # D is this function's own copy: its index arrays are reused
+    K0 = sp.csr_matrix((vals, D.indices, D.indptr), shape=(n, n))
+    del D, vals
     K0.data[K0.data < threshold] = 0.0
     K0.eliminate_zeros()
-    K = ((K0 + K0.T) * 0.5).tocsr()
-    K.setdiag(1.0)
+    K = K0 + K0.T
+    del K0
+    K.data *= 0.5
+    # unit self-loops: any stored diagonal entry is dropped and the identity added, which
+    # leaves every other entry as it is (a + 0) and needs no copy through COO, unlike setdiag
+    rows = np.repeat(np.arange(n, dtype=K.indices.dtype), np.diff(K.indptr))
+    on_diag = K.indices == rows
+    del rows
+    if on_diag.any():
+        K.data[on_diag] = 0.0
+        K.eliminate_zeros()
+    del on_diag
+    K = K + sp.identity(n, dtype=np.float64, format="csr")
     K.eliminate_zeros()
     K.sort_indices()
     return K
@@ -268,18 +292,37 @@ def distinct_states(X: np.ndarray) -> DistinctStates | None:
     -------
     :class:`DistinctStates` or None.
     """
-    Xc = np.ascontiguousarray(X, dtype=np.float64) + 0.0  # −0.0 → 0.0
-    n = Xc.shape[0]
-    bits = Xc.view(np.uint64).reshape(n, -1)
-    mult = np.random.default_rng(0x5C1F).integers(1, 2**63, size=bits.shape[1], dtype=np.uint64)
+    X = np.asarray(X)
+    n = X.shape[0]
+    X = X.reshape(n, -1)
+    # blocks of rows (float64 temporaries of at most _DISTINCT_BLOCK_ENTRIES numbers), so that
+    # no float64 copy of the whole input is made; each row's hash is the same either way
+    rows = max(1, _DISTINCT_BLOCK_ENTRIES // max(1, X.shape[1]))
+    mult = np.random.default_rng(0x5C1F).integers(1, 2**63, size=X.shape[1], dtype=np.uint64)
+    mult |= np.uint64(1)
+    h = np.empty(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        h = (bits * (mult | np.uint64(1))).sum(1, dtype=np.uint64)
+        for s in range(0, n, rows):
+            bits = _canonical_float64(X[s : s + rows]).view(np.uint64)
+            bits *= mult
+            h[s : s + rows] = bits.sum(1, dtype=np.uint64)
         h ^= h >> np.uint64(29)
     _, first, inv, counts = np.unique(h, return_index=True, return_inverse=True, return_counts=True)
     inv = inv.ravel()
-    if not np.array_equal(Xc, Xc[first[inv]]):  # a collision: exact (slower) grouping
+    rep = first[inv]
+    collision = any(
+        not np.array_equal(
+            _canonical_float64(X[s : s + rows]), _canonical_float64(X[rep[s : s + rows]])
+        )
+        for s in range(0, n, rows)
+    )
+    if collision:  # exact (slower) grouping
         _, first, inv, counts = np.unique(
-            Xc, axis=0, return_index=True, return_inverse=True, return_counts=True
+            _canonical_float64(X),
+            axis=0,
+            return_index=True,
+            return_inverse=True,
+            return_counts=True,
         )
         inv = inv.ravel()
     if first.size == n:
@@ -292,6 +335,17 @@ def distinct_states(X: np.ndarray) -> DistinctStates | None:
         first=first[order].astype(np.int64),
         counts=counts[order].astype(np.int64),
     )
+
+
+#: Bound on the float64 numbers of one block of rows in :func:`distinct_states` (16 MiB).
+_DISTINCT_BLOCK_ENTRIES = 2**21
+
+
+def _canonical_float64(X: np.ndarray) -> np.ndarray:
+    """C-contiguous float64 copy of ``X`` with −0.0 mapped to 0.0 (bit-comparable rows)."""
+    out = np.array(X, dtype=np.float64, order="C")
+    out += 0.0
+    return out
 
 
 # --------------------------------------------------------------------------- diffusion time
@@ -363,6 +417,78 @@ def select_t(symmetric_op, t_max: int = 100, n_eigen: int = 100) -> tuple[int, n
     h = von_neumann_entropy(lam, t_max)
     t = knee_point(h, np.arange(1, t_max + 1)) + 1
     return int(t), h
+
+
+#: Rows per block of :func:`symmetrize_inplace` (its temporary is ``rows × n``).
+_SYM_BLOCK_ROWS = 256
+
+
+def symmetrize_inplace(A: np.ndarray) -> np.ndarray:
+    """Replace a square array by ``0.5 * (A + A.T)``, in place; returns ``A``.
+
+    The same floating-point operations as the expression (so the same bits, and an exactly
+    symmetric result), done by blocks of rows of the upper triangle: the temporary is a
+    block of :data:`_SYM_BLOCK_ROWS` rows instead of two more ``n × n`` arrays.
+    """
+    n = A.shape[0]
+    if A.ndim != 2 or A.shape[1] != n:
+        raise ValueError("A must be a square matrix")
+    for i0 in range(0, n, _SYM_BLOCK_ROWS):
+        i1 = min(n, i0 + _SYM_BLOCK_ROWS)
+        # rows i0:i1 and columns i0:i1 from i0 on are untouched by the previous blocks
+        blk = A[i0:i1, i0:] + A[i0:, i0:i1].T
+        blk *= 0.5
+        A[i0:i1, i0:] = blk
+        A[i0:, i0:i1] = blk.T
+    return A
+
+
+def matrix_power(a: np.ndarray, n: int, *, overwrite_a: bool = False) -> np.ndarray:
+    """``a`` to the power ``n ≥ 0``, as :func:`numpy.linalg.matrix_power` computes it.
+
+    The same products in the same order (binary decomposition of ``n``, so the same bits),
+    written into reused buffers instead of a new array per product: at most three square
+    arrays besides ``a`` are live, two when ``overwrite_a`` allows reusing ``a``'s buffer
+    once it is no longer a factor (``a`` is then destroyed). As NumPy's, the result may be
+    ``a`` itself (``n = 1``).
+    """
+    if n < 0:
+        raise ValueError("the exponent must be non-negative")
+    if n == 0:
+        out = np.empty_like(a)
+        out[...] = np.eye(a.shape[-1], dtype=a.dtype)
+        return out
+    if n == 1:
+        return a
+    if n == 2:
+        return np.matmul(a, a)
+    if n == 3:
+        return np.matmul(np.matmul(a, a), a)
+    spare: list[np.ndarray] = []
+
+    def product(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.matmul(x, y, out=spare.pop() if spare else np.empty_like(a))
+
+    def release(x: np.ndarray) -> None:
+        if x is not a or overwrite_a:
+            spare.append(x)
+
+    z = result = None
+    while n > 0:
+        if z is None:
+            z = a
+        else:
+            old, z = z, product(z, z)
+            if old is not result:
+                release(old)
+        n, bit = divmod(n, 2)
+        if bit:
+            if result is None:
+                result = z
+            else:
+                old, result = result, product(result, z)
+                release(old)
+    return result
 
 
 # --------------------------------------------------------------------------- landmarks
@@ -486,42 +612,79 @@ class DiffusionOperator:
             self._cache["pnm"] = sp.csr_matrix(self.transitions @ self.membership())
         return self._cache["pnm"]
 
+    def _landmark_kernel(self) -> np.ndarray:
+        """Dense symmetric lumped kernel ``Wᵀ diag(π) P W`` (L × L, the flow between landmarks)."""
+        if "pl_sym_kernel" not in self._cache:
+            W = self.membership()
+            flow = (W.T @ sp.diags(self.degrees) @ self.cell_to_landmark()).toarray()
+            symmetrize_inplace(flow)  # exact symmetry (reversibility) against round-off
+            self._cache["pl_sym_kernel"] = flow
+        return self._cache["pl_sym_kernel"]
+
     def landmark_operator(self) -> np.ndarray:
         """Dense one-step lumped chain on the landmarks (L × L, row-stochastic)."""
         if "pl" not in self._cache:
-            W = self.membership()
-            flow = W.T @ sp.diags(self.degrees) @ self.cell_to_landmark()
-            flow = np.asarray(flow.todense())
-            flow = 0.5 * (flow + flow.T)  # exact symmetry (reversibility) against round-off
-            self._cache["pl_sym_kernel"] = flow
+            flow = self._landmark_kernel()
             self._cache["pl"] = flow / flow.sum(1, keepdims=True)
         return self._cache["pl"]
+
+    @contextmanager
+    def _scratch(self) -> Iterator[None]:
+        """Release, when the block ends, the dense float64 caches built inside it.
+
+        The ``L × L`` matrices (lumped kernel, chain, propagator; ``n × n`` in exact mode)
+        are intermediates of one result (the spectrum for t, the float32 propagator of the
+        training rows, the landmark rows of JSD-PHATE): a block that builds them frees them
+        once its result is made, so that they do not stay resident for the life of the
+        operator. What was cached before the block is kept.
+        """
+        before = set(self._cache)
+        try:
+            yield
+        finally:
+            for key in set(self._cache) - before:
+                if key in ("pl", "pl_sym_kernel") or (isinstance(key, tuple) and key[0] == "prop"):
+                    del self._cache[key]
 
     def symmetric_form(self) -> np.ndarray:
         """Dense symmetric matrix with the spectrum of the (landmark) operator."""
         if self.is_landmark:
-            self.landmark_operator()
-            F = self._cache["pl_sym_kernel"]
+            F = self._landmark_kernel()
+            s = 1.0 / np.sqrt(F.sum(1))
+            S = F * s[:, None]
         else:
             if self.n_obs > 10_000:
                 raise ValueError("refusing to densify an exact operator with > 10 000 cells")
-            F = np.asarray((sp.diags(self.degrees) @ self.transitions).todense())
-            F = 0.5 * (F + F.T)
-        d = F.sum(1)
-        s = 1.0 / np.sqrt(d)
-        return s[:, None] * F * s[None, :]
+            S = (sp.diags(self.degrees) @ self.transitions).toarray()
+            symmetrize_inplace(S)
+            s = 1.0 / np.sqrt(S.sum(1))
+            S *= s[:, None]
+        S *= s[None, :]  # s[:, None] * F * s[None, :], in one array
+        return S
 
-    def _propagator(self) -> np.ndarray:
-        """``P_L^{t-1}`` (landmark mode) or dense ``P^{t-1}`` (exact mode, small n)."""
+    def _propagator(self, keep_chain: bool = True) -> np.ndarray:
+        """``P_L^{t-1}`` (landmark mode) or dense ``P^{t-1}`` (exact mode, small n).
+
+        With ``keep_chain=False`` a chain that is not cached yet is built only as the first
+        factor of the power and its buffer is reused by the products (one ``L × L`` array
+        less at the peak); the power is the same.
+        """
         key = ("prop", self.t)
         if key not in self._cache:
-            if self.is_landmark:
-                M = self.landmark_operator()
+            if self.is_landmark and (keep_chain or "pl" in self._cache):
+                M, own = self.landmark_operator(), False
+            elif self.is_landmark:
+                had_kernel = "pl_sym_kernel" in self._cache
+                flow = self._landmark_kernel()
+                M, own = flow / flow.sum(1, keepdims=True), True  # as in landmark_operator
+                del flow
+                if not had_kernel:  # not needed past the chain: freed before the products
+                    del self._cache["pl_sym_kernel"]
             else:
                 if self.n_obs > 10_000:
                     raise ValueError("refusing to densify an exact operator with > 10 000 cells")
-                M = np.asarray(self.transitions.todense())
-            self._cache[key] = np.linalg.matrix_power(M, max(self.t - 1, 0))
+                M, own = self.transitions.toarray(), True
+            self._cache[key] = matrix_power(M, max(self.t - 1, 0), overwrite_a=own)
         return self._cache[key]
 
     # ---- rows of P^t
@@ -559,7 +722,10 @@ class DiffusionOperator:
         import torch
 
         if "prop32" not in self._cache or self._cache["prop32"][0] != self.t:
-            P = torch.from_numpy(np.ascontiguousarray(self._propagator(), dtype=np.float32))
+            with self._scratch():  # only the float32 copy stays (training holds it for long)
+                P64 = self._propagator(keep_chain=False)
+                P = torch.from_numpy(np.ascontiguousarray(P64, dtype=np.float32))
+                del P64
             self._cache["prop32"] = (self.t, P)
         P = self._cache["prop32"][1]
         F = sp.csr_matrix(first, dtype=np.float32)
@@ -598,16 +764,28 @@ class DiffusionOperator:
         return R
 
     def landmark_rows(self) -> np.ndarray:
-        """Rows of Pᵗ of the states themselves (``P_L^t``, or Pᵗ in exact mode)."""
-        if not self.is_landmark:
-            return self.rows(np.arange(self.n_obs))
-        R = self.landmark_operator() @ self._propagator()
+        """Rows of Pᵗ of the states themselves (``P_L^t``, or Pᵗ in exact mode).
+
+        The dense intermediates this builds are released afterwards (they are kept when
+        they were already cached, e.g. by :meth:`rows_from`).
+        """
+        with self._scratch():
+            if not self.is_landmark:
+                return self.rows(np.arange(self.n_obs))
+            had_kernel = "pl_sym_kernel" in self._cache
+            M = self.landmark_operator()
+            if not had_kernel:  # not needed past the chain: freed before the products
+                del self._cache["pl_sym_kernel"]
+            R = M @ self._propagator()
         np.clip(R, 0.0, None, out=R)
-        return R / R.sum(1, keepdims=True)
+        R /= R.sum(1, keepdims=True)
+        return R
 
     def select_t(self, t_max: int = 100) -> tuple[int, np.ndarray]:
         """Knee of the von Neumann entropy of this operator (see :func:`select_t`)."""
-        return select_t(self.symmetric_form(), t_max)
+        with self._scratch():  # the lumped kernel is freed before the eigenvalues are taken
+            S = self.symmetric_form()
+        return select_t(S, t_max)
 
 
 def build_operator(

@@ -101,11 +101,16 @@ def knn_graph(
             "first, e.g. `adata = adata[~pd.DataFrame(adata.obsm[use_rep]).duplicated().values]`."
         )
     indptr = np.arange(0, n * k + 1, k)
-    return sp.csr_matrix((dist.ravel().astype(np.float64), idx.ravel(), indptr), shape=(n, n))
+    return sp.csr_matrix(
+        (dist.ravel().astype(np.float64, copy=False), idx.ravel(), indptr), shape=(n, n)
+    )
 
 
 #: Bound on the float64 numbers of one temporary in :func:`_pair_distances` (16 MiB).
 _PAIR_BLOCK_ENTRIES = 2**21
+
+#: Bound on the float32 squared distances of one block of the exact search (16 MiB).
+_KNN_BLOCK_ENTRIES = 2**22
 
 
 def _pair_distances(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -128,7 +133,8 @@ def _pair_distances(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    block = int(max(64, min(2048, 2**26 // max(1, X.shape[0]))))  # ≤ 256 MiB of distances
+    # one block of squared distances at a time, at most _KNN_BLOCK_ENTRIES float32 numbers
+    block = int(max(64, min(2048, _KNN_BLOCK_ENTRIES // max(1, X.shape[0]))))
     Xt = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
     sq = (Xt * Xt).sum(1)
     n = Xt.shape[0]
@@ -136,7 +142,10 @@ def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         for s in range(0, n, block):
             q = Xt[s : s + block]
-            d2 = sq[s : s + block, None] - 2.0 * (q @ Xt.T) + sq[None, :]
+            # ‖q‖² − 2 q·x + ‖x‖² in the Gram product's own buffer (the same operations as
+            # the expression, without its two temporaries of the block's size)
+            d2 = q @ Xt.T
+            d2.mul_(-2.0).add_(sq[s : s + block, None]).add_(sq[None, :])
             rows = torch.arange(q.shape[0])
             d2[rows, rows + s] = float("inf")  # exclude self
             vals, nn = torch.topk(d2, k, dim=1, largest=False, sorted=True)
@@ -144,8 +153,18 @@ def _knn_exact(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     # recompute exactly in float64 for the chosen pairs (float32 expansion loses precision
     # for close points, and zero distances must be detected reliably)
     dist = _pair_distances(X, idx)
-    order = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
+    return _by_distance(idx, dist)
+
+
+def _by_distance(idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's neighbours in increasing distance (ties in index order), as a stable sort.
+
+    The distances are sorted in place (equal distances are equal numbers, so that is the
+    stable order's values); only the indices are gathered through the permutation.
+    """
+    idx = np.take_along_axis(idx, np.argsort(dist, axis=1, kind="stable"), 1)
+    dist.sort(axis=1)
+    return idx, dist
 
 
 def _knn_ivf(
@@ -192,8 +211,7 @@ def _knn_ivf(
             nn = torch.topk(d2, k, dim=1, largest=False).indices.numpy()
         idx[q] = cand[nn]
     dist = _pair_distances(X, idx)
-    order2 = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(idx, order2, 1), np.take_along_axis(dist, order2, 1)
+    return _by_distance(idx, dist)
 
 
 def _knn_pynndescent(X: np.ndarray, k: int, random_state) -> tuple[np.ndarray, np.ndarray]:
@@ -215,8 +233,7 @@ def _knn_pynndescent(X: np.ndarray, k: int, random_state) -> tuple[np.ndarray, n
     keep[~has_self, -1] = False
     idx = idx[keep].reshape(n, k)
     dist = dist[keep].reshape(n, k).astype(np.float64)
-    order = np.argsort(dist, axis=1, kind="stable")
-    return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
+    return _by_distance(idx, dist)
 
 
 # --------------------------------------------------------------------------- graph edges

@@ -41,8 +41,8 @@ def jsd_phate_embedding(
         ``(n_obs, n_components)`` cell coordinates, ``(n_states, n_components)`` state
         coordinates and the normalised stress-1 of the fit.
     """
-    rows = op.landmark_rows()
-    D = np.sqrt(pairwise_js(rows))
+    D = pairwise_js(op.landmark_rows())  # the rows are freed once their divergences are in
+    np.sqrt(D, out=D)
     Y_states, s1 = metric_mds(D, n_components, max_iter=max_iter)
     if op.duplicates_collapsed:
         Y = Y_states[op.landmark_labels]

@@ -8,6 +8,8 @@ import scipy.linalg
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
+from .diffusion import symmetrize_inplace
+
 __all__ = ["classical_mds", "metric_mds", "stress", "interpolate", "place_points"]
 
 
@@ -37,10 +39,15 @@ def classical_mds(D: np.ndarray, n_components: int = 2) -> np.ndarray:
     n = D.shape[0]
     if n_components >= n:
         raise ValueError(f"n_components={n_components} must be smaller than the {n} points")
-    D2 = D**2
-    rm = D2.mean(1)
-    B = -0.5 * (D2 - rm[:, None] - rm[None, :] + rm.mean())
-    B = 0.5 * (B + B.T)
+    # the double centring -0.5 (D² - r 1ᵀ - 1 rᵀ + mean r) and its symmetrisation, in place
+    # in one n × n array (the same operations in the same order as the expression)
+    B = D**2
+    rm = B.mean(1)
+    B -= rm[:, None]
+    B -= rm[None, :]
+    B += rm.mean()
+    B *= -0.5
+    symmetrize_inplace(B)
     if n_components < n - 1 and n > 50:
         # Lanczos for the leading eigenpairs (LAPACK's subset driver can be very slow on the
         # clustered spectra that saturated JS distances produce); fixed start vector so the
@@ -59,7 +66,7 @@ def stress(D: np.ndarray, Y: np.ndarray) -> float:
     D = np.ascontiguousarray(D, dtype=np.float64)
     Yt = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).T)
     raw = 2.0 * _guttman_step(D, Yt, np.empty_like(Yt))
-    return float(np.sqrt(raw / max((D**2).sum(), 1e-300)))
+    return float(np.sqrt(raw / max(np.einsum("ij,ij->", D, D), 1e-300)))  # no n × n temporary
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
