@@ -5,6 +5,7 @@ replaces, and the dense ``L × L`` float64 intermediates are checked to be relea
 their peak bounded, with NumPy's allocations traced by :mod:`tracemalloc`).
 """
 
+import importlib
 import tracemalloc
 
 import numpy as np
@@ -237,3 +238,25 @@ def test_classical_mds_centring_in_place_is_the_expression():
     np.testing.assert_allclose(np.abs(got), np.abs(ref), atol=1e-8)
     _, peak, _ = _traced(lambda: mds.classical_mds(D, 2))
     assert peak <= 1.5 * D.nbytes  # B (and a block of rows); before: D², B and B + Bᵀ
+
+
+def test_tl_diffusion_uses_a_float32_representation_as_stored(X):
+    import anndata as ad
+
+    import scfim
+
+    X32 = X.astype(np.float32)
+    a32, a64 = ad.AnnData(X32), ad.AnnData(X32.astype(np.float64))
+    for a in (a32, a64):
+        scfim.tl.diffusion(a, use_rep="X", n_landmarks=500, random_state=0)
+    _assert_same_csr(a32.obsp["diffusion_transitions"], a64.obsp["diffusion_transitions"])
+    u32, u64 = a32.uns["diffusion"], a64.uns["diffusion"]
+    assert u32["t"] == u64["t"]
+    for k in ("degrees", "landmark_labels", "kernel_degrees", "radii", "bandwidths"):
+        np.testing.assert_array_equal(u32[k], u64[k])
+    # the float32 array is used as stored, not copied to float64 for the computation
+    mod = importlib.import_module("scfim.tl.diffusion")  # the module, not the function
+    assert mod._stored_float32(a32, "X", X32.astype(np.float64)) is a32.X
+    view = a32[:100]
+    assert np.shares_memory(mod._stored_float32(view, "X", np.zeros((100, X.shape[1]))), a32.X)
+    assert mod._stored_float32(a64, "X", a64.X.copy()) is not a64.X

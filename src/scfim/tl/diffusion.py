@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from .. import _logging as logg
 from .._docs import doc_params
+from .._keys import rep_matrix
 from ..geometry.diffusion import build_operator, distinct_states
 from ._store import write_operator
 from ._validate import check_choice, check_common, check_float, check_int, get_rep
@@ -18,6 +19,22 @@ __all__ = ["diffusion"]
 
 
 _AUTO = "auto"
+
+
+def _stored_float32(adata: AnnData, rep: str, X: np.ndarray) -> np.ndarray:
+    """The representation as stored when it is a dense float32 array, else ``X``.
+
+    ``X`` is the validated float64 copy. The operator is the same from either (the
+    clustering and the kNN search run in float32, the kNN distances are refined in float64
+    from the float32 values, duplicates are compared in float64), so a float32
+    representation is not held twice its size for the whole computation.
+    """
+    M = rep_matrix(adata, rep)
+    if type(M) is not np.ndarray and isinstance(M, np.ndarray):
+        M = np.asarray(M)  # an AnnData view of the array
+    if isinstance(M, np.ndarray) and M.dtype == np.float32 and M.shape == X.shape:
+        return M
+    return X
 
 
 def _scanpy_graph(
@@ -231,6 +248,7 @@ def diffusion(
     random_state = check_common(random_state, key_added, copy)
 
     X, rep = get_rep(adata, use_rep)
+    X = _stored_float32(adata, rep, X)
     n = X.shape[0]
     if n <= n_neighbors:
         raise ValueError(
