@@ -33,6 +33,13 @@ Usage::
     python benchmarks/bench_fim_validity.py                  # 3000-cell trees, 2000-pt sphere
     python benchmarks/bench_fim_validity.py --table1         # add the paper's Table 1
     python benchmarks/bench_fim_validity.py --model '{"activation": "relu"}'   # a variant
+    python benchmarks/bench_fim_validity.py --data tree0 --n-obs 20000         # large data
+    python benchmarks/bench_fim_validity.py --data tree0 --n-obs 20000 --fit-cells 0
+
+Above ``--fit-cells`` cells (default: that of :func:`scfim.tl.neural_fim`) the networks are
+trained as ``tl.neural_fim`` trains them, on a subsample with its own diffusion operator,
+and evaluated on all cells; the faithfulness reference G is always the operator of all
+cells. ``--fit-cells 0`` trains on all cells.
 
 ``--model`` passes keyword arguments to :class:`scfim.models.neural_fim.NeuralFIM` (the
 ablation of ``docs/design.md`` was run this way); without it the package defaults are used.
