@@ -252,8 +252,10 @@ def neural_fim(
         at Pearson 0.87 (log-volume) and 0.82 (trace) at 20 000 cells and 0.85 / 0.72 at
         100 000, against 0.96 / 0.97 at 3000 cells; trained on a 3000-cell subsample they
         agree at 0.96 / 0.97 (20 000 cells) and 0.97 / 0.96 (100 000 cells). Training then
-        costs the same at every size. None trains on all cells with the operator of
-        ``diffusion_key``.
+        costs the same at every size. A population of fewer than about
+        ``n_obs / fit_cells`` cells may have no cell in the subsample, so that its values
+        are the networks' extrapolation: raise ``fit_cells`` for rare populations. None
+        trains on all cells with the operator of ``diffusion_key``.
     device
         Torch device (``"cpu"``, ``"cuda"``…).
     diffusion_key
