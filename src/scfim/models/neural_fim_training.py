@@ -210,7 +210,9 @@ class _RowBank:
 
 def _sum_xlogx(R: torch.Tensor) -> torch.Tensor:
     """``Σ_k R_k log R_k`` per row (``0 log 0 = 0``), float32."""
-    return torch.linalg.vecdot(R, torch.log(R.clamp_min(torch.finfo(R.dtype).tiny)))
+    logs = R.clamp_min(torch.finfo(R.dtype).tiny)
+    logs.log_()  # in place: one temporary of the rows' size
+    return torch.linalg.vecdot(R, logs)
 
 
 def _walk(
@@ -418,6 +420,7 @@ def train_members(
     ar = torch.arange(n_val, device=dev)
     v_target = vbank.sqrt_js(ar, ar + n_val)
     n_states = vbank.R.shape[1]
+    del vbank  # the held-out targets are all that is needed of its rows
 
     # Rows of Pᵗ are computed once per pool of cells and shared by the pairs drawn in it.
     # When all rows fit in `cache_entries` numbers, the pool is the whole data set and is

@@ -16,6 +16,7 @@ from ..geometry.diffusion import DiffusionOperator, build_operator
 from ..models.chunked import CHUNK_CELLS, is_dask_array, map_cells
 from ..models.neural_fim import (
     EIG_RTOL,
+    INTRINSIC_MAX_DIM,
     NeuralFIM,
     check_device,
     fit_ensemble,
@@ -115,9 +116,13 @@ def _volume_frame(
     """
     if summaries is None:
         summaries = [m.summary(X) for m in models]
-    eig = np.stack([s["eigenvalues"] for s in summaries])
-    k = intrinsic_dimension(eig.reshape(-1, eig.shape[-1])) if n_dims is None else int(n_dims)
-    return k, float(np.median(leading_log_volume(eig, k).mean(0)))
+    if n_dims is None:  # it reads the leading columns only: no (members, cells, r) stack
+        lead = np.concatenate([s["eigenvalues"][:, :INTRINSIC_MAX_DIM] for s in summaries])
+        k = intrinsic_dimension(lead, max_dim=INTRINSIC_MAX_DIM)
+    else:
+        k = int(n_dims)
+    lv = np.stack([leading_log_volume(s["eigenvalues"], k) for s in summaries])
+    return k, float(np.median(lv.mean(0)))
 
 
 def _summaries(
@@ -133,14 +138,17 @@ def _summaries(
     ``reference`` (the training median), so that new cells are measured on the same scale.
     """
     s = [m.summary(X) for m in models] if summaries is None else summaries
-    eig = np.stack([x["eigenvalues"] for x in s])
-    lv = leading_log_volume(eig, n_dims)
+    lv = np.stack([leading_log_volume(x["eigenvalues"], n_dims) for x in s])
     tr = np.stack([x["trace"] for x in s])
+    eig = s[0]["eigenvalues"].copy()  # the members' mean without a (members, cells, r) stack
+    for x in s[1:]:
+        eig += x["eigenvalues"]
+    eig /= len(s)
     out = {
         "embedding": models[0].transform(X),
         "log_volume": lv.mean(0) - reference,
         "trace": tr.mean(0),
-        "eigenvalues": eig.mean(0),
+        "eigenvalues": eig,
     }
     out["volume"] = np.exp(out["log_volume"])
     if len(models) > 1:
