@@ -534,6 +534,23 @@ def test_fit_cells_trains_on_a_subsample_and_evaluates_all_cells(small_fit):
     assert not np.allclose(other.obs["fim_trace"], ad.obs["fim_trace"])
 
 
+def test_num_threads_reaches_the_training(small_fit, monkeypatch):
+    seen = []
+    from scfim import _threads
+
+    real = _threads.torch_threads
+
+    def spy(n):
+        seen.append(n)
+        return real(n)
+
+    monkeypatch.setattr("scfim.models.neural_fim.torch_threads", spy)
+    ad = small_fit.copy()
+    kw = {"n_components": 8, "hidden": (16, 16), "epochs": 2, "progress": False}
+    scfim.tl.neural_fim(ad, num_threads=2, **kw)
+    assert seen == [2] and ad.uns["neural_fim"]["params"]["num_threads"] == 2
+
+
 def test_copy_leaves_the_input_alone(small_fit):
     ad = small_fit.copy()
     del ad.uns["neural_fim"]
@@ -609,6 +626,8 @@ def test_transform_projects_with_stored_pca():
         ({"hidden": (10, 0)}, ValueError),
         ({"lr": -1.0}, ValueError),
         ({"diffusion_key": "nope"}, KeyError),
+        ({"num_threads": 0}, ValueError),
+        ({"num_threads": 1.5}, TypeError),
         ({"fit_cells": 50}, ValueError),
         ({"fit_cells": 150.0}, TypeError),
         ({"fit_cells": 120, "n_components": 200}, ValueError),  # > the subsample's 120 states
