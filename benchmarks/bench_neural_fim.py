@@ -21,7 +21,7 @@ phate is optional (``pip install phate``); without it only our side is measured.
 Usage::
 
     python benchmarks/bench_neural_fim.py [--sizes 3000 20000 100000] [--million]
-        [--fim-cells 1000000] [--fim-members 3] [--no-fim]
+        [--fim-cells 1000000] [--fim-members 3] [--no-fim] [--train-threads 1]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from _common import OURS_JSD_PHATE, RATIO_HEADER, fmt, measure, side_by_side, ta
 OURS = (
     OURS_JSD_PHATE
     + """
-scfim.tl.neural_fim(a, random_state=0, progress=False)
+scfim.tl.neural_fim(a, random_state=0, progress=False, num_threads=TRAIN_THREADS)
 t3 = time.perf_counter()
 fim = a.uns["neural_fim"]
 fit = float(np.sum(fim["fit_seconds"]))
@@ -82,6 +82,12 @@ def main() -> None:
     parser.add_argument("--fim-members", type=int, default=3)
     parser.add_argument("--no-fim", action="store_true", help="skip the per-cell FIM timing")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        default=1,
+        help="torch threads of the neural FIM training (tl.neural_fim's num_threads; default 1)",
+    )
     args = parser.parse_args()
     have_phate = importlib.util.find_spec("phate") is not None
     if not have_phate:
@@ -103,7 +109,8 @@ def main() -> None:
     rows = []
     for n in args.sizes + ([1_000_000] if args.million else []):
         load = os.getloadavg()[0]
-        ours, _, cells = side_by_side(OURS, n, args.threads, have_phate and n < 1_000_000)
+        code = OURS.replace("TRAIN_THREADS", str(args.train_threads))
+        ours, _, cells = side_by_side(code, n, args.threads, have_phate and n < 1_000_000)
         rows.append(
             [
                 f"{n:,}",
