@@ -551,6 +551,15 @@ def test_num_threads_reaches_the_training(small_fit, monkeypatch):
     assert seen == [2] and ad.uns["neural_fim"]["params"]["num_threads"] == 2
 
 
+def test_per_cell_stage_shows_progress(small_fit, capsys):
+    ad = small_fit.copy()
+    kw = {"n_components": 8, "hidden": (16, 16), "epochs": 2, "n_ensemble": 2}
+    scfim.tl.neural_fim(ad, progress=True, **kw)
+    assert "per-cell FIM" in capsys.readouterr().err
+    scfim.tl.neural_fim(ad, progress=False, **kw)
+    assert "per-cell FIM" not in capsys.readouterr().err
+
+
 def test_copy_leaves_the_input_alone(small_fit):
     ad = small_fit.copy()
     del ad.uns["neural_fim"]
