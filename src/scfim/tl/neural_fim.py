@@ -270,9 +270,9 @@ def neural_fim(
         Torch threads for the training (None: torch's setting). One thread is the fastest
         on a busy machine (on a 2-core machine under load, two threads were several times
         slower); on an idle machine more threads shorten the wall time at a higher CPU
-        cost (3000-cell toy tree, idle 2-core machine: 40.0 s wall / 40.4 s CPU with one
-        thread, 28.5 s / 56.4 s with two). A fit is bit-reproducible for a given thread
-        count, not across counts.
+        cost (whole pipeline on the 3000-cell toy tree, idle 2-core machine: 41.5 s wall /
+        42.5 s CPU with one thread, 31.9 s / 60.1 s with two). A fit is bit-reproducible
+        for a given thread count, not across counts.
     device
         Torch device (``"cpu"``, ``"cuda"``…).
     diffusion_key
