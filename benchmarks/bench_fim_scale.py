@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import time
 
@@ -27,8 +26,7 @@ from _common import table
 from scipy.stats import pearsonr, spearmanr
 
 import scfim
-
-FIT_CELLS = inspect.signature(scfim.tl.neural_fim).parameters["fit_cells"].default
+from scfim.tl.neural_fim import FIT_CELLS
 
 
 def fit(a: ad.AnnData, seed: int, fit_cells: int | None) -> dict:

@@ -48,7 +48,6 @@ ablation of ``docs/design.md`` was run this way); without it the package default
 from __future__ import annotations
 
 import argparse
-import inspect
 import itertools
 import json
 import os
@@ -65,10 +64,8 @@ import scfim
 from scfim.geometry.divergences import js
 from scfim.models.neural_fim import NeuralFIM, fit_ensemble, neighbors_from_transitions
 from scfim.tl._store import read_operator as operator_from_adata
-from scfim.tl.neural_fim import training_subsample
+from scfim.tl.neural_fim import FIT_CELLS, training_subsample
 
-#: tl.neural_fim's default training-subsample size
-FIT_CELLS = inspect.signature(scfim.tl.neural_fim).parameters["fit_cells"].default
 QUANTITIES = ("trace", "log_volume", "log_pdet", "tangent trace", "tangent log-det")
 LABELS = {
     "trace": "trace",
@@ -106,13 +103,6 @@ def rep(a: ad.AnnData) -> np.ndarray:
     """The input representation the operator was built on."""
     key = str(a.uns["diffusion"]["params"]["use_rep"])
     return np.asarray(a.X if key == "X" else a.obsm[key], dtype=np.float64)
-
-
-def transition_neighbors(a: ad.AnnData, k: int = 15) -> np.ndarray:
-    """The k cells each cell's diffusion step is most likely to reach (self excluded)."""
-    from scfim.models.neural_fim import neighbors_from_transitions
-
-    return neighbors_from_transitions(a.obsp[a.uns["diffusion"]["transitions_key"]], k)
 
 
 # ---------------------------------------------------------------------- geometry of the data
@@ -194,9 +184,7 @@ def fit_group(a, X, seeds, model_kw, fit_cells: int | None = None) -> list[dict]
     if fit_cells and a.n_obs > fit_cells:
         fit_obs, op = training_subsample(X, fit_cells, dict(a.uns["diffusion"]["params"]))
         X_fit = X[fit_obs]
-        nbrs = neighbors_from_transitions(op.transitions, 15)
-    else:
-        nbrs = transition_neighbors(a)
+    nbrs = neighbors_from_transitions(op.transitions, 15)
     models = [NeuralFIM(**{"random_state": s, "progress": False, **model_kw}) for s in seeds]
     fit_ensemble(models, X_fit, partial(op.rows, dtype=np.float32), nbrs)
     out = []

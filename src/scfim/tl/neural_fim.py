@@ -41,6 +41,9 @@ from ._validate import (
 
 __all__ = ["neural_fim", "neural_fim_transform"]
 
+#: Default ``fit_cells`` of :func:`neural_fim`: above it, training runs on a subsample.
+FIT_CELLS = 3000
+
 
 # ---------------------------------------------------------------------- validation
 def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
@@ -79,7 +82,8 @@ def training_subsample(
         return default if v is None else v
 
     seed = params.get("random_state", 0)
-    rng = np.random.default_rng(None if seed is None or int(seed) < 0 else int(seed))
+    seed = None if seed is None or int(seed) < 0 else int(seed)
+    rng = np.random.default_rng(seed)
     fit_obs = np.sort(rng.choice(X.shape[0], fit_cells, replace=False))
     t = get("t", "auto")
     n_landmarks = params.get("n_landmarks", "auto")
@@ -97,7 +101,7 @@ def training_subsample(
         alpha=float(get("alpha", 1.0)),
         t="auto" if isinstance(t, str) else int(t),
         n_landmarks=n_landmarks,
-        random_state=None if seed is None or int(seed) < 0 else int(seed),
+        random_state=seed,
     )
     return fit_obs, op
 
@@ -184,7 +188,7 @@ def neural_fim(
     max_pairs: int = 1_500_000,
     n_ensemble: int = 5,
     n_dims: int | None = None,
-    fit_cells: int | None = 3000,
+    fit_cells: int | None = FIT_CELLS,
     num_threads: int | None = 1,
     device: str = "cpu",
     diffusion_key: str = "diffusion",
@@ -353,22 +357,20 @@ def neural_fim(
     X, use_rep = get_rep(adata, use_rep)
     if X.shape[0] != op.n_obs:
         raise ValueError(f"the diffusion operator has {op.n_obs} cells, adata has {X.shape[0]}")
-    if n_components > op.n_states:
-        raise ValueError(
-            f"n_components={n_components} exceeds the number of diffusion states ({op.n_states})"
-        )
     pca = _pca_projection(adata, X) if use_rep == "X_pca" else None
-
-    # ---------------- compute
+    # the operator the networks learn: that of diffusion_key, or of the training subsample
     fit_obs = None
     if fit_cells is not None and X.shape[0] > fit_cells:
         fit_obs, op = training_subsample(X, fit_cells, info.get("params", {}))
-        if n_components > op.n_states:
-            raise ValueError(
-                f"n_components={n_components} exceeds the number of diffusion states of the "
-                f"{fit_cells}-cell training subsample ({op.n_states}); lower n_components or "
-                "raise fit_cells"
-            )
+    if n_components > op.n_states:
+        of = "" if fit_obs is None else f" of the {fit_cells}-cell training subsample"
+        hint = "" if fit_obs is None else "; lower n_components or raise fit_cells"
+        raise ValueError(
+            f"n_components={n_components} exceeds the number of diffusion states{of} "
+            f"({op.n_states}){hint}"
+        )
+
+    # ---------------- compute
     X_fit = X if fit_obs is None else X[fit_obs]
     neighbors = neighbors_from_transitions(op.transitions, 15)
     start = logg.info(
