@@ -35,6 +35,7 @@ Usage::
     python benchmarks/bench_fim_validity.py --model '{"activation": "relu"}'   # a variant
     python benchmarks/bench_fim_validity.py --data tree0 --n-obs 20000         # large data
     python benchmarks/bench_fim_validity.py --data tree0 --n-obs 20000 --fit-cells 0
+    python benchmarks/bench_fim_validity.py --data sphere --diffusion '{"n_neighbors": 30}'
 
 Above ``--fit-cells`` cells (default: that of :func:`scfim.tl.neural_fim`) the networks are
 trained as ``tl.neural_fim`` trains them, on a subsample with its own diffusion operator,
@@ -77,22 +78,39 @@ LABELS = {
 
 
 # ---------------------------------------------------------------------- data
-def datasets(quick: bool, names: list[str], n_obs: int = 0) -> dict[str, ad.AnnData]:
-    """The data sets with their diffusion operator (``tree<seed>``, ``pbmc``, ``sphere``)."""
+def datasets(
+    quick: bool, names: list[str], n_obs: int = 0, diffusion_kw: dict | None = None
+) -> dict[str, ad.AnnData]:
+    """The data sets with their diffusion operator (``tree<seed>``, ``pbmc``, ``sphere``).
+
+    ``diffusion_kw`` goes to :func:`scfim.tl.diffusion`; a Gaussian kernel without a
+    ``sigma`` gets the median distance to the 15th neighbour (as bench_geodesic_accuracy).
+    """
     n_tree, n_sphere = (1500, 1000) if quick else (3000, 2000)
     if n_obs:
         n_tree = n_sphere = n_obs
+    diffusion_kw = dict(diffusion_kw or {})
+
+    def diffuse(a: ad.AnnData, use_rep: str) -> None:
+        kw = dict(diffusion_kw)
+        if kw.get("kernel") == "gaussian" and "sigma" not in kw:
+            from scfim.geometry.graph import knn_graph
+
+            dist = knn_graph(np.asarray(a.X if use_rep == "X" else a.obsm[use_rep]), 15)
+            kw["sigma"] = float(np.median(np.asarray(dist.max(1).todense())))
+        scfim.tl.diffusion(a, use_rep=use_rep, random_state=0, **kw)
+
     out = {}
     for name in names:
         if name.startswith("tree"):
             a = scfim.datasets.tree(n_obs=n_tree, n_dim=100, random_state=int(name[4:]))
-            scfim.tl.diffusion(a, use_rep="X", random_state=0)
+            diffuse(a, "X")
         elif name == "pbmc":
             a = scfim.datasets.pbmc68k_reduced()
-            scfim.tl.diffusion(a, use_rep="X_pca", random_state=0)
+            diffuse(a, "X_pca")
         elif name == "sphere":
             a = scfim.datasets.sphere(n_obs=n_sphere, n_dim=2, random_state=0)
-            scfim.tl.diffusion(a, use_rep="X", random_state=0)
+            diffuse(a, "X")
         else:
             raise ValueError(f"unknown data set {name!r}")
         out[name] = a
@@ -386,6 +404,9 @@ def main() -> None:
     parser.add_argument("--model", default="{}", help="JSON NeuralFIM keyword arguments")
     parser.add_argument("--n-obs", type=int, default=0, help="override tree/sphere sizes")
     parser.add_argument(
+        "--diffusion", default="{}", help="JSON scfim.tl.diffusion keyword arguments"
+    )
+    parser.add_argument(
         "--fit-cells",
         type=int,
         default=FIT_CELLS,
@@ -398,13 +419,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model_kw = json.loads(args.model)
+    diffusion_kw = json.loads(args.diffusion)
     t0 = time.perf_counter()
     print(
-        f"# bench_fim_validity  model={model_kw or 'defaults'}  quick={args.quick}  "
+        f"# bench_fim_validity  model={model_kw or 'defaults'}  "
+        f"diffusion={diffusion_kw or 'defaults'}  quick={args.quick}  "
         f"load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    for name, a in datasets(args.quick, args.data, args.n_obs).items():
+    for name, a in datasets(args.quick, args.data, args.n_obs, diffusion_kw).items():
         run_dataset(name, a, args, model_kw)
     if args.table1:
         table1(args, model_kw)
