@@ -596,6 +596,16 @@ def test_ensemble_writes_mean_and_std(small_fit):
     assert set(small_fit.uns["neural_fim"]["models"]) == {str(i) for i in range(5)}
 
 
+def test_refit_with_one_network_drops_the_spread_of_the_earlier_ensemble(small_fit):
+    ad = small_fit.copy()  # its default fit wrote fim_log_volume_std and fim_trace_std
+    scfim.tl.neural_fim(ad, n_components=8, hidden=(16, 16), epochs=3, n_ensemble=1, progress=False)
+    assert "fim_log_volume_std" not in ad.obs and "fim_trace_std" not in ad.obs
+    fields = ad.uns["neural_fim"]["fields"]
+    assert set(fields) == {"embedding", "volume", "log_volume", "trace", "eigenvalues"}
+    assert all(fields[k] in ad.obs or fields[k] in ad.obsm for k in fields)
+    assert set(small_fit.uns["neural_fim"]["fields"]) >= {"log_volume_std", "trace_std"}
+
+
 def test_transform_projects_with_stored_pca():
     import scanpy as sc
 

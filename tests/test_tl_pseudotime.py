@@ -50,10 +50,36 @@ def test_roots_by_position_group_and_iroot(sphere):
     np.testing.assert_allclose(a.obs["ir"].to_numpy(), one.obs["one"].to_numpy())
 
 
+def test_root_as_boolean_mask_equals_the_group(sphere):
+    a = sphere[0].copy()
+    north = (a.obs["half"] == "north").to_numpy()
+    scfim.tl.fisher_rao_pseudotime(a, root=north, key_added="mask")
+    scfim.tl.fisher_rao_pseudotime(a, root={"half": "north"}, key_added="grp")
+    np.testing.assert_array_equal(a.obs["mask"].to_numpy(), a.obs["grp"].to_numpy())
+    scfim.tl.fisher_rao_pseudotime(a, root=a.obs["half"] == "north", key_added="series")
+    np.testing.assert_array_equal(a.obs["series"].to_numpy(), a.obs["grp"].to_numpy())
+
+
+def test_group_name_given_as_a_cell_names_the_group_form(sphere):
+    a = sphere[0].copy()
+    with pytest.raises(KeyError, match=r"root=\{'half': 'north'\}"):
+        scfim.tl.fisher_rao_pseudotime(a, root="north")
+
+
+def test_subset_after_diffusion_is_a_clear_error(sphere):
+    sub = sphere[0][:100].copy()  # obsp is subset with the cells, uns["diffusion"] is not
+    snap = snapshot(sub)
+    with pytest.raises(ValueError, match="rerun `scfim.tl.diffusion`"):
+        scfim.tl.jsd_phate(sub)
+    assert_unchanged(sub, snap)
+
+
 @pytest.mark.parametrize(
     "kwargs, exc",
     [
         ({"root": "nope"}, KeyError),
+        ({"root": np.zeros(400, dtype=bool)}, ValueError),  # selects no cell
+        ({"root": np.ones(10, dtype=bool)}, ValueError),  # not one entry per cell
         ({"root": 10_000}, IndexError),
         ({"root": 0.5}, TypeError),
         ({}, KeyError),  # no uns["iroot"]

@@ -368,7 +368,7 @@ def _demo(args: argparse.Namespace) -> int:
         # both data sets instead
         logg.info(
             f"[pbmc68k_reduced] the bundled {k_stored}-NN graph (uns['neighbors']) is not "
-            f"used: building the {options.n_neighbors}-NN graph of the other data set"
+            f"used: building a {options.n_neighbors}-NN graph, as for the tree data set"
         )
         options.neighbors_key = None
     progress = not args.quiet

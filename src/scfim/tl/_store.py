@@ -103,9 +103,18 @@ def read_operator(adata: AnnData, key: str = DIFFUSION) -> DiffusionOperator:
     P = sp.csr_matrix(adata.obsp[tkey])
     labels = info.get("landmark_labels")
     labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+    degrees = np.asarray(info["degrees"], dtype=np.float64)
+    n_fit = degrees.shape[0]
+    if n_fit != adata.n_obs or (labels is not None and labels.shape[0] != adata.n_obs):
+        # obsp is subset with the cells, uns is not: the operator of other cells
+        raise ValueError(
+            f"adata.uns[{key!r}] describes a diffusion operator of {n_fit} cells, but adata "
+            f"has {adata.n_obs} (a subset of the cells it was computed on?); rerun "
+            "`scfim.tl.diffusion` on this AnnData"
+        )
     return DiffusionOperator(
         P,
-        np.asarray(info["degrees"], dtype=np.float64),
+        degrees,
         int(info["t"]),
         labels,
         duplicates_collapsed=bool(info.get("duplicates_collapsed", False)),

@@ -75,7 +75,8 @@ def diffusion_curvature(
     smooth
         Average C and C_flat over the cell and its ``smooth`` nearest neighbours (0: none).
     cells
-        Evaluate only these cells (obs names or integer positions); the others get NaN.
+        Evaluate only these cells (obs names, integer positions or a boolean mask); the
+        others get NaN.
         Their values equal those of a run on all cells.
     {use_rep}
     flat_reference

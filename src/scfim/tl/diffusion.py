@@ -172,7 +172,9 @@ def diffusion(
         Annotated data matrix (cells × features).
     {use_rep}
     n_neighbors
-        k of the kNN graph and of the adaptive bandwidth.
+        k of the kNN graph and of the adaptive bandwidth: the kernel's scale. A larger k
+        gives smoother rows of the operator (and of everything learned from it, such as
+        the per-cell FIM of :func:`scfim.tl.neural_fim`) at a coarser resolution.
     kernel
         ``"alpha_decay"`` or ``"gaussian"``.
     decay

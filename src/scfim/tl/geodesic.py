@@ -28,7 +28,17 @@ __all__ = ["geodesic", "fisher_rao_distances"]
 
 
 def resolve_cells(adata: AnnData, cells) -> np.ndarray:
-    """Integer positions of cells given by obs names or positions (scalar or list)."""
+    """Integer positions of cells: obs names or positions (scalar or list), or a boolean mask."""
+    mask = np.asarray(cells.to_numpy() if hasattr(cells, "to_numpy") else cells)
+    if mask.dtype == bool and mask.ndim == 1:
+        if mask.shape[0] != adata.n_obs:
+            raise ValueError(
+                f"a boolean mask of cells needs one entry per cell ({adata.n_obs}), got "
+                f"{mask.shape[0]}"
+            )
+        if not mask.any():
+            raise ValueError("the boolean mask selects no cells")
+        return np.flatnonzero(mask).astype(np.int64)
     items = np.atleast_1d(np.asarray(cells, dtype=object))
     if items.size == 0:
         raise ValueError("no cells given")
@@ -49,7 +59,9 @@ def resolve_cells(adata: AnnData, cells) -> np.ndarray:
                 )
             out.append(int(loc))
         else:
-            raise TypeError(f"cells must be obs names or integer positions, got {c!r}")
+            raise TypeError(
+                f"cells must be obs names, integer positions or a boolean mask, got {c!r}"
+            )
     return np.asarray(out, dtype=np.int64)
 
 
@@ -220,7 +232,8 @@ def geodesic(
     adata
         Annotated data on which :func:`scfim.tl.neural_fim` ran.
     start, end
-        Obs names or integer positions, scalars or equally long lists (pairs).
+        Obs names or integer positions, scalars or equally long lists (pairs), or
+        boolean masks over the cells selecting equally many cells.
     method
         ``"graph"``, ``"energy"`` or ``"ode"``.
     energy
@@ -389,7 +402,8 @@ def fisher_rao_distances(
     adata
         Annotated data on which :func:`scfim.tl.neural_fim` ran.
     cells
-        Obs names or positions; None takes ``n_cells`` evenly spaced cells.
+        Obs names, positions or a boolean mask; None takes ``n_cells`` evenly spaced
+        cells.
     method
         ``"graph"``, ``"energy"`` or ``"ode"``.
     energy

@@ -38,6 +38,19 @@ def _resolve_roots(adata: AnnData, root) -> np.ndarray:
         if not mask.any():
             raise ValueError(f"no cell of adata.obs[{col!r}] is in {groups!r}")
         return np.flatnonzero(mask)
+    if isinstance(root, str) and root not in adata.obs_names:
+        groups = [
+            c
+            for c in adata.obs.columns
+            if isinstance(adata.obs[c].dtype, pd.CategoricalDtype)
+            and root in adata.obs[c].cat.categories
+        ]
+        if groups:  # a group's name given as if it were a cell's
+            raise KeyError(
+                f"{root!r} is not a cell of adata.obs_names but a group of "
+                f"adata.obs[{groups[0]!r}]; for its cells as roots pass "
+                f"root={{{groups[0]!r}: {root!r}}}"
+            )
     return resolve_cells(adata, root)
 
 
@@ -79,7 +92,8 @@ def fisher_rao_pseudotime(
     adata
         Annotated data on which :func:`scfim.tl.neural_fim` ran.
     root
-        Root cell(s): obs names or integer positions (scalar or list), or a group
+        Root cell(s): obs names or integer positions (scalar or list), a boolean mask over
+        the cells, or a group
         ``{obs_column: category}`` (or a list of categories) whose cells are all roots;
         None uses ``adata.uns["iroot"]`` as ``sc.tl.dpt`` does.
     fim_key
