@@ -211,6 +211,19 @@ def test_scanpy_graph_on_another_representation_is_not_reused(small_adata, capsy
     )
 
 
+def test_many_unreduced_features_warn_unless_x_is_asked_for():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    a = AnnData(rng.normal(size=(120, 60)).astype(np.float32))
+    with pytest.warns(UserWarning, match=r"60 features.*sc\.pp\.pca"):
+        scfim.tl.diffusion(a, n_neighbors=5, t=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scfim.tl.diffusion(a, use_rep="X", n_neighbors=5, t=4)  # asked for: no warning
+        scfim.tl.diffusion(a[:, :50].copy(), n_neighbors=5, t=4)  # few features: none
+
+
 def test_warns_when_n_neighbors_exceeds_the_stored_k(small_adata):
     import scanpy as sc
 

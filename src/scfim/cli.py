@@ -382,7 +382,9 @@ def _demo(args: argparse.Namespace) -> int:
         progress=progress,
     )
     tree = datasets.tree(n_obs=args.n_tree, random_state=args.random_state)
-    run_pipeline(tree, out, "tree", color="branch", options=_options(args), progress=progress)
+    tree_options = _options(args)
+    tree_options.use_rep = tree_options.use_rep or "X"  # the toy tree's X is its representation
+    run_pipeline(tree, out, "tree", color="branch", options=tree_options, progress=progress)
     logg.info(f"done in {time.perf_counter() - t_start:.0f} s: results in {out.resolve()}")
     return 0
 

@@ -19,6 +19,9 @@ __all__ = ["diffusion"]
 
 
 _AUTO = "auto"
+#: Above this many features, ``use_rep=None`` without ``obsm["X_pca"]`` warns (scanpy's
+#: neighbours compute a PCA there instead of using ``X``).
+MAX_UNREDUCED_FEATURES = 50
 
 
 def _stored_float32(adata: AnnData, rep: str, X: np.ndarray) -> np.ndarray:
@@ -228,6 +231,14 @@ def diffusion(
     ------
     ValueError, KeyError, TypeError
         On invalid input; ``adata`` is then left unchanged.
+
+    Warns
+    -----
+    UserWarning
+        When the graph of ``sc.pp.neighbors`` cannot be used as it is (see
+        ``neighbors_key``), and when ``use_rep=None`` falls back to an ``X`` of more than 50
+        features because there is no ``obsm["X_pca"]`` (scanpy would reduce such data to
+        principal components first; ``use_rep="X"`` uses ``X`` as it is without a warning).
     """
     # ---------------- validate everything before touching adata
     n_neighbors = check_int("n_neighbors", n_neighbors)
@@ -250,6 +261,15 @@ def diffusion(
     random_state = check_common(random_state, key_added, copy)
 
     X, rep = get_rep(adata, use_rep)
+    if use_rep is None and rep == "X" and X.shape[1] > MAX_UNREDUCED_FEATURES:
+        warnings.warn(
+            f"use_rep=None and adata.obsm has no 'X_pca': the kNN graph, the operator and "
+            f"what is learned from it use adata.X with {X.shape[1]} features. scanpy reduces "
+            f"data with more than {MAX_UNREDUCED_FEATURES} features to principal components "
+            "first: run `sc.pp.pca(adata)` before, or pass use_rep='X' to use X as it is",
+            UserWarning,
+            stacklevel=2,
+        )
     X = _stored_float32(adata, rep, X)
     n = X.shape[0]
     if n <= n_neighbors:
