@@ -70,7 +70,7 @@ def _rows_const(idx):
 def tree_fit():
     """Toy tree (1500 cells, 100-D), diffusion and a short neural FIM fit."""
     ad = scfim.datasets.tree(n_obs=1500, n_dim=100, random_state=0)
-    scfim.tl.diffusion(ad)
+    scfim.tl.diffusion(ad, use_rep="X")
     scfim.tl.neural_fim(ad, epochs=40, progress=False, random_state=0)
     return ad
 
