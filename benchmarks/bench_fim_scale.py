@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/bench_fim_scale.py                                  # 3000, 20000, 100000
     python benchmarks/bench_fim_scale.py --sizes 20000 --fit-cells 3000 0  # subsample vs all
+    python benchmarks/bench_fim_scale.py --n-neighbors 30                  # another kernel scale
 """
 
 from __future__ import annotations
@@ -57,17 +58,22 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 10])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--n-neighbors", type=int, default=0, help="of tl.diffusion (default 0: its default)"
+    )
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     scfim.settings.verbosity = "warning"
+    print(f"# bench_fim_scale  n_neighbors={args.n_neighbors or 'default'}", flush=True)
     header = ["cells", "training", "log-volume Pearson / Spearman", "trace Pearson / Spearman"]
     header += ["rounds (members)", "best held-out loss", "fit s", "load"]
     rows = []
     for n in args.sizes:
         a = ad.AnnData(scfim.datasets.tree(n_obs=n, n_dim=100, n_branches=20, random_state=0).X)
-        scfim.tl.diffusion(a, use_rep="X", random_state=0)
+        kernel = {"n_neighbors": args.n_neighbors} if args.n_neighbors else {}
+        scfim.tl.diffusion(a, use_rep="X", random_state=0, **kernel)
         for fc in args.fit_cells:
             fit_cells = fc if fc > 0 else None
             f0, f1 = (fit(a, s, fit_cells) for s in args.seeds)

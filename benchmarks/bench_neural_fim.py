@@ -22,6 +22,7 @@ Usage::
 
     python benchmarks/bench_neural_fim.py [--sizes 3000 20000 100000] [--million]
         [--fim-cells 1000000] [--fim-members 3] [--no-fim] [--train-threads 1]
+        [--n-neighbors 30]
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def main() -> None:
         default=1,
         help="torch threads of the neural FIM training (tl.neural_fim's num_threads; default 1)",
     )
+    parser.add_argument(
+        "--n-neighbors",
+        type=int,
+        default=0,
+        help="n_neighbors of our tl.diffusion (default 0: its default; PHATE keeps its own)",
+    )
     args = parser.parse_args()
     have_phate = importlib.util.find_spec("phate") is not None
     if not have_phate:
@@ -110,6 +117,12 @@ def main() -> None:
     for n in args.sizes + ([1_000_000] if args.million else []):
         load = os.getloadavg()[0]
         code = OURS.replace("TRAIN_THREADS", str(args.train_threads))
+        if args.n_neighbors:  # a kernel scale other than tl.diffusion's default
+            code = code.replace(
+                'scfim.tl.diffusion(a, use_rep="X", random_state=0)',
+                f'scfim.tl.diffusion(a, use_rep="X", random_state=0, n_neighbors={args.n_neighbors})',
+            )
+            assert f"n_neighbors={args.n_neighbors}" in code
         ours, _, cells = side_by_side(code, n, args.threads, have_phate and n < 1_000_000)
         rows.append(
             [
