@@ -35,7 +35,8 @@ X = np.load({path!r})
 # in wall time (t0 → …) and in CPU time of all threads (c0 → …); the data are generated
 # before, identically for both.
 # our diffusion + JSD-PHATE, timed (t0 → t_import → t1 → t2); the scripts append their
-# RESULT line
+# RESULT line. ``diffusion_kw``: further keyword arguments of our tl.diffusion as source
+# text (e.g. ", n_neighbors=30"; empty: the defaults), filled by side_by_side
 OURS_JSD_PHATE = (
     DATA_FILE
     + """
@@ -45,7 +46,7 @@ torch.set_num_threads({threads})
 import anndata as ad, scfim
 a = ad.AnnData(X)
 t_import = time.perf_counter()
-scfim.tl.diffusion(a, use_rep="X", random_state=0)
+scfim.tl.diffusion(a, use_rep="X", random_state=0{diffusion_kw})
 t1 = time.perf_counter()
 scfim.tl.jsd_phate(a)
 t2 = time.perf_counter()
@@ -94,6 +95,16 @@ def measure(code: str, timeout: float | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def gaussian_sigma(X: np.ndarray, k: int = 15) -> float:
+    """Bandwidth of the benchmarks' ``tl.diffusion(kernel="gaussian")``.
+
+    The median distance to the k-th neighbour (the kernel is ``exp(-d² / σ)``).
+    """
+    from scfim.geometry.graph import knn_graph
+
+    return float(np.median(np.asarray(knn_graph(np.asarray(X), k).max(1).todense())))
+
+
 def tree_file(n: int) -> str:
     """Path of a ``.npy`` file with the ``n``-cell, 100-D toy tree (written on first use)."""
     path = Path(tempfile.gettempdir()) / f"scfim_bench_tree_{n}.npy"
@@ -107,17 +118,19 @@ def tree_file(n: int) -> str:
     return str(path)
 
 
-def side_by_side(ours_code: str, n: int, threads: int, with_peer: bool) -> tuple[dict, dict, list]:
+def side_by_side(
+    ours_code: str, n: int, threads: int, with_peer: bool, diffusion_kw: str = ""
+) -> tuple[dict, dict, list]:
     """Measure our pipeline then PHATE on ``n`` cells; return both results and the ratio cells.
 
     Both read the same data from :func:`tree_file`; the templates are formatted with
-    ``path`` and ``threads``.
+    ``path`` and ``threads`` (ours also with ``diffusion_kw``, see :data:`OURS_JSD_PHATE`).
 
     The returned list is ``[ours s, PHATE s, time ratio, ours CPU s, PHATE CPU s, CPU ratio,
     ours MiB, PHATE MiB, memory ratio]`` formatted for :func:`table` (:data:`RATIO_HEADER`).
     """
     path = tree_file(n)
-    ours = measure(ours_code.format(path=path, threads=threads))
+    ours = measure(ours_code.format(path=path, threads=threads, diffusion_kw=diffusion_kw))
     if "error" in ours:
         raise SystemExit(f"our pipeline failed at n={n}: {ours['error']}")
     peer = measure(PHATE.format(path=path, threads=threads)) if with_peer else {}

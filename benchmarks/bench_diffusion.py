@@ -55,7 +55,7 @@ def main() -> None:
             flush=True,
         )
     if args.million:
-        res = measure(OURS.format(path=tree_file(1_000_000), threads=args.threads))
+        res = measure(OURS.format(path=tree_file(1_000_000), threads=args.threads, diffusion_kw=""))
         if "error" in res:
             print(f"1M cells: failed: {res['error']}")
         else:

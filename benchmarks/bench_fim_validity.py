@@ -57,7 +57,7 @@ from functools import partial
 
 import anndata as ad
 import numpy as np
-from _common import table
+from _common import gaussian_sigma, table
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
@@ -84,7 +84,7 @@ def datasets(
     """The data sets with their diffusion operator (``tree<seed>``, ``pbmc``, ``sphere``).
 
     ``diffusion_kw`` goes to :func:`scfim.tl.diffusion`; a Gaussian kernel without a
-    ``sigma`` gets the median distance to the 15th neighbour (as bench_geodesic_accuracy).
+    ``sigma`` gets the benchmarks' bandwidth (``_common.gaussian_sigma``).
     """
     n_tree, n_sphere = (1500, 1000) if quick else (3000, 2000)
     if n_obs:
@@ -94,10 +94,7 @@ def datasets(
     def diffuse(a: ad.AnnData, use_rep: str) -> None:
         kw = dict(diffusion_kw)
         if kw.get("kernel") == "gaussian" and "sigma" not in kw:
-            from scfim.geometry.graph import knn_graph
-
-            dist = knn_graph(np.asarray(a.X if use_rep == "X" else a.obsm[use_rep]), 15)
-            kw["sigma"] = float(np.median(np.asarray(dist.max(1).todense())))
+            kw["sigma"] = gaussian_sigma(a.X if use_rep == "X" else a.obsm[use_rep])
         scfim.tl.diffusion(a, use_rep=use_rep, random_state=0, **kw)
 
     out = {}

@@ -46,7 +46,7 @@ import time
 
 import numpy as np
 import torch
-from _common import fmt, table
+from _common import fmt, gaussian_sigma, table
 
 
 def make(kind: str, n: int, noise: float, dim: int, seed: int = 0):
@@ -98,7 +98,6 @@ def trained(kind, n, noise, dim, cache, seed=0, kernel="alpha_decay", exact=Fals
     import anndata as ad
 
     import scfim
-    from scfim.geometry.graph import knn_graph
 
     X, truth = make(kind, n, noise, dim, seed)
     tag = "" if seed == 0 else f"_seed{seed}"
@@ -112,7 +111,7 @@ def trained(kind, n, noise, dim, cache, seed=0, kernel="alpha_decay", exact=Fals
     t0 = time.perf_counter()
     op = {"n_landmarks": None} if exact else {}
     if kernel == "gaussian":
-        op["sigma"] = float(np.median(np.asarray(knn_graph(X, 15).max(1).todense())))
+        op["sigma"] = gaussian_sigma(X)
     scfim.tl.diffusion(a, use_rep="X", random_state=0, kernel=kernel, **op)
     scfim.tl.neural_fim(a, random_state=0, progress=False)
     train = time.perf_counter() - t0

@@ -117,13 +117,10 @@ def main() -> None:
     for n in args.sizes + ([1_000_000] if args.million else []):
         load = os.getloadavg()[0]
         code = OURS.replace("TRAIN_THREADS", str(args.train_threads))
-        if args.n_neighbors:  # a kernel scale other than tl.diffusion's default
-            code = code.replace(
-                'scfim.tl.diffusion(a, use_rep="X", random_state=0)',
-                f'scfim.tl.diffusion(a, use_rep="X", random_state=0, n_neighbors={args.n_neighbors})',
-            )
-            assert f"n_neighbors={args.n_neighbors}" in code
-        ours, _, cells = side_by_side(code, n, args.threads, have_phate and n < 1_000_000)
+        kernel = f", n_neighbors={args.n_neighbors}" if args.n_neighbors else ""
+        ours, _, cells = side_by_side(
+            code, n, args.threads, have_phate and n < 1_000_000, diffusion_kw=kernel
+        )
         rows.append(
             [
                 f"{n:,}",
