@@ -233,7 +233,7 @@ def test_run_with_parameters_and_group_ends(cells_file, tmp_path):
 
 
 def test_demo_builds_its_own_graph_on_pbmc_without_a_warning(tmp_path, monkeypatch):
-    """pbmc68k_reduced ships a 10-NN graph; the demo's 15-NN diffusion must not warn."""
+    """pbmc68k_reduced ships a 10-NN graph; the demo's 30-NN diffusion must not warn."""
     import warnings
 
     calls = {}
@@ -249,6 +249,17 @@ def test_demo_builds_its_own_graph_on_pbmc_without_a_warning(tmp_path, monkeypat
         warnings.simplefilter("error")
         scfim.tl.diffusion(pbmc, neighbors_key=options.neighbors_key, n_neighbors=15)
     assert pbmc.uns["diffusion"]["params"]["neighbors_key"] is None
+    assert options.n_neighbors is None  # tl.diffusion's default
+
+
+def test_help_names_the_default_k_of_tl_diffusion(capsys):
+    from scfim.tl.diffusion import DEFAULT_N_NEIGHBORS
+
+    assert cli.build_parser().parse_args(["demo"]).n_neighbors is None
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default: scfim.tl.diffusion's, {DEFAULT_N_NEIGHBORS}," in text
 
 
 def test_pipeline_defaults_are_the_api_defaults(capsys):

@@ -65,7 +65,7 @@ def test_reuses_scanpy_neighbors(small_adata):
         (lambda a: None, {"n_neighbors": 500}, ValueError, "n_neighbors"),
         (
             lambda a: a.X.__setitem__(slice(None), np.tile(a.X[:10], (45, 1))),
-            {},
+            {"n_neighbors": 15},
             ValueError,
             "distinct",
         ),
@@ -176,7 +176,7 @@ def test_branching_helper_is_y_shaped():
 def test_default_reuses_the_scanpy_graph_and_says_so(small_adata, capsys):
     import scanpy as sc
 
-    sc.pp.neighbors(small_adata, n_neighbors=15, use_rep="X")
+    sc.pp.neighbors(small_adata, n_neighbors=30, use_rep="X")
     capsys.readouterr()
     scfim.tl.diffusion(small_adata, t=4)
     assert "graph of sc.pp.neighbors in uns['neighbors']" in capsys.readouterr().out
@@ -229,10 +229,53 @@ def test_warns_when_n_neighbors_exceeds_the_stored_k(small_adata):
 
     sc.pp.neighbors(small_adata, n_neighbors=6, use_rep="X")
     with pytest.warns(UserWarning, match="n_neighbors=15.*k=6"):
-        scfim.tl.diffusion(small_adata, t=4)
+        scfim.tl.diffusion(small_adata, t=4, n_neighbors=15)
     with pytest.warns(UserWarning, match="n_neighbors=15.*k=6"):
-        scfim.tl.diffusion(small_adata, t=4, neighbors_key="neighbors")
+        scfim.tl.diffusion(small_adata, t=4, n_neighbors=15, neighbors_key="neighbors")
     assert small_adata.uns["diffusion"]["params"]["neighbors_key"] == "neighbors"
+
+
+def test_default_k_builds_its_own_graph_over_scanpys_smaller_one(small_adata, capsys):
+    """scanpy's default 15-NN graph is passed over, without a warning, for the default k."""
+    import warnings
+
+    import scanpy as sc
+
+    sc.pp.neighbors(small_adata, use_rep="X")  # scanpy's default k = 15
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scfim.tl.diffusion(small_adata, t=4)
+    out = capsys.readouterr().out
+    assert "n_neighbors=30 (scfim's default)" in out
+    assert "not reusing uns['neighbors']: its k=15 is below scfim's default" in out
+    params = small_adata.uns["diffusion"]["params"]
+    assert params["n_neighbors"] == 30 and params["neighbors_key"] is None
+    own = scfim.tl.diffusion(small_adata, t=4, n_neighbors=30, neighbors_key=None, copy=True)
+    np.testing.assert_array_equal(
+        small_adata.obsp["diffusion_transitions"].toarray(),
+        own.obsp["diffusion_transitions"].toarray(),
+    )
+    # the stored k given explicitly, or the stored graph named: reused at its own k
+    for kw in ({"n_neighbors": 15}, {"neighbors_key": "neighbors"}):
+        a = scfim.tl.diffusion(small_adata, t=4, copy=True, **kw)
+        assert a.uns["diffusion"]["params"]["neighbors_key"] == "neighbors", kw
+        assert a.uns["diffusion"]["params"]["n_neighbors"] == 15, kw
+
+
+def test_default_k_is_capped_by_the_distinct_cells(small_adata):
+    """Ten distinct cells (each 45 times): the default k is 9, and every copy agrees."""
+    small_adata.X[:] = np.tile(small_adata.X[:10], (45, 1))
+    scfim.tl.diffusion(small_adata, t=4)
+    assert small_adata.uns["diffusion"]["params"]["n_neighbors"] == 9
+    ref = scfim.tl.diffusion(small_adata, t=4, n_neighbors=9, copy=True)
+    np.testing.assert_array_equal(
+        small_adata.obsp["diffusion_transitions"].toarray(),
+        ref.obsp["diffusion_transitions"].toarray(),
+    )
+    two = AnnData(np.array([[0.0, 0.0], [1.0, 0.0]] * 3))
+    with pytest.raises(ValueError, match="at least 3 distinct cells"):
+        scfim.tl.diffusion(two)
 
 
 def test_explicit_nones_are_kept_in_the_params(tmp_path, small_adata):

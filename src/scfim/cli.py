@@ -43,7 +43,7 @@ class PipelineOptions:
 
     use_rep: str | None = None
     neighbors_key: str | None = "auto"
-    n_neighbors: int = 15
+    n_neighbors: int | None = None  # None: scfim.tl.diffusion's default
     t: int | str = "auto"
     n_components: int = 2
     epochs: int | None = None  # None: scfim.tl.neural_fim's default
@@ -300,7 +300,7 @@ def _validate(adata, args: argparse.Namespace) -> tuple | None:
             f"--use-rep {args.use_rep!r} is not in obsm (available: "
             f"{_choices(adata.obsm.keys()) or 'none'}, or X)"
         )
-    if args.n_neighbors >= adata.n_obs:
+    if args.n_neighbors is not None and args.n_neighbors >= adata.n_obs:
         raise UsageError(f"--n-neighbors {args.n_neighbors} must be below the {adata.n_obs} cells")
     by_cell = args.start is not None or args.end is not None
     by_group = args.start_group is not None or args.end_group is not None
@@ -363,12 +363,15 @@ def _demo(args: argparse.Namespace) -> int:
     options = _options(args)
     stored = pbmc.uns.get("neighbors", {}).get("params", {}).get("n_neighbors")
     k_stored = int(np.ravel(stored)[0]) if stored is not None else None
-    if k_stored is not None and k_stored < options.n_neighbors:
+    from .tl.diffusion import DEFAULT_N_NEIGHBORS
+
+    k_used = options.n_neighbors or DEFAULT_N_NEIGHBORS
+    if k_stored is not None and k_stored < k_used:
         # the bundled data carry scanpy's 10-NN graph; the demo uses the same graph size on
         # both data sets instead
         logg.info(
             f"[pbmc68k_reduced] the bundled {k_stored}-NN graph (uns['neighbors']) is not "
-            f"used: building a {options.n_neighbors}-NN graph, as for the tree data set"
+            f"used: building a {k_used}-NN graph, as for the tree data set"
         )
         options.neighbors_key = None
     progress = not args.quiet
@@ -455,9 +458,10 @@ def _add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--n-neighbors",
         type=_positive_int(2),
-        default=15,
+        default=None,
         metavar="K",
-        help="nearest neighbours of the diffusion kernel (default: %(default)s)",
+        help="nearest neighbours of the diffusion kernel (default: scfim.tl.diffusion's, "
+        "30, at most the number of distinct cells minus one)",
     )
     g.add_argument(
         "--t",

@@ -22,6 +22,10 @@ _AUTO = "auto"
 #: Above this many features, ``use_rep=None`` without ``obsm["X_pca"]`` warns (scanpy's
 #: neighbours compute a PCA there instead of using ``X``).
 MAX_UNREDUCED_FEATURES = 50
+#: k of the kNN graph when ``n_neighbors=None``: the kernel scale at which the per-cell FIM
+#: learned from the operator is reproducible between training seeds (see
+#: :func:`scfim.tl.neural_fim`).
+DEFAULT_N_NEIGHBORS = 30
 
 
 def _stored_float32(adata: AnnData, rep: str, X: np.ndarray) -> np.ndarray:
@@ -40,12 +44,21 @@ def _stored_float32(adata: AnnData, rep: str, X: np.ndarray) -> np.ndarray:
     return X
 
 
+def _graph_k(adata: AnnData, key: str) -> int | None:
+    """The k that ``sc.pp.neighbors`` stored in ``uns[key]`` (None when absent)."""
+    nb = adata.uns.get(key)
+    params = nb.get("params", {}) if isinstance(nb, dict) else {}
+    k = params.get("n_neighbors") if isinstance(params, dict) else None
+    return None if k is None else int(np.asarray(k).ravel()[0])
+
+
 def _scanpy_graph(
     adata: AnnData,
     neighbors_key: str | None,
     rep: str,
     n_neighbors: int,
     has_duplicates: bool,
+    chosen: bool = True,
 ) -> tuple[sp.csr_matrix | None, str | None, str]:
     """The kNN distances to reuse (or None), the key they come from, and why (for the log).
 
@@ -53,6 +66,9 @@ def _scanpy_graph(
     computed on ``rep`` (scanpy's own default representation when it stored none), with at
     least ``n_neighbors`` neighbours, one row per cell, and no duplicate cells (which scfim
     collapses, while a precomputed graph keeps them apart). An explicit key is always used.
+    ``chosen=False`` marks ``n_neighbors`` as scfim's default rather than the user's: a
+    stored graph whose k is below it is then passed over with a note in the log instead of
+    a warning.
     """
     if neighbors_key is None:
         return None, None, f"building a kNN graph on {rep!r} (neighbors_key=None)"
@@ -78,8 +94,7 @@ def _scanpy_graph(
         if int(np.asarray(n_pcs)) < adata.obsm["X_pca"].shape[1]:
             graph_rep = f"the first {int(np.asarray(n_pcs))} columns of X_pca"
     metric = str(params.get("metric", "euclidean"))
-    k = params.get("n_neighbors")
-    k = None if k is None else int(np.asarray(k).ravel()[0])
+    k = _graph_k(adata, key)
     where = f"uns[{key!r}]"
     problems = []
     if dkey not in adata.obsp:
@@ -95,7 +110,12 @@ def _scanpy_graph(
     if has_duplicates:
         problems.append("the data have duplicate cells, which scfim collapses into one state")
     if k is not None and n_neighbors > k:
-        if explicit:
+        if not chosen and not explicit:
+            problems.append(
+                f"its k={k} is below scfim's default n_neighbors={n_neighbors} (pass "
+                f"n_neighbors={k} to reuse it)"
+            )
+        elif explicit:
             warnings.warn(
                 f"n_neighbors={n_neighbors} exceeds the k={k} of the graph in {where}: the "
                 f"bandwidth uses the farthest of its neighbours; rerun "
@@ -140,7 +160,7 @@ def diffusion(
     adata: AnnData,
     *,
     use_rep: str | None = None,
-    n_neighbors: int = 15,
+    n_neighbors: int | None = None,
     kernel: str = "alpha_decay",
     decay: float = 40.0,
     sigma: float | None = None,
@@ -177,7 +197,13 @@ def diffusion(
     n_neighbors
         k of the kNN graph and of the adaptive bandwidth: the kernel's scale. A larger k
         gives smoother rows of the operator (and of everything learned from it, such as
-        the per-cell FIM of :func:`scfim.tl.neural_fim`) at a coarser resolution.
+        the per-cell FIM of :func:`scfim.tl.neural_fim`) at a coarser resolution. None
+        (default): 30, the scale at which the per-cell FIM is reproducible between
+        training seeds, or the k of the graph named by ``neighbors_key`` (at most the
+        number of distinct cells minus one). With ``neighbors_key="auto"``, a graph of
+        ``sc.pp.neighbors`` with a smaller k (scanpy's default is 15) is then not reused:
+        scfim builds its own 30-NN graph and says so in the log; pass ``n_neighbors``
+        equal to that k to reuse it.
     kernel
         ``"alpha_decay"`` or ``"gaussian"``.
     decay
@@ -225,7 +251,8 @@ def diffusion(
             ``transitions_key``, and per cell what placing new cells needs
             (``kernel_degrees``, ``radii``, ``bandwidths``; see
             :func:`scfim.tl.jsd_phate_transform`). ``params`` keeps every argument,
-            ``None`` included; ``neighbors_key`` is the key of the graph used (None: scfim's own).
+            ``None`` included, except ``n_neighbors``, which is the k used (30 for None);
+            ``neighbors_key`` is the key of the graph used (None: scfim's own).
 
     Raises
     ------
@@ -241,7 +268,9 @@ def diffusion(
         principal components first; ``use_rep="X"`` uses ``X`` as it is without a warning).
     """
     # ---------------- validate everything before touching adata
-    n_neighbors = check_int("n_neighbors", n_neighbors)
+    chosen = n_neighbors is not None
+    if chosen:
+        n_neighbors = check_int("n_neighbors", n_neighbors)
     check_choice("kernel", kernel, ("alpha_decay", "gaussian"))
     sigma = check_float("sigma", sigma, minimum=0, exclusive_minimum=True, allow_none=True)
     if kernel == "gaussian" and sigma is None:
@@ -272,13 +301,22 @@ def diffusion(
         )
     X = _stored_float32(adata, rep, X)
     n = X.shape[0]
+    states = distinct_states(X)
+    n_distinct = n if states is None else states.n_distinct
+    if not chosen:
+        if n_distinct < 3:
+            raise ValueError(
+                f"the diffusion operator needs at least 3 distinct cells; adata has {n_distinct}"
+            )
+        n_neighbors = DEFAULT_N_NEIGHBORS
+        if neighbors_key not in (None, _AUTO):  # a graph asked for: its own k
+            n_neighbors = _graph_k(adata, neighbors_key) or n_neighbors
+        n_neighbors = min(n_neighbors, n_distinct - 1)
     if n <= n_neighbors:
         raise ValueError(
             f"n_neighbors={n_neighbors} needs more cells than that; got n_obs={n}. "
             "Lower n_neighbors."
         )
-    states = distinct_states(X)
-    n_distinct = n if states is None else states.n_distinct
     if n_distinct <= n_neighbors:
         raise ValueError(
             f"n_neighbors={n_neighbors} needs more distinct cells than that; adata has "
@@ -286,12 +324,14 @@ def diffusion(
             "n_neighbors."
         )
     distances, graph_key, graph_note = _scanpy_graph(
-        adata, neighbors_key, rep, n_neighbors, states is not None
+        adata, neighbors_key, rep, n_neighbors, states is not None, chosen=chosen
     )
     if n_landmarks is None and (n if distances is not None else n_distinct) > 10_000:
         raise ValueError("the exact operator (n_landmarks=None) is limited to 10 000 cells")
 
     start = logg.info(f"computing the diffusion operator of {n} cells (use_rep={rep!r})")
+    if not chosen:
+        logg.info(f"    n_neighbors={n_neighbors} (scfim's default)")
     logg.info(f"    {graph_note}")
     if states is not None and distances is None:
         logg.info(

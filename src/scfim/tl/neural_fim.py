@@ -226,10 +226,10 @@ def neural_fim(
     eigenvalues are directions the diffusion operator hardly distinguishes. It is written
     relative to the median cell, so that values read as "× the typical cell". The networks
     learn the operator, so the volume's resolution is the operator's: on uniform points on
-    a sphere (where it should be flat) it varies by about 10 % (coefficient of variation
-    over cells) with the default ``n_neighbors=15`` of :func:`scfim.tl.diffusion`, by 7–9 %
-    with ``n_neighbors=30``, because a wider kernel averages each row of the operator over
-    more cells.
+    a sphere (where it should be flat) it varies by 7–9 % (coefficient of variation
+    over cells) with the default 30-NN kernel of :func:`scfim.tl.diffusion`, and by about
+    10 % with scanpy's ``n_neighbors=15``, because a wider kernel averages each row of the
+    operator over more cells.
 
     Parameters
     ----------
