@@ -143,6 +143,61 @@ def test_affinity_kernel_is_the_former_expression_bit_for_bit(X):
     assert dm.affinity_kernel(U)[3, 3] == 1.0
 
 
+def _sorted(A):
+    A = sp.csr_matrix(A, copy=True)
+    A.sort_indices()
+    return A
+
+
+def test_affinity_kernel_taking_over_the_graph_is_the_same_kernel(X):
+    for kw in ({}, {"kernel": "gaussian", "sigma": 0.3}):
+        D = gm.knn_graph(X, 45)
+        expected = dm.affinity_kernel(D, **kw)
+        bw = dm.kernel_bandwidths(D, 15) if not kw else None
+        _assert_same_csr(dm.affinity_kernel(D, bandwidths=bw, overwrite=True, **kw), expected)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_markov_operator_in_place_has_the_same_entries(X, alpha, weighted):
+    K = dm.affinity_kernel(gm.knn_graph(X, 45))
+    m = np.random.default_rng(0).integers(1, 4, K.shape[0]).astype(float) if weighted else None
+    P_ref, d_ref = dm.markov_operator(K, alpha, weights=m)
+    K2 = K.copy()
+    P, d = dm.markov_operator(K2, alpha, weights=m, overwrite=True)
+    assert P is K2  # the kernel's arrays became P's
+    np.testing.assert_array_equal(d, d_ref)
+    _assert_same_csr(_sorted(P), _sorted(P_ref))
+    np.testing.assert_allclose(np.asarray(P.sum(1)).ravel(), 1.0, rtol=1e-12)
+
+
+def test_markov_operator_in_place_holds_no_copy_of_the_kernel(X):
+    K = dm.affinity_kernel(gm.knn_graph(X, 45))
+    size = K.data.nbytes + K.indices.nbytes
+    _, peak_copy, _ = _traced(lambda: dm.markov_operator(K, 1.0))
+    K2 = K.copy()
+    _, peak, _ = _traced(lambda: dm.markov_operator(K2, 1.0, overwrite=True))
+    assert peak_copy >= 2 * size  # K_α and P
+    assert peak <= 0.25 * size + 2**16  # row blocks of the scale factors
+
+
+def test_build_operator_hands_its_own_graph_to_the_kernel(X, monkeypatch):
+    seen = []
+    kernel = dm.affinity_kernel
+
+    def spy(distances, **kw):
+        seen.append(kw["overwrite"])
+        return kernel(distances, **kw)
+
+    monkeypatch.setattr(dm, "affinity_kernel", spy)
+    op, _ = dm.build_operator(X, t=4)
+    D = gm.knn_graph(X, 45)
+    given, _ = dm.build_operator(X, distances=D, t=4)
+    assert seen == [True, False]
+    _assert_same_csr(op.transitions, given.transitions)
+    _assert_same_csr(D, gm.knn_graph(X, 45))  # the caller's graph is left as it was
+
+
 def test_distinct_states_by_blocks_equals_one_block(monkeypatch):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(1000, 7)).astype(np.float32)

@@ -75,6 +75,8 @@ def affinity_kernel(
     decay: float = 40.0,
     sigma: float | None = None,
     threshold: float = _KERNEL_THRESHOLD,
+    bandwidths: np.ndarray | None = None,
+    overwrite: bool = False,
 ) -> sp.csr_matrix:
     """Symmetric affinity matrix on a kNN distance graph, with self-loops of weight 1.
 
@@ -96,6 +98,11 @@ def affinity_kernel(
         Bandwidth of the Gaussian kernel (required for it, must be > 0).
     threshold
         Affinities below this are dropped to keep the matrix sparse.
+    bandwidths
+        The σ_k of :func:`kernel_bandwidths` when the caller has them already.
+    overwrite
+        Let the kernel take over ``distances`` (a float64 CSR matrix the caller will not use
+        again) instead of copying it: its arrays become the kernel's.
 
     Returns
     -------
@@ -105,23 +112,29 @@ def affinity_kernel(
         raise ValueError(f"unknown kernel {kernel!r}; use 'alpha_decay' or 'gaussian'")
     if kernel == "gaussian" and (sigma is None or not np.isfinite(sigma) or sigma <= 0):
         raise ValueError("the Gaussian kernel needs a bandwidth sigma > 0")
-    D = sp.csr_matrix(distances, dtype=np.float64, copy=True)  # never mutate the caller's
+    # never mutate the caller's, unless it gave the matrix away
+    own = overwrite and sp.issparse(distances) and distances.format == "csr"
+    D = sp.csr_matrix(distances, dtype=np.float64, copy=not own)
     n = D.shape[0]
     counts = np.diff(D.indptr)
     if np.any(counts == 0):
         raise ValueError("every cell needs at least one neighbour in the distance graph")
     # the bandwidths before the columns are sorted: rows of knn_graph come sorted by
     # distance, which spares kernel_bandwidths a sort of all the entries
-    sig = kernel_bandwidths(D, n_neighbors) if kernel == "alpha_decay" else None
+    sig = None
+    if kernel == "alpha_decay":
+        sig = kernel_bandwidths(D, n_neighbors) if bandwidths is None else bandwidths
     D.sort_indices()
     # the kernel values in one array, in place (the operations of
     # exp(-(d / σ)^decay) and exp(-d² / σ), without their temporaries)
     if kernel == "alpha_decay":
-        vals = np.repeat(sig, counts)
-        np.divide(D.data, vals, out=vals)
+        per_entry = np.repeat(sig, counts)
+        vals = D.data if own else per_entry
+        np.divide(D.data, per_entry, out=vals)
+        del per_entry
         np.power(vals, decay, out=vals)
     else:
-        vals = np.square(D.data)
+        vals = np.square(D.data, out=D.data if own else None)
         vals /= float(sigma)
     np.negative(vals, out=vals)
     np.exp(vals, out=vals)
@@ -185,7 +198,11 @@ def kernel_bandwidths(distances: sp.csr_matrix, n_neighbors: int) -> np.ndarray:
 
 
 def markov_operator(
-    K: sp.csr_matrix, alpha: float = 1.0, *, weights: np.ndarray | None = None
+    K: sp.csr_matrix,
+    alpha: float = 1.0,
+    *,
+    weights: np.ndarray | None = None,
+    overwrite: bool = False,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Anisotropic normalisation and row normalisation of a symmetric kernel.
 
@@ -202,6 +219,10 @@ def markov_operator(
         Anisotropy in ``[0, 1]``: 0 keeps the density, 1 removes it (Algorithm 1).
     weights
         Optional positive multiplicities of the states (None: all 1, the unweighted chain).
+    overwrite
+        Scale ``K`` (a float64 CSR matrix the caller will not use again) in place into P
+        instead of building ``K_α`` and P as new matrices: the same numbers, without two
+        extra copies of the kernel.
 
     Returns
     -------
@@ -214,6 +235,8 @@ def markov_operator(
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if overwrite and sp.issparse(K) and K.format == "csr" and K.dtype == np.float64:
+        return _markov_operator_inplace(K, alpha, weights)
     if weights is not None:
         return _weighted_markov_operator(sp.csr_matrix(K, dtype=np.float64), alpha, weights)
     K = sp.csr_matrix(K, dtype=np.float64)
@@ -229,12 +252,56 @@ def markov_operator(
     return sp.csr_matrix(P), d
 
 
+def _check_weights(weights: np.ndarray, n: int) -> np.ndarray:
+    m = np.asarray(weights, dtype=np.float64).ravel()
+    if m.shape != (n,) or not np.all(np.isfinite(m)) or np.any(m <= 0):
+        raise ValueError("weights must be one positive multiplicity per state")
+    return m
+
+
+def _scale_entries(A: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray | None) -> None:
+    """``A ← diag(rows) A diag(cols)`` on A's stored entries, in place, in row blocks.
+
+    Entry (i, j) becomes ``(A_ij · rows_i) · cols_j``: the order in which
+    ``diags(rows) @ A @ diags(cols)`` multiplies, so the numbers are the same.
+    """
+    step = max(1, A.shape[0] // 64)
+    for r0 in range(0, A.shape[0], step):
+        r1 = min(r0 + step, A.shape[0])
+        a, b = A.indptr[r0], A.indptr[r1]
+        block = A.data[a:b]
+        if rows is not None:
+            block *= np.repeat(rows[r0:r1], np.diff(A.indptr[r0 : r1 + 1]))
+        if cols is not None:
+            block *= cols[A.indices[a:b]]
+
+
+def _markov_operator_inplace(
+    K: sp.csr_matrix, alpha: float, weights: np.ndarray | None
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """:func:`markov_operator` with ``overwrite=True``: K's entries become P's."""
+    if weights is None:
+        q = np.asarray(K.sum(1)).ravel()
+        if alpha > 0:
+            s = np.power(q, -alpha)
+            _scale_entries(K, s, s)
+        d = np.asarray(K.sum(1)).ravel()
+        _scale_entries(K, 1.0 / d, None)
+        return K, d
+    m = _check_weights(weights, K.shape[0])
+    q = K @ m
+    if alpha > 0:
+        s = np.power(q, -alpha)
+        _scale_entries(K, s, s)
+    d = K @ m
+    _scale_entries(K, 1.0 / d, m)
+    return K, d
+
+
 def _weighted_markov_operator(
     K: sp.csr_matrix, alpha: float, weights: np.ndarray
 ) -> tuple[sp.csr_matrix, np.ndarray]:
-    m = np.asarray(weights, dtype=np.float64).ravel()
-    if m.shape != (K.shape[0],) or not np.all(np.isfinite(m)) or np.any(m <= 0):
-        raise ValueError("weights must be one positive multiplicity per state")
+    m = _check_weights(weights, K.shape[0])
     q = K @ m
     if alpha > 0:
         s = np.power(q, -alpha)
@@ -857,6 +924,7 @@ def build_operator(
         if X is None:
             raise ValueError("landmark clustering needs the input representation X")
         labels = assign_landmarks(X, n_landmarks, random_state=random_state)
+    built_here = distances is None
     if distances is None:
         if X is None:
             raise ValueError("need X or a precomputed distance graph")
@@ -872,7 +940,6 @@ def build_operator(
             clusters=labels if labels is None or states is None else labels[states.first],
             random_state=random_state,
         )
-    K = affinity_kernel(distances, kernel=kernel, n_neighbors=n_neighbors, decay=decay, sigma=sigma)
     info: dict = {"n_distinct": n_distinct}
     per_state = {
         "radii": _row_max(distances),
@@ -880,14 +947,29 @@ def build_operator(
         if kernel == "alpha_decay"
         else None,
     }
+    # a graph searched here is handed over to the kernel, and the kernel to P: neither is
+    # needed after, and the copies would be the peak of the memory (three kernels' worth)
+    searched = built_here and distances.dtype == np.float64
+    K = affinity_kernel(
+        distances,
+        kernel=kernel,
+        n_neighbors=n_neighbors,
+        decay=decay,
+        sigma=sigma,
+        bandwidths=per_state["bandwidths"],
+        overwrite=searched,
+    )
+    del distances
     if states is None:
-        P, deg = markov_operator(K, alpha)
         per_state["kernel_degrees"] = np.asarray(K.sum(1)).ravel()
+        P, deg = markov_operator(K, alpha, overwrite=True)
+        del K
         op = DiffusionOperator(P, deg, 1, labels)
     else:
         m = states.counts.astype(np.float64)
-        P_states, deg_states = markov_operator(K, alpha, weights=m)
         per_state["kernel_degrees"] = K @ m
+        P_states, deg_states = markov_operator(K, alpha, weights=m, overwrite=True)
+        del K
         P = _expand_to_cells(P_states, states)
         deg = deg_states[states.labels]
         if labels is None:
