@@ -419,6 +419,23 @@ def test_intrinsic_dimension_counts_the_leading_eigenvalues():
     assert intrinsic_dimension(lam) == 1
 
 
+def test_intrinsic_dimension_of_members_pools_them_as_concatenated():
+    from scfim.models.neural_fim import intrinsic_dimension
+
+    rng = np.random.default_rng(1)
+    parts = []
+    for k, n in ((1, 50_000), (3, 50_000), (3, 40_000)):  # the median lands on k = 3
+        lam = np.concatenate([rng.uniform(0.5, 1.0, (n, k)), rng.uniform(0, 1e-3, (n, 12 - k))], 1)
+        parts.append(-np.sort(-lam, 1))
+    parts[1][:5] = 0.0  # cells with no resolved direction are left out
+    pooled = np.concatenate(parts)
+    for max_dim in (2, 10):
+        expected = intrinsic_dimension(pooled, max_dim=max_dim)
+        assert intrinsic_dimension(parts, max_dim=max_dim) == expected
+    assert intrinsic_dimension(parts) == 3
+    assert intrinsic_dimension([np.zeros((4, 3))]) == 1
+
+
 def test_volume_and_trace_higher_at_branch_points(tree_fit):
     # Measured with this configuration (1500 cells, 40 epochs) for 4 data seeds × 2 model
     # seeds: AUROC(log-volume) 0.79–1.0 (median 0.95), AUROC(trace) 0.83–1.0 (median 0.95)

@@ -234,7 +234,9 @@ def intrinsic_dimension(eigenvalues: np.ndarray, max_dim: int = INTRINSIC_MAX_DI
     Parameters
     ----------
     eigenvalues
-        ``(n, r)`` eigenvalues per cell (``FIMSummary["eigenvalues"]``).
+        ``(n, r)`` eigenvalues per cell (``FIMSummary["eigenvalues"]``), or a list of such
+        arrays (the members of an ensemble), pooled as if concatenated without forming the
+        concatenation.
     max_dim
         Largest dimension considered.
 
@@ -243,13 +245,20 @@ def intrinsic_dimension(eigenvalues: np.ndarray, max_dim: int = INTRINSIC_MAX_DI
     int
         k, between 1 and ``min(max_dim, r)``.
     """
-    lam = np.clip(np.asarray(eigenvalues, dtype=np.float64)[:, :max_dim], 0.0, None)
-    lam = lam[lam.max(1) > 0]
-    if lam.size == 0:
+    parts = [eigenvalues] if isinstance(eigenvalues, np.ndarray) else list(eigenvalues)
+    ratios, width = [], 1
+    for part in parts:
+        part = np.asarray(part)
+        width = max(width, min(max_dim, part.shape[1]))
+        for s in range(0, part.shape[0], 65536):  # bounded temporaries for many cells
+            lam = np.clip(np.asarray(part[s : s + 65536, :max_dim], dtype=np.float64), 0.0, None)
+            lam = lam[lam.max(1) > 0]
+            lam = lam / lam.max(1, keepdims=True)
+            ratios.append(lam.sum(1) ** 2 / (lam * lam).sum(1))
+    pr = np.concatenate(ratios) if ratios else np.empty(0)
+    if pr.size == 0:
         return 1
-    lam = lam / lam.max(1, keepdims=True)
-    pr = lam.sum(1) ** 2 / (lam * lam).sum(1)
-    return int(np.clip(np.rint(np.median(pr)), 1, lam.shape[1]))
+    return int(np.clip(np.rint(np.median(pr)), 1, width))
 
 
 class NeuralFIM:
@@ -610,14 +619,17 @@ class NeuralFIM:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         return int(chunk_size)
 
-    def transform(self, X, *, chunk_size: int = 65536) -> np.ndarray:
+    def transform(self, X, *, chunk_size: int | None = None) -> np.ndarray:
         """``φ(x)``: the ``(n, n_components)`` probabilities (the ``X_neural_fim`` embedding).
 
-        Each chunk of cells is copied to the model's device once; the probabilities are
-        gathered there and copied back once at the end.
+        Each chunk of cells (``chunk_size``; default 8192 on a CPU, where the activations of
+        a chunk are then about 12 MiB, and 65536 on an accelerator) is copied to the model's
+        device once; the probabilities are gathered there and copied back once at the end.
         """
         net = self._check_fitted()
         X = self._as_input(X)
+        if chunk_size is None:
+            chunk_size = 8192 if self.device.type == "cpu" else 65536
         chunk = self._chunk_cells(chunk_size)
         dev = check_device(self.device)
         out = torch.empty((X.shape[0], self.n_components), dtype=torch.float64, device=dev)

@@ -121,9 +121,8 @@ def _volume_frame(
     """
     if summaries is None:
         summaries = [m.summary(X) for m in models]
-    if n_dims is None:  # it reads the leading columns only: no (members, cells, r) stack
-        lead = np.concatenate([s["eigenvalues"][:, :INTRINSIC_MAX_DIM] for s in summaries])
-        k = intrinsic_dimension(lead, max_dim=INTRINSIC_MAX_DIM)
+    if n_dims is None:  # the members' spectra pooled, without a (members, cells, r) stack
+        k = intrinsic_dimension([s["eigenvalues"] for s in summaries], max_dim=INTRINSIC_MAX_DIM)
     else:
         k = int(n_dims)
     lv = np.stack([leading_log_volume(s["eigenvalues"], k) for s in summaries])
