@@ -286,3 +286,16 @@ def test_explicit_nones_are_kept_in_the_params(tmp_path, small_adata):
     small_adata.write_h5ad(tmp_path / "a.h5ad")
     back = read_h5ad(tmp_path / "a.h5ad")
     assert set(back.uns["diffusion"]["params"]) == set(params)
+
+
+def test_replacing_the_operator_names_the_results_of_the_old_one(small_adata, capsys):
+    scfim.tl.diffusion(small_adata, t=4)
+    scfim.tl.jsd_phate(small_adata)
+    capsys.readouterr()
+    scfim.tl.diffusion(small_adata, t=4)  # the same operator again: nothing to say
+    assert "replaced" not in "".join(capsys.readouterr())
+    scfim.tl.diffusion(small_adata, t=6)
+    out = "".join(capsys.readouterr())
+    assert "replaced uns['diffusion'] with another operator; uns['jsd_phate']" in out
+    scfim.tl.diffusion(small_adata, t=6, key_added="other")  # another key: no dependants
+    assert "replaced" not in "".join(capsys.readouterr())

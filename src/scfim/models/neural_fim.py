@@ -773,13 +773,25 @@ class NeuralFIM:
         trace = torch.empty(n, dtype=torch.float64, device=dev)
         eig = torch.empty((n, self.n_components), dtype=torch.float64, device=dev)
         n_workers = max(1, torch.get_num_threads()) if dev.type == "cpu" else 1
-        with torch.no_grad(), ThreadPoolExecutor(n_workers) as pool:
-            for s in range(0, n, chunk):
-                e = min(s + chunk, n)
-                z, J = fn(torch.as_tensor(X[s:e], dtype=jacobian_dtype).to(dev))
-                if basis is not None:
-                    J = J.double() @ torch.as_tensor(basis[s:e]).to(dev)
-                trace[s:e], eig[s:e] = _gram_eigs(z, J, pool if n_workers > 1 else None)
+
+        def evaluate(s: int) -> None:
+            e = min(s + chunk, n)
+            z, J = fn(torch.as_tensor(X[s:e], dtype=jacobian_dtype).to(dev))
+            if basis is not None:
+                J = J.double() @ torch.as_tensor(basis[s:e]).to(dev)
+            trace[s:e], eig[s:e] = _gram_eigs(z, J)
+
+        starts = range(0, n, chunk)
+        with torch.no_grad():
+            if n_workers > 1 and len(starts) > 1:
+                # whole chunks side by side, one torch thread each: the small batched
+                # products of a chunk gain little from intra-op threads
+                with torch_threads(1), ThreadPoolExecutor(n_workers) as pool:
+                    for _ in pool.map(evaluate, starts):
+                        pass
+            else:
+                for s in starts:
+                    evaluate(s)
         return fim_summary(eig.cpu().numpy(), trace.cpu().numpy(), rank, rtol, n_dims)
 
     def log_volume(self, X, **kwargs) -> np.ndarray:

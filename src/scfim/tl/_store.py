@@ -63,7 +63,7 @@ def write_operator(
     """
     keys = diffusion_keys(key)
     tkey = keys["transitions"][1]
-    adata.obsp[tkey] = op.transitions.astype(np.float64)
+    adata.obsp[tkey] = op.transitions.astype(np.float64, copy=False)  # no second P
     result: dict[str, Any] = {
         "params": params,
         "t": int(op.t),

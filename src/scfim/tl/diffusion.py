@@ -155,6 +155,29 @@ def _scanpy_graph(
     )
 
 
+def _results_from(adata: AnnData, key: str) -> list[str]:
+    """The ``uns`` entries of tools that ran on the operator ``uns[key]``.
+
+    They are those whose ``params["diffusion_key"]`` is ``key``.
+    """
+    found = []
+    for name, entry in adata.uns.items():
+        params = entry.get("params") if isinstance(entry, dict) else None
+        if isinstance(params, dict) and str(params.get("diffusion_key", "")) == key:
+            found.append(str(name))
+    return found
+
+
+def _same_params(old: dict, new: dict) -> bool:
+    try:
+        return all(
+            np.array_equal(np.asarray(old.get(k), dtype=object), np.asarray(v, dtype=object))
+            for k, v in new.items()
+        )
+    except (TypeError, ValueError):
+        return False
+
+
 @doc_params()
 def diffusion(
     adata: AnnData,
@@ -188,6 +211,10 @@ def diffusion(
     whose kernel between two cells is the kernel of their states (two copies have affinity
     1). That chain is exactly lumpable onto the states, so every copy gets the same row of
     Pᵗ and the same results downstream; data without duplicates are unaffected.
+
+    Replacing an operator with one of other parameters logs a warning that names the
+    results computed from the previous one (e.g. ``uns["neural_fim"]``,
+    ``uns["jsd_phate"]``), which are then out of date.
 
     Parameters
     ----------
@@ -354,6 +381,7 @@ def diffusion(
 
     # ---------------- write
     adata = adata.copy() if copy else adata
+    previous = adata.uns.get(key_added)
     params = {
         "use_rep": rep,
         "n_neighbors": n_neighbors,
@@ -370,9 +398,19 @@ def diffusion(
     extra = {
         k: info[k] for k in ("n_distinct", "kernel_degrees", "radii", "bandwidths") if k in info
     }
+    stale = []
+    if isinstance(previous, dict) and not _same_params(previous.get("params", {}), params):
+        stale = _results_from(adata, key_added)
     fields = write_operator(
         adata, op, key_added, params=params, entropy=info.get("entropy"), extra=extra
     )
+    if stale:
+        logg.warning(
+            f"tl.diffusion replaced uns[{key_added!r}] with another operator; "
+            + ", ".join(f"uns[{k!r}]" for k in stale)
+            + " and the fields written with them were computed from the previous one: "
+            "run those tools again"
+        )
     logg.info(
         f"    finished: {op.n_states} states, t = {op.t}",
         time=start,
