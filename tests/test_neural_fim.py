@@ -701,3 +701,20 @@ def test_no_diffusion_and_nan_input_raise(small_fit):
     with pytest.raises(ValueError, match="NaN"):
         scfim.tl.neural_fim_transform(new, model_from=small_fit)
     _assert_same(new, before)
+
+
+@pytest.mark.parametrize("jacobian", ["analytic", "func"])
+def test_per_cell_fim_on_several_threads_equals_one_thread(tree_fit, jacobian):
+    """Chunks evaluated side by side give exactly the one-thread result, in cell order."""
+    from scfim._threads import torch_threads
+    from scfim.tl.neural_fim import _models_from
+
+    model = _models_from(tree_fit, "neural_fim", torch.device("cpu"))[0][0]
+    X = np.asarray(tree_fit.X)
+    with torch_threads(1):
+        one = model.summary(X, chunk_size=100, jacobian=jacobian)
+    with torch_threads(3):
+        many = model.summary(X, chunk_size=100, jacobian=jacobian)
+        assert torch.get_num_threads() == 3  # restored after the pooled evaluation
+    for key in ("trace", "eigenvalues", "log_volume"):
+        np.testing.assert_array_equal(many[key], one[key])

@@ -28,6 +28,7 @@ is what is diagonalised (in float64); no ``d × d`` matrix is formed unless aske
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -776,19 +777,34 @@ class NeuralFIM:
 
         def evaluate(s: int) -> None:
             e = min(s + chunk, n)
-            z, J = fn(torch.as_tensor(X[s:e], dtype=jacobian_dtype).to(dev))
-            if basis is not None:
-                J = J.double() @ torch.as_tensor(basis[s:e]).to(dev)
-            trace[s:e], eig[s:e] = _gram_eigs(z, J)
+            with torch.no_grad():  # grad mode is per thread: set in the workers too
+                z, J = fn(torch.as_tensor(X[s:e], dtype=jacobian_dtype).to(dev))
+                if basis is not None:
+                    J = J.double() @ torch.as_tensor(basis[s:e]).to(dev)
+                trace[s:e], eig[s:e] = _gram_eigs(z, J)
 
         starts = range(0, n, chunk)
         with torch.no_grad():
             if n_workers > 1 and len(starts) > 1:
                 # whole chunks side by side, one torch thread each: the small batched
                 # products of a chunk gain little from intra-op threads
-                with torch_threads(1), ThreadPoolExecutor(n_workers) as pool:
-                    for _ in pool.map(evaluate, starts):
-                        pass
+                # this thread takes its share: one allocator arena fewer than a pool
+                # of n_workers (glibc keeps what each worker's arena frees)
+                queue, lock = iter(starts), threading.Lock()
+
+                def drain() -> None:
+                    while True:
+                        with lock:
+                            s = next(queue, None)
+                        if s is None:
+                            return
+                        evaluate(s)
+
+                with torch_threads(1), ThreadPoolExecutor(n_workers - 1) as pool:
+                    helpers = [pool.submit(drain) for _ in range(n_workers - 1)]
+                    drain()
+                    for h in helpers:
+                        h.result()
             else:
                 for s in starts:
                     evaluate(s)
