@@ -320,3 +320,13 @@ def test_help_defaults_read_without_importing_torch_equal_the_signature():
     api = inspect.signature(scfim.tl.neural_fim).parameters
     for name in ("epochs", "n_ensemble"):
         assert cli._api_default(name) == api[name].default
+
+
+def test_python_dash_m_scfim_is_the_command_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "scfim", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().endswith(scfim.__version__)

@@ -299,3 +299,17 @@ def test_replacing_the_operator_names_the_results_of_the_old_one(small_adata, ca
     assert "replaced uns['diffusion'] with another operator; uns['jsd_phate']" in out
     scfim.tl.diffusion(small_adata, t=6, key_added="other")  # another key: no dependants
     assert "replaced" not in "".join(capsys.readouterr())
+
+
+def test_the_log_says_where_the_default_k_comes_from(small_adata, capsys):
+    import scanpy as sc
+
+    few = AnnData(np.asarray(small_adata.X)[:20].copy())
+    scfim.tl.diffusion(few, t=4)
+    assert "n_neighbors=19 (scfim's default 30, capped at the 20 distinct cells minus one)" in (
+        capsys.readouterr().out
+    )
+    sc.pp.neighbors(small_adata, use_rep="X")
+    capsys.readouterr()
+    scfim.tl.diffusion(small_adata, t=4, neighbors_key="neighbors")
+    assert "n_neighbors=15 (the k of uns['neighbors'])" in capsys.readouterr().out

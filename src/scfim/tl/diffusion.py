@@ -251,7 +251,8 @@ def diffusion(
         ``obsp`` distances) when it is there and compatible: computed on ``use_rep`` (for
         a graph that stored none, scanpy's own default, ``X_pca`` above 50 genes), Euclidean,
         ``n_neighbors`` at most its k (scanpy's k counts the cell itself), and no duplicate
-        cells; otherwise build one, with a warning when only the k is too small. A key:
+        cells; otherwise build one, with a warning when only the k is too small for an
+        ``n_neighbors`` that was given (for the default k, a note in the log). A key:
         use ``adata.uns[key]`` as given (warning about any incompatibility). None: always
         build scfim's own graph. The log says which graph was used.
     knn_method
@@ -335,10 +336,13 @@ def diffusion(
             raise ValueError(
                 f"the diffusion operator needs at least 3 distinct cells; adata has {n_distinct}"
             )
-        n_neighbors = DEFAULT_N_NEIGHBORS
-        if neighbors_key not in (None, _AUTO):  # a graph asked for: its own k
-            n_neighbors = _graph_k(adata, neighbors_key) or n_neighbors
-        n_neighbors = min(n_neighbors, n_distinct - 1)
+        n_neighbors, k_note = DEFAULT_N_NEIGHBORS, "scfim's default"
+        k_graph = _graph_k(adata, neighbors_key) if neighbors_key not in (None, _AUTO) else None
+        if k_graph is not None:  # a graph asked for: its own k
+            n_neighbors, k_note = k_graph, f"the k of uns[{neighbors_key!r}]"
+        if n_neighbors > n_distinct - 1:
+            k_note += f" {n_neighbors}, capped at the {n_distinct} distinct cells minus one"
+            n_neighbors = n_distinct - 1
     if n <= n_neighbors:
         raise ValueError(
             f"n_neighbors={n_neighbors} needs more cells than that; got n_obs={n}. "
@@ -358,7 +362,7 @@ def diffusion(
 
     start = logg.info(f"computing the diffusion operator of {n} cells (use_rep={rep!r})")
     if not chosen:
-        logg.info(f"    n_neighbors={n_neighbors} (scfim's default)")
+        logg.info(f"    n_neighbors={n_neighbors} ({k_note})")
     logg.info(f"    {graph_note}")
     if states is not None and distances is None:
         logg.info(
