@@ -157,27 +157,45 @@ def test_affinity_kernel_taking_over_the_graph_is_the_same_kernel(X):
         _assert_same_csr(dm.affinity_kernel(D, bandwidths=bw, overwrite=True, **kw), expected)
 
 
+def _old_markov_operator(K, alpha, weights=None):
+    """The Markov operator as it was written before the in-place rewrite (sparse products)."""
+    K = sp.csr_matrix(K, dtype=np.float64)
+    m = None if weights is None else np.asarray(weights, dtype=np.float64)
+    q = np.asarray(K.sum(1)).ravel() if m is None else K @ m
+    Ka = sp.csr_matrix(sp.diags(q**-alpha) @ K @ sp.diags(q**-alpha)) if alpha > 0 else K
+    d = np.asarray(Ka.sum(1)).ravel() if m is None else Ka @ m
+    P = sp.diags(1.0 / d) @ Ka if m is None else sp.diags(1.0 / d) @ Ka @ sp.diags(m)
+    return sp.csr_matrix(P), d
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 def test_markov_operator_in_place_has_the_same_entries(X, alpha, weighted):
     K = dm.affinity_kernel(gm.knn_graph(X, 45))
     m = np.random.default_rng(0).integers(1, 4, K.shape[0]).astype(float) if weighted else None
-    P_ref, d_ref = dm.markov_operator(K, alpha, weights=m)
+    P_ref, d_ref = _old_markov_operator(K, alpha, weights=m)
     K2 = K.copy()
     P, d = dm.markov_operator(K2, alpha, weights=m, overwrite=True)
     assert P is K2  # the kernel's arrays became P's
     np.testing.assert_array_equal(d, d_ref)
     _assert_same_csr(_sorted(P), _sorted(P_ref))
     np.testing.assert_allclose(np.asarray(P.sum(1)).ravel(), 1.0, rtol=1e-12)
+    K3 = K.copy()
+    P_copy, d_copy = dm.markov_operator(K3, alpha, weights=m)  # without overwrite
+    _assert_same_csr(P_copy, P)
+    np.testing.assert_array_equal(d_copy, d)
+    _assert_same_csr(K3, K)  # the caller's kernel is left as it was
 
 
 def test_markov_operator_in_place_holds_no_copy_of_the_kernel(X):
     K = dm.affinity_kernel(gm.knn_graph(X, 45))
     size = K.data.nbytes + K.indices.nbytes
+    _, peak_old, _ = _traced(lambda: _old_markov_operator(K, 1.0))
     _, peak_copy, _ = _traced(lambda: dm.markov_operator(K, 1.0))
     K2 = K.copy()
     _, peak, _ = _traced(lambda: dm.markov_operator(K2, 1.0, overwrite=True))
-    assert peak_copy >= 2 * size  # K_α and P
+    assert peak_old >= 2 * size  # K_α and P
+    assert peak_copy <= 1.25 * size + 2**16  # one copy of K, scaled in place
     assert peak <= 0.25 * size + 2**16  # row blocks of the scale factors
 
 

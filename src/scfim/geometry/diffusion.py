@@ -113,8 +113,7 @@ def affinity_kernel(
     if kernel == "gaussian" and (sigma is None or not np.isfinite(sigma) or sigma <= 0):
         raise ValueError("the Gaussian kernel needs a bandwidth sigma > 0")
     # never mutate the caller's, unless it gave the matrix away
-    own = overwrite and sp.issparse(distances) and distances.format == "csr"
-    D = sp.csr_matrix(distances, dtype=np.float64, copy=not own)
+    D = sp.csr_matrix(distances, dtype=np.float64, copy=not overwrite)
     n = D.shape[0]
     counts = np.diff(D.indptr)
     if np.any(counts == 0):
@@ -129,16 +128,16 @@ def affinity_kernel(
     # exp(-(d / σ)^decay) and exp(-d² / σ), without their temporaries)
     if kernel == "alpha_decay":
         per_entry = np.repeat(sig, counts)
-        vals = D.data if own else per_entry
+        vals = D.data if overwrite else per_entry
         np.divide(D.data, per_entry, out=vals)
         del per_entry
         np.power(vals, decay, out=vals)
     else:
-        vals = np.square(D.data, out=D.data if own else None)
+        vals = np.square(D.data, out=D.data if overwrite else None)
         vals /= float(sigma)
     np.negative(vals, out=vals)
     np.exp(vals, out=vals)
-    # D is this function's own copy: its index arrays are reused
+    # D is this function's copy (or was given away): its index arrays are reused
     K0 = sp.csr_matrix((vals, D.indices, D.indptr), shape=(n, n))
     del D, vals
     K0.data[K0.data < threshold] = 0.0
@@ -221,8 +220,7 @@ def markov_operator(
         Optional positive multiplicities of the states (None: all 1, the unweighted chain).
     overwrite
         Scale ``K`` (a float64 CSR matrix the caller will not use again) in place into P
-        instead of building ``K_α`` and P as new matrices: the same numbers, without two
-        extra copies of the kernel.
+        instead of a copy of it: the same numbers, without a second kernel in memory.
 
     Returns
     -------
@@ -235,21 +233,20 @@ def markov_operator(
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if overwrite and sp.issparse(K) and K.format == "csr" and K.dtype == np.float64:
-        return _markov_operator_inplace(K, alpha, weights)
-    if weights is not None:
-        return _weighted_markov_operator(sp.csr_matrix(K, dtype=np.float64), alpha, weights)
-    K = sp.csr_matrix(K, dtype=np.float64)
-    q = np.asarray(K.sum(1)).ravel()
+    if not (overwrite and sp.issparse(K) and K.format == "csr" and K.dtype == np.float64):
+        K = sp.csr_matrix(K, dtype=np.float64, copy=True)  # never scale the caller's
+    m = None if weights is None else _check_weights(weights, K.shape[0])
+
+    def row_sums() -> np.ndarray:  # K 1, or K m over the copies of each state
+        return np.asarray(K.sum(1)).ravel() if m is None else K @ m
+
+    q = row_sums()
     if alpha > 0:
         s = np.power(q, -alpha)
-        Ka = sp.diags(s) @ K @ sp.diags(s)
-    else:
-        Ka = K
-    Ka = sp.csr_matrix(Ka)
-    d = np.asarray(Ka.sum(1)).ravel()
-    P = sp.diags(1.0 / d) @ Ka
-    return sp.csr_matrix(P), d
+        _scale_entries(K, s, s)  # K_α
+    d = row_sums()
+    _scale_entries(K, 1.0 / d, m)  # P = diag(d)^{-1} K_α (diag(m))
+    return K, d
 
 
 def _check_weights(weights: np.ndarray, n: int) -> np.ndarray:
@@ -274,43 +271,6 @@ def _scale_entries(A: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray |
             block *= np.repeat(rows[r0:r1], np.diff(A.indptr[r0 : r1 + 1]))
         if cols is not None:
             block *= cols[A.indices[a:b]]
-
-
-def _markov_operator_inplace(
-    K: sp.csr_matrix, alpha: float, weights: np.ndarray | None
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    """:func:`markov_operator` with ``overwrite=True``: K's entries become P's."""
-    if weights is None:
-        q = np.asarray(K.sum(1)).ravel()
-        if alpha > 0:
-            s = np.power(q, -alpha)
-            _scale_entries(K, s, s)
-        d = np.asarray(K.sum(1)).ravel()
-        _scale_entries(K, 1.0 / d, None)
-        return K, d
-    m = _check_weights(weights, K.shape[0])
-    q = K @ m
-    if alpha > 0:
-        s = np.power(q, -alpha)
-        _scale_entries(K, s, s)
-    d = K @ m
-    _scale_entries(K, 1.0 / d, m)
-    return K, d
-
-
-def _weighted_markov_operator(
-    K: sp.csr_matrix, alpha: float, weights: np.ndarray
-) -> tuple[sp.csr_matrix, np.ndarray]:
-    m = _check_weights(weights, K.shape[0])
-    q = K @ m
-    if alpha > 0:
-        s = np.power(q, -alpha)
-        Ka = sp.csr_matrix(sp.diags(s) @ K @ sp.diags(s))
-    else:
-        Ka = K
-    d = Ka @ m
-    P = sp.diags(1.0 / d) @ Ka @ sp.diags(m)
-    return sp.csr_matrix(P), d
 
 
 # --------------------------------------------------------------------------- duplicates
@@ -949,7 +909,6 @@ def build_operator(
     }
     # a graph searched here is handed over to the kernel, and the kernel to P: neither is
     # needed after, and the copies would be the peak of the memory (three kernels' worth)
-    searched = built_here and distances.dtype == np.float64
     K = affinity_kernel(
         distances,
         kernel=kernel,
@@ -957,7 +916,7 @@ def build_operator(
         decay=decay,
         sigma=sigma,
         bandwidths=per_state["bandwidths"],
-        overwrite=searched,
+        overwrite=built_here,
     )
     del distances
     if states is None:

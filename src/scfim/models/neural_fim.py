@@ -152,9 +152,7 @@ class FIMSummary(dict):
     """Per-cell summaries of the FIM: ``trace``, ``log_volume``, ``eigenvalues`` (arrays)."""
 
 
-def _gram_eigs(
-    logits: torch.Tensor, J: torch.Tensor, pool: ThreadPoolExecutor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _gram_eigs(logits: torch.Tensor, J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Trace and ascending eigenvalues of the ``m × m`` Gram form ``AAᵀ`` (float64).
 
     ``AAᵀ = C K Cᵀ`` with ``K = J_z J_zᵀ`` and ``C = diag(√φ)(I − 1φᵀ)``: only ``K`` touches
@@ -172,11 +170,7 @@ def _gram_eigs(
     G = (K - k[:, :, None] - k[:, None, :] + c[:, None, None]) * s[:, :, None] * s[:, None, :]
     G = 0.5 * (G + G.transpose(1, 2))
     trace = torch.diagonal(G, dim1=1, dim2=2).sum(-1)
-    if pool is None or G.shape[0] < 512 or G.device.type != "cpu":
-        return trace, torch.linalg.eigvalsh(G)
-    # batched CPU eigvalsh runs LAPACK matrix by matrix on one thread: split the batch
-    parts = G.chunk(max(1, torch.get_num_threads()))
-    return trace, torch.cat(list(pool.map(torch.linalg.eigvalsh, parts)))
+    return trace, torch.linalg.eigvalsh(G)
 
 
 def fim_summary(
