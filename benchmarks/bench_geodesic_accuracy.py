@@ -17,7 +17,10 @@ For every data set a neural FIM is trained with defaults (``tl.diffusion``,
 - ours, energy: the graph paths refined by the energy solver (``method="energy"``),
 - peer: Dijkstra on the Euclidean kNN graph (k = 10 and 15),
 - ceiling: the same k = 15 graph with every edge given its *true* length (the distance on
-  the manifold between the clean points): what any edge-length model can reach on it.
+  the manifold between the clean points): what any edge-length model can reach on it,
+- operator: the same graph with every edge given the exact Fisher–Rao distance between the
+  two cells' rows of Pᵗ (the data's operator without landmarks, at its t): the geometry
+  the neural FIM learns, with no network and no density term.
 
 Fisher–Rao lengths are in information units, so every method's distances are compared
 after one least-squares scale (α = Σ d·g / Σ d²): mean relative error |α d − g| / g, and
@@ -29,14 +32,16 @@ proportional to the truth, about the coefficient of variation of the ratio when 
 Usage::
 
     python benchmarks/bench_geodesic_accuracy.py [--quick] [--no-refine] [--cache DIR]
-        [--seed S] [--kernel gaussian] [--exact-operator]
+        [--seed S] [--kernel gaussian] [--sigma-scale F] [--t T] [--exact-operator]
 
 ``--cache DIR`` keeps the trained AnnData of every data set there (pickled) and reuses it.
 ``--seed`` draws another, independent sample of every data set (and its rotation and
 noise). ``--kernel gaussian`` trains the FIM on a diffusion operator with one fixed
 Gaussian bandwidth (the median distance to the 15th neighbour) instead of PHATE's adaptive
-alpha-decay kernel, and ``--exact-operator`` without landmarks: the two choices of the
-diffusion step that the learned metric's distortion depends on.
+alpha-decay kernel (``--sigma-scale F``: F times that bandwidth), ``--t T`` at a fixed
+diffusion time instead of the automatic one, and ``--exact-operator`` without landmarks:
+the choices of the diffusion step that the learned metric's distortion depends on
+(``bench_operator_ceiling.py`` measures the operators themselves).
 """
 
 from __future__ import annotations
@@ -87,7 +92,9 @@ def scores(est: np.ndarray, tru: np.ndarray) -> tuple[float, float]:
     )
 
 
-def trained(kind, n, noise, dim, cache, seed=0, kernel="alpha_decay", exact=False):
+def trained(
+    kind, n, noise, dim, cache, seed=0, kernel="alpha_decay", exact=False, t="auto", sigma_scale=1.0
+):
     """A data set after ``tl.diffusion`` and ``tl.neural_fim`` (defaults unless asked).
 
     Returns the AnnData, the truth and the training time (None when read from ``cache``).
@@ -103,6 +110,8 @@ def trained(kind, n, noise, dim, cache, seed=0, kernel="alpha_decay", exact=Fals
     tag = "" if seed == 0 else f"_seed{seed}"
     tag += "" if kernel == "alpha_decay" else f"_{kernel}"
     tag += "_exact" if exact else ""
+    tag += "" if t == "auto" else f"_t{t}"
+    tag += "" if sigma_scale == 1.0 else f"_sigma{sigma_scale:g}"
     path = None if cache is None else Path(cache) / f"{kind}{dim}_{noise}_{n}{tag}.pkl"
     if path is not None and path.exists():
         with path.open("rb") as f:
@@ -111,8 +120,8 @@ def trained(kind, n, noise, dim, cache, seed=0, kernel="alpha_decay", exact=Fals
     t0 = time.perf_counter()
     op = {"n_landmarks": None} if exact else {}
     if kernel == "gaussian":
-        op["sigma"] = gaussian_sigma(X)
-    scfim.tl.diffusion(a, use_rep="X", random_state=0, kernel=kernel, **op)
+        op["sigma"] = sigma_scale * gaussian_sigma(X)
+    scfim.tl.diffusion(a, use_rep="X", random_state=0, kernel=kernel, t=t, **op)
     scfim.tl.neural_fim(a, random_state=0, progress=False)
     train = time.perf_counter() - t0
     if path is not None:
@@ -122,6 +131,31 @@ def trained(kind, n, noise, dim, cache, seed=0, kernel="alpha_decay", exact=Fals
     return a, truth, train
 
 
+def fisher_rao_edges(op, graph, chunk: int = 2048):
+    """``graph`` with each edge's length the Fisher–Rao distance of its cells' rows of Pᵗ.
+
+    ``op`` is a :class:`~scfim.geometry.diffusion.DiffusionOperator`; its landmarks, if
+    any, are dropped, so the rows are those of the exact chain on the cells: the lengths
+    are those of the statistical manifold the neural FIM approximates.
+    """
+    import dataclasses
+
+    import scipy.sparse as sp
+
+    from scfim.geometry.divergences import fisher_rao
+
+    op = dataclasses.replace(op, landmark_labels=None, _cache={})
+    R = op.rows(np.arange(op.n_obs))
+    G = graph.tocoo()
+    fr = np.concatenate(
+        [
+            fisher_rao(R[G.row[s : s + chunk]], R[G.col[s : s + chunk]])
+            for s in range(0, G.nnz, chunk)
+        ]
+    )
+    return sp.csr_matrix((np.maximum(fr, 1e-12), (G.row, G.col)), shape=G.shape)
+
+
 def run(kind, n, noise, dim, n_cells, refine, rows, cache=None, **data) -> None:
     """Train on one data set, measure every method, append and print its rows."""
     import scipy.sparse as sp
@@ -129,6 +163,7 @@ def run(kind, n, noise, dim, n_cells, refine, rows, cache=None, **data) -> None:
     import scfim
     from scfim.geometry.distances import geodesic_distances, metric_graph
     from scfim.geometry.graph import knn_graph, metric_edge_lengths, shortest_paths, symmetrize
+    from scfim.tl._store import read_operator
     from scfim.tl.geodesic import _fim_setup
 
     a, truth, train = trained(kind, n, noise, dim, cache, **data)
@@ -159,6 +194,9 @@ def run(kind, n, noise, dim, n_cells, refine, rows, cache=None, **data) -> None:
     T = sp.csr_matrix((np.maximum(truth(T.row, T.col), 1e-12), (T.row, T.col)), shape=T.shape)
     D = shortest_paths(T, cells)[:, cells]
     res["ceiling: true edges"] = (np.minimum(D, D.T)[iu], time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    D = shortest_paths(fisher_rao_edges(read_operator(a), T), cells)[:, cells]
+    res["operator: exact FR edges"] = (np.minimum(D, D.T)[iu], time.perf_counter() - t0)
     # diagnosis of the learned metric: FR edge length / true edge length over the graph
     G = symmetrize(knn_graph(Xd, 10)).tocoo()
     H = metric_edge_lengths(G, Xd, metric, n_quad=2).tocoo()
@@ -206,6 +244,8 @@ def main() -> None:
     ap.add_argument("--no-refine", action="store_true", help="skip the energy refinement")
     ap.add_argument("--seed", type=int, default=0, help="seed of the data sample")
     ap.add_argument("--kernel", default="alpha_decay", choices=("alpha_decay", "gaussian"))
+    ap.add_argument("--sigma-scale", type=float, default=1.0, help="Gaussian bandwidth factor")
+    ap.add_argument("--t", type=int, default=None, help="diffusion time (default: auto)")
     ap.add_argument("--exact-operator", action="store_true", help="no landmarks")
     ap.add_argument(
         "--only", nargs="*", default=None, help="data sets kind:dim:noise, e.g. sphere:3:0.05"
@@ -217,9 +257,17 @@ def main() -> None:
         f"{n} points per data set, {n_cells} evenly spaced cells "
         f"({n_cells * (n_cells - 1) // 2} pairs); data seed {args.seed}, diffusion kernel "
         f"{args.kernel}{', exact operator' if args.exact_operator else ''}"
+        + ("" if args.sigma_scale == 1.0 else f", σ × {args.sigma_scale:g}")
+        + ("" if args.t is None else f", t = {args.t}")
     )
     rows: list = []
-    data = {"seed": args.seed, "kernel": args.kernel, "exact": args.exact_operator}
+    data = {
+        "seed": args.seed,
+        "kernel": args.kernel,
+        "exact": args.exact_operator,
+        "t": "auto" if args.t is None else args.t,
+        "sigma_scale": args.sigma_scale,
+    }
     for kind, dim in (("sphere", 3), ("sphere", 10), ("roll", 3)):
         for noise in (0.0, 0.05, 0.1):
             if args.only is not None and f"{kind}:{dim}:{noise:g}" not in args.only:

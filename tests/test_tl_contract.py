@@ -142,6 +142,24 @@ def test_progress_bar_respects_the_flag():
     assert list(progress_bar(range(3), progress=False)) == [0, 1, 2]
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_refreshes_rarely_in_a_log_file():
+    """A batch job's log gets a refresh every LOG_REFRESH_S, a terminal tqdm's 0.1 s."""
+    from scfim._progress import LOG_REFRESH_S
+
+    log, terminal = io.StringIO(), _Terminal()
+    with progress_bar(total=3, file=log) as bar:
+        assert bar.mininterval == LOG_REFRESH_S
+    with progress_bar(total=3, file=terminal) as bar:
+        assert bar.mininterval == 0.1
+    with progress_bar(total=3, file=log, mininterval=1.0) as bar:
+        assert bar.mininterval == 1.0  # the caller's choice wins
+
+
 # ---------------------------------------------------------------------- keys and storage
 def test_jsd_phate_key_added_drives_obsm_and_uns(small_adata):
     scfim.tl.diffusion(small_adata, t=5)

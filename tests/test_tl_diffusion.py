@@ -78,6 +78,7 @@ def test_reuses_scanpy_neighbors(small_adata):
         (lambda a: None, {"t": 0}, ValueError, "t must"),
         (lambda a: None, {"t": "later"}, ValueError, "auto"),
         (lambda a: None, {"n_neighbors": 2.5}, TypeError, "integer"),
+        (lambda a: None, {"n_neighbors": 1}, ValueError, "n_neighbors must be ≥ 2"),
     ],
 )
 def test_bad_input_raises_and_leaves_adata_unchanged(small_adata, mutate, kwargs, exc, match):

@@ -222,9 +222,10 @@ def diffusion(
         Annotated data matrix (cells × features).
     {use_rep}
     n_neighbors
-        k of the kNN graph and of the adaptive bandwidth: the kernel's scale. A larger k
-        gives smoother rows of the operator (and of everything learned from it, such as
-        the per-cell FIM of :func:`scfim.tl.neural_fim`) at a coarser resolution. None
+        k of the kNN graph and of the adaptive bandwidth (at least 2): the kernel's scale.
+        A larger k gives smoother rows of the operator (and of everything learned from
+        it, such as the per-cell FIM of :func:`scfim.tl.neural_fim`) at a coarser
+        resolution. None
         (default): 30, the scale at which the per-cell FIM is reproducible between
         training seeds, or the k of the graph named by ``neighbors_key`` (at most the
         number of distinct cells minus one). With ``neighbors_key="auto"``, a graph of
@@ -298,7 +299,7 @@ def diffusion(
     # ---------------- validate everything before touching adata
     chosen = n_neighbors is not None
     if chosen:
-        n_neighbors = check_int("n_neighbors", n_neighbors)
+        n_neighbors = check_int("n_neighbors", n_neighbors, minimum=2)
     check_choice("kernel", kernel, ("alpha_decay", "gaussian"))
     sigma = check_float("sigma", sigma, minimum=0, exclusive_minimum=True, allow_none=True)
     if kernel == "gaussian" and sigma is None:
