@@ -4,6 +4,7 @@ import scipy.sparse as sp
 import torch
 
 from scfim.geometry.graph import (
+    KernelSupport,
     connect_components,
     edge_stretch,
     graph_paths,
@@ -109,3 +110,26 @@ def test_pair_distances_in_bounded_blocks_equal_one_block(monkeypatch):
     np.testing.assert_allclose(graph._pair_distances(X, idx), direct, rtol=1e-14)
     monkeypatch.setattr(graph, "_PAIR_BLOCK_ENTRIES", 1)  # one row at a time
     np.testing.assert_allclose(graph._pair_distances(X, idx), direct, rtol=1e-14)
+
+
+# ---------------------------------------------------------------------- kernel support
+def test_kernel_support_is_the_union_of_the_knn_balls():
+    """Reference cells 0, 1, …, 10 on a line (and 30, 32): each ball's radius is the
+    distance to the k-th nearest reference cell, and the margin is exact."""
+    ref = np.r_[np.arange(11.0), 30.0, 32.0][:, None] * np.array([[0.6, 0.8]])  # a line in 2-D
+    S = KernelSupport.of(ref, 1)
+    np.testing.assert_allclose(S.radii, np.r_[np.ones(11), 2.0, 2.0])
+    t = np.array([5.0, 10.5, 11.5, 12.0, 20.0, 27.5, 28.5, 31.0, 35.0])
+    q = t[:, None] * np.array([[0.6, 0.8]])
+    # min over the balls of (distance to the centre - radius)
+    expected = np.array([-1.0, -0.5, 0.5, 1.0, 8.0, 0.5, -0.5, -1.0, 1.0])
+    np.testing.assert_allclose(S.margin(q, chunk=4), expected, atol=1e-12)
+    np.testing.assert_array_equal(S.outside(q), expected > 0)
+    assert not S.outside(ref).any()  # every reference cell lies in its own ball
+    # k = 2: radii to the second nearest (the ends of the first run reach 2, 30 and 32 reach 10+)
+    S2 = KernelSupport.of(ref, 2)
+    np.testing.assert_allclose(S2.radii[[0, 5, 10, 11, 12]], [2.0, 1.0, 2.0, 20.0, 22.0])
+    with pytest.raises(ValueError, match="columns"):
+        S.margin(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="2 reference cells"):
+        KernelSupport.of(ref[:1], 5)

@@ -551,6 +551,41 @@ def test_fit_cells_trains_on_a_subsample_and_evaluates_all_cells(small_fit):
     assert not np.allclose(other.obs["fim_trace"], ad.obs["fim_trace"])
 
 
+def test_cells_beyond_the_training_kernel_are_flagged(capsys):
+    """A rare population with no cell in the training subsample, far from the rest, is
+    flagged cell by cell; no other cell is; a fit on all cells and a transform agree."""
+    from conftest import branching
+
+    kw = {"n_components": 8, "hidden": (16, 16), "epochs": 3, "fit_cells": 120, "progress": False}
+    X = branching(n_per_branch=80, n_dim=10)  # 240 cells, branches 5 long
+
+    def fitted(X, **extra):
+        ad = AnnData(X.astype(np.float32))
+        scfim.tl.diffusion(ad, n_neighbors=10)
+        scfim.tl.neural_fim(ad, **{**kw, **extra})
+        return ad
+
+    # the subsample depends on the number of cells and the operator's seed, not on values:
+    # move four cells it does not hold 20 units away from the branches
+    fit = np.asarray(fitted(X).uns["neural_fim"]["fit_obs"])
+    rare = np.setdiff1d(np.arange(X.shape[0]), fit)[[3, 50, 90, 110]]
+    X[rare] = 20.0 + 0.01 * np.arange(4)[:, None]
+    capsys.readouterr()
+    ad = fitted(X)
+    np.testing.assert_array_equal(np.asarray(ad.uns["neural_fim"]["fit_obs"]), fit)
+    flag = ad.obs["fim_outside_fit"].to_numpy()
+    assert flag.dtype == bool and ad.uns["neural_fim"]["fields"]["outside_fit"] == "fim_outside_fit"
+    np.testing.assert_array_equal(np.flatnonzero(flag), rare)
+    assert "4 of 240 cells" in capsys.readouterr().err  # 1.7 %: a warning
+    # new cells: the rare ones and copies of training cells
+    new = AnnData(X[np.r_[rare, fit[:5]]].astype(np.float32))
+    scfim.tl.neural_fim_transform(new, model_from=ad)
+    np.testing.assert_array_equal(new.obs["fim_outside_fit"], [True] * 4 + [False] * 5)
+    # trained on all cells, the kernel reaches every cell: no flag, an earlier one removed
+    scfim.tl.neural_fim(ad, **{**kw, "fit_cells": None})
+    assert "fim_outside_fit" not in ad.obs
+
+
 def test_num_threads_reaches_the_training(small_fit, monkeypatch):
     seen = []
     from scfim import _threads

@@ -66,6 +66,7 @@ def neural_fim_keys(key: str = NEURAL_FIM) -> dict[str, tuple[str, str]]:
         "eigenvalues": ("obsm", f"{p}_eigenvalues"),
         "log_volume_std": ("obs", f"{p}_log_volume_std"),
         "trace_std": ("obs", f"{p}_trace_std"),
+        "outside_fit": ("obs", f"{p}_outside_fit"),
         "uns": ("uns", key),
     }
 

@@ -12,9 +12,13 @@
   and predecessor trees, the vertex sequences of paths, and paths as resampled polylines.
 - :func:`resample_polyline` (arc length) and :func:`interpolate_curves` (batched, on
   given parameter grids).
+- :class:`KernelSupport`: the region a k-NN kernel on reference cells reaches, to tell
+  which points a model trained on those cells extrapolates to.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,6 +37,7 @@ __all__ = [
     "graph_paths",
     "resample_polyline",
     "interpolate_curves",
+    "KernelSupport",
 ]
 
 
@@ -578,3 +583,90 @@ def nearest_cells(X: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
         for i in redo:  # exact search against all cells
             out[i] = ranked(np.arange(n)[None], cells[i : i + 1])[0][0, :m]
     return out[:, :k]
+
+
+# --------------------------------------------------------------------------- kernel support
+@dataclass(frozen=True)
+class KernelSupport:
+    """The region a k-NN diffusion kernel on reference cells reaches: a union of balls.
+
+    The kernel row of a reference cell j is non-zero only on its k nearest reference cells,
+    so the operator, and everything learned from its rows, is informed by data only within
+    the ball around ``x_j`` whose radius is the distance to j's k-th nearest reference cell.
+    A point outside every such ball is seen by no row of the operator: a model trained on
+    the reference cells extrapolates there.
+
+    Attributes
+    ----------
+    X
+        ``(m, d)`` float64 reference cells.
+    radii
+        ``(m,)`` distance of each reference cell to its k-th nearest reference cell.
+    """
+
+    X: np.ndarray
+    radii: np.ndarray
+
+    @classmethod
+    def of(cls, X: np.ndarray, n_neighbors: int) -> KernelSupport:
+        """The support of the ``n_neighbors``-NN kernel on the cells ``X``."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        k = min(int(n_neighbors), X.shape[0] - 1)
+        if k < 1:
+            raise ValueError("a kernel support needs at least 2 reference cells")
+        radii = np.asarray(knn_graph(X, k, method="exact").max(1).toarray()).ravel()
+        return cls(X, radii)
+
+    def margin(self, X: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
+        """``min_j (‖x − x_j‖ − r_j)`` for each row x of ``X``: > 0 outside the support.
+
+        In units of distance (how far outside the nearest ball a point lies). The ball that
+        attains the minimum is found by brute force over the reference cells in float32
+        blocks (``O(n m d)``); the margin to it is then computed in float64.
+        """
+        import torch
+
+        X = self._check(X)
+        centre = self.X.mean(0)
+        with torch.no_grad():
+            R = torch.from_numpy((self.X - centre).astype(np.float32))
+            sq_r = (R * R).sum(1)
+            radii = torch.from_numpy(self.radii.astype(np.float32))
+            out = np.empty(X.shape[0])
+            for s in range(0, X.shape[0], chunk):
+                Q64 = np.asarray(X[s : s + chunk], np.float64) - centre
+                Q = torch.from_numpy(Q64.astype(np.float32))
+                d2 = torch.addmm(sq_r[None, :], Q, R.T, alpha=-2.0).add_((Q * Q).sum(1)[:, None])
+                j = d2.clamp_min_(0.0).sqrt_().sub_(radii[None, :]).argmin(1).numpy()
+                diff = Q64 - (self.X[j] - centre)
+                out[s : s + chunk] = np.sqrt(np.einsum("ij,ij->i", diff, diff)) - self.radii[j]
+        return out
+
+    def outside(self, X: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
+        """``(n,)`` bool: the rows of ``X`` that lie outside every reference cell's ball.
+
+        ``min_j (‖x − x_j‖² − r_j²) > 0``: one float32 matrix product and a minimum per
+        block (about 1 s for 100 000 points against 3000 reference cells in 100-D on two
+        cores), so exact up to float32 rounding for points on a ball's surface.
+        """
+        import torch
+
+        X = self._check(X)
+        centre = self.X.mean(0)
+        out = np.empty(X.shape[0], dtype=bool)
+        with torch.no_grad():
+            R = torch.from_numpy((self.X - centre).astype(np.float32))
+            bias = ((R * R).sum(1) - torch.from_numpy(self.radii.astype(np.float32)) ** 2)[None, :]
+            for s in range(0, X.shape[0], chunk):
+                Q = torch.from_numpy(
+                    (np.asarray(X[s : s + chunk], np.float64) - centre).astype(np.float32)
+                )
+                gap = torch.addmm(bias, Q, R.T, alpha=-2.0).min(1).values + (Q * Q).sum(1)
+                out[s : s + chunk] = (gap > 0).numpy()
+        return out
+
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.X.shape[1]:
+            raise ValueError(f"expected points with {self.X.shape[1]} columns, got {X.shape}")
+        return X

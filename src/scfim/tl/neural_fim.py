@@ -14,6 +14,7 @@ from .._docs import doc_params
 from .._keys import neural_fim_keys
 from .._progress import progress_bar
 from ..geometry.diffusion import DiffusionOperator, build_operator
+from ..geometry.graph import KernelSupport
 from ..models.chunked import CHUNK_CELLS, is_dask_array, map_cells
 from ..models.neural_fim import (
     EIG_RTOL,
@@ -36,7 +37,9 @@ from ._validate import (
     check_key_added,
     check_use_rep,
     get_rep,
+    rep_matrix,
     require_key,
+    resolve_rep,
 )
 
 __all__ = ["neural_fim", "neural_fim_transform"]
@@ -135,11 +138,14 @@ def _summaries(
     n_dims: int,
     reference: float,
     summaries: list | None = None,
+    support: KernelSupport | None = None,
 ) -> dict[str, np.ndarray]:
     """Ensemble-mean per-cell fields (per-cell arrays only; see :func:`_volume_frame`).
 
     The log-volume is over the ``n_dims`` leading eigenvalues of each member, averaged, minus
     ``reference`` (the training median), so that new cells are measured on the same scale.
+    With ``support`` (that of the training cells' kernel), ``outside_fit`` flags the cells
+    outside it.
     """
     s = [m.summary(X) for m in models] if summaries is None else summaries
     lv = np.stack([leading_log_volume(x["eigenvalues"], n_dims) for x in s])
@@ -158,6 +164,8 @@ def _summaries(
     if len(models) > 1:
         out["log_volume_std"] = lv.std(0, ddof=1)
         out["trace_std"] = tr.std(0, ddof=1)
+    if support is not None:
+        out["outside_fit"] = support.outside(X)
     return out
 
 
@@ -166,14 +174,29 @@ def _write(adata: AnnData, res: dict[str, np.ndarray], key_added: str) -> list[t
     adata.obsm[keys["embedding"][1]] = res["embedding"].astype(np.float32)
     adata.obsm[keys["eigenvalues"][1]] = res["eigenvalues"]
     written = [keys["embedding"], keys["eigenvalues"]]
-    for k in ("volume", "log_volume", "trace", "log_volume_std", "trace_std"):
+    for k in ("volume", "log_volume", "trace", "log_volume_std", "trace_std", "outside_fit"):
         if k in res:
             adata.obs[keys[k][1]] = res[k]
             written.append(keys[k])
-        elif keys[k][1] in adata.obs:  # an earlier run's field (an ensemble's spread) that
-            del adata.obs[keys[k][1]]  # this run does not have: not left looking current
+        elif keys[k][1] in adata.obs:  # an earlier run's field (an ensemble's spread, a
+            del adata.obs[keys[k][1]]  # subsample's flag) this run lacks: not left looking current
             logg.info(f"    removed {keys[k][1]!r} (adata.obs) of an earlier run")
     return [*written, keys["uns"]]
+
+
+def _log_outside(outside: np.ndarray, key_added: str, of: str, remedy: str) -> None:
+    """Say how many cells lie outside the training kernel's support (a warning from 1 %)."""
+    n_out = int(np.count_nonzero(outside))
+    col = neural_fim_keys(key_added)["outside_fit"][1]
+    msg = (
+        f"{n_out} of {outside.size} cells ({100 * n_out / outside.size:.2g} %) lie outside the "
+        f"reach of the diffusion kernel of {of} (obs[{col!r}]): their FIM values are the "
+        f"networks' extrapolation"
+    )
+    if n_out >= 0.01 * outside.size:
+        logg.warning(f"{msg}; {remedy} to include them")
+    else:
+        logg.info(f"    {msg}")
 
 
 # ---------------------------------------------------------------------- public
@@ -275,8 +298,10 @@ def neural_fim(
         agree at 0.96 / 0.97 (20 000 cells) and 0.97 / 0.96 (100 000 cells). Training then
         costs the same at every size. A population of fewer than about
         ``n_obs / fit_cells`` cells may have no cell in the subsample, so that its values
-        are the networks' extrapolation: raise ``fit_cells`` for rare populations. None
-        trains on all cells with the operator of ``diffusion_key``.
+        are the networks' extrapolation: such cells, when they lie beyond the reach of the
+        subsample's kernel, are flagged in ``obs["fim_outside_fit"]`` (and named in the
+        log; a warning from 1 % of the cells). Raise ``fit_cells`` for rare populations.
+        None trains on all cells with the operator of ``diffusion_key``.
     num_threads
         Torch threads for the training (None: torch's setting). One thread is the fastest
         on a busy machine (on a 2-core machine under load, two threads were several times
@@ -316,6 +341,12 @@ def neural_fim(
             ``(n_obs, r)`` eigenvalues of g, descending (ensemble mean);
         ``adata.obs["fim_log_volume_std"]``, ``adata.obs["fim_trace_std"]``
             standard deviations over the ensemble (only when ``n_ensemble > 1``);
+        ``adata.obs["fim_outside_fit"]``
+            only when the networks were trained on a subsample (``fit_cells``): True for a
+            cell farther from every training cell ``j`` than ``j``'s k-th nearest training
+            cell (k = the operator's ``n_neighbors``), i.e. outside the reach of the
+            subsample's kernel, so that no row of the operator the networks learned saw
+            it and its values are extrapolated;
         ``adata.uns[key_added]``
             ``params`` (including ``use_rep``), ``train_loss`` / ``val_loss`` (one array per
             member, one value per round: an epoch, or 9216 training pairs; keyed by the
@@ -414,7 +445,12 @@ def neural_fim(
     bar = progress_bar(models, desc="per-cell FIM", unit="network", progress=progress)
     summaries = [m.summary(X) for m in bar]
     k, reference = _volume_frame(models, X, n_dims, summaries)
-    res = _summaries(models, X, k, reference, summaries)
+    support = None
+    if fit_obs is not None:  # the cells the training subsample's kernel does not reach
+        support = KernelSupport.of(X_fit, int(info["params"].get("n_neighbors") or 15))
+    res = _summaries(models, X, k, reference, summaries, support)
+    if support is not None:
+        _log_outside(res["outside_fit"], key_added, "the training subsample", "raise fit_cells")
 
     # ---------------- write
     adata = adata.copy() if copy else adata
@@ -454,6 +490,32 @@ def neural_fim(
     adata.uns[key_added] = clean_for_h5ad(uns)
     logg.info("    finished", time=start, deep=logg.added(fields))
     return adata if copy else None
+
+
+def _training_support(model_from: AnnData, info: dict, train_rep: str) -> KernelSupport | None:
+    """The support of the kernel the networks of ``model_from`` were trained on.
+
+    Its training cells (``fit_obs``, or all its cells) in the training basis, with the k of
+    its diffusion operator; None when ``model_from`` no longer holds them (then no cell is
+    flagged).
+    """
+    import scipy.sparse as sp
+
+    diffusion = model_from.uns.get(str(info["params"].get("diffusion_key", "diffusion")), {})
+    k = diffusion.get("params", {}).get("n_neighbors") if isinstance(diffusion, dict) else None
+    try:
+        M = rep_matrix(model_from, resolve_rep(model_from, train_rep))
+    except (KeyError, ValueError):
+        M = None
+    if k is None or M is None:
+        logg.info("    model_from holds no training cells or kernel: no cell is flagged")
+        return None
+    if "fit_obs" in info:  # only the training rows, never a dense copy of all cells
+        M = M[np.asarray(info["fit_obs"], dtype=np.int64)]
+    if is_dask_array(M):
+        M = M.compute()
+    X_ref = M.toarray() if sp.issparse(M) else np.asarray(M)
+    return KernelSupport.of(X_ref, int(k))
 
 
 def _models_from(model_from: AnnData, key: str, device: torch.device) -> tuple[list, dict]:
@@ -527,8 +589,11 @@ def neural_fim_transform(
         None, or the modified copy. Writes the same per-cell fields as :func:`neural_fim`
         (``obsm["X_neural_fim"]``, ``obs["fim_volume"]``, ``obs["fim_log_volume"]``,
         ``obs["fim_trace"]``, ``obsm["fim_eigenvalues"]`` and, for ensembles,
-        ``obs["fim_log_volume_std"]``, ``obs["fim_trace_std"]``), and
-        ``adata_new.uns[key_added]`` with ``params`` (``model_from``'s, plus ``transform_rep``).
+        ``obs["fim_log_volume_std"]``, ``obs["fim_trace_std"]``), ``obs["fim_outside_fit"]``
+        (True for a new cell outside the reach of the kernel on ``model_from``'s training
+        cells, whose values are extrapolated; not written when ``model_from`` no longer
+        holds those cells or its diffusion parameters), and ``adata_new.uns[key_added]``
+        with ``params`` (``model_from``'s, plus ``transform_rep``).
 
     Raises
     ------
@@ -559,12 +624,20 @@ def neural_fim_transform(
         )
     else:  # models stored before the relative volume: measured on these cells
         k, reference = _volume_frame(models, X, None)
+    support = _training_support(model_from, info, train_rep)
     if lazy:
-        fn = partial(_summaries, models, n_dims=k, reference=reference)
+        fn = partial(_summaries, models, n_dims=k, reference=reference, support=support)
         res = map_cells(fn, X, chunk_size=chunk_size, store=store, progress=progress)
         res = {name: np.asarray(v) if v.ndim == 1 else v for name, v in res.items()}  # obs
     else:
-        res = _summaries(models, X, k, reference)
+        res = _summaries(models, X, k, reference, support=support)
+    if support is not None:
+        _log_outside(
+            res["outside_fit"],
+            key_added,
+            "model_from's training cells",
+            "add them to the training data",
+        )
 
     adata_new = adata_new.copy() if copy else adata_new
     fields = _write(adata_new, res, key_added)
