@@ -642,7 +642,7 @@ class KernelSupport:
                 out[s : s + chunk] = np.sqrt(np.einsum("ij,ij->i", diff, diff)) - self.radii[j]
         return out
 
-    def outside(self, X: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
+    def outside(self, X: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
         """``(n,)`` bool: the rows of ``X`` that lie outside every reference cell's ball.
 
         ``min_j (‖x − x_j‖² − r_j²) > 0``: one float32 matrix product and a minimum per

@@ -442,15 +442,17 @@ def neural_fim(
         logg.info(f"    evaluating the per-cell FIM of all {X.shape[0]} cells")
     # once, for the frame and the fields (about 40 µs a cell and network on one core: a
     # bar over the networks, since a million cells take minutes)
+    outside = None
+    if fit_obs is not None:  # the cells the training subsample's kernel does not reach
+        k_fit = int(info["params"].get("n_neighbors") or 15)
+        outside = KernelSupport.of(X_fit, k_fit).outside(X)  # before the per-cell arrays
+        _log_outside(outside, key_added, "the training subsample", "raise fit_cells")
     bar = progress_bar(models, desc="per-cell FIM", unit="network", progress=progress)
     summaries = [m.summary(X) for m in bar]
     k, reference = _volume_frame(models, X, n_dims, summaries)
-    support = None
-    if fit_obs is not None:  # the cells the training subsample's kernel does not reach
-        support = KernelSupport.of(X_fit, int(info["params"].get("n_neighbors") or 15))
-    res = _summaries(models, X, k, reference, summaries, support)
-    if support is not None:
-        _log_outside(res["outside_fit"], key_added, "the training subsample", "raise fit_cells")
+    res = _summaries(models, X, k, reference, summaries)
+    if outside is not None:
+        res["outside_fit"] = outside
 
     # ---------------- write
     adata = adata.copy() if copy else adata
