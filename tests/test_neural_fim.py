@@ -576,7 +576,9 @@ def test_cells_beyond_the_training_kernel_are_flagged(capsys):
     flag = ad.obs["fim_outside_fit"].to_numpy()
     assert flag.dtype == bool and ad.uns["neural_fim"]["fields"]["outside_fit"] == "fim_outside_fit"
     np.testing.assert_array_equal(np.flatnonzero(flag), rare)
-    assert "4 of 240 cells" in capsys.readouterr().err  # 1.7 %: a warning
+    err = capsys.readouterr().err  # 1.7 %: a warning, with the cells and the remedy
+    assert "4 of 240 cells" in err and "raise fit_cells" in err
+    assert all(name in err for name in ad.obs_names[rare])
     # new cells: the rare ones and copies of training cells
     new = AnnData(X[np.r_[rare, fit[:5]]].astype(np.float32))
     scfim.tl.neural_fim_transform(new, model_from=ad)
@@ -603,7 +605,8 @@ def test_num_threads_reaches_the_training(small_fit, monkeypatch):
     assert seen == [2] and ad.uns["neural_fim"]["params"]["num_threads"] == 2
 
 
-def test_per_cell_stage_shows_progress(small_fit, capsys):
+def test_per_cell_stage_shows_progress(small_fit, capsys, monkeypatch):
+    monkeypatch.setattr("scfim._progress._writes_to_log", lambda *a: False)  # as on a terminal
     ad = small_fit.copy()
     kw = {"n_components": 8, "hidden": (16, 16), "epochs": 2, "n_ensemble": 2}
     scfim.tl.neural_fim(ad, progress=True, **kw)

@@ -147,17 +147,20 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bar_refreshes_rarely_in_a_log_file():
-    """A batch job's log gets a refresh every LOG_REFRESH_S, a terminal tqdm's 0.1 s."""
-    from scfim._progress import LOG_REFRESH_S
-
+def test_progress_bar_is_drawn_on_a_terminal_only():
+    """Written to a file (a redirected script, a batch log) a bar would interleave its
+    carriage returns with the log lines: it is disabled there, drawn on a terminal."""
     log, terminal = io.StringIO(), _Terminal()
     with progress_bar(total=3, file=log) as bar:
-        assert bar.mininterval == LOG_REFRESH_S
+        assert bar.disable
+        bar.update(3)
+    assert log.getvalue() == ""
     with progress_bar(total=3, file=terminal) as bar:
-        assert bar.mininterval == 0.1
-    with progress_bar(total=3, file=log, mininterval=1.0) as bar:
-        assert bar.mininterval == 1.0  # the caller's choice wins
+        assert not bar.disable
+        bar.update(3)
+    assert "0/3" in terminal.getvalue()
+    with progress_bar(total=3, file=terminal, progress=False) as bar:
+        assert bar.disable
 
 
 # ---------------------------------------------------------------------- keys and storage

@@ -4,9 +4,9 @@ Usage: ``for i in progress_bar(range(n), desc="LAND EM", progress=progress): ...
 ``bar = progress_bar(total=n, desc="neural FIM", unit="epoch", progress=progress)`` with
 ``bar.update()`` / ``bar.close()``. ``progress=False`` (or ``scfim.settings.verbosity``
 below ``"warning"``) disables the bar. Free of AnnData, so geometry and models may use it.
-Written to a file rather than a terminal or a notebook (a batch job's log), a bar refreshes
-at most every :data:`LOG_REFRESH_S` seconds, so that a long loop adds a few lines to the log
-instead of one every tenth of a second.
+A bar is drawn on a terminal or in a notebook only: written to a file (a script's
+redirected output, a batch job's log) its carriage-return refreshes would interleave with
+the log lines, which already say what runs and how long it took.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["progress_bar"]
-
-#: Seconds between two refreshes of a bar that writes to a file (tqdm's own default is 0.1).
-LOG_REFRESH_S = 30.0
 
 
 def _writes_to_log(tqdm_class: type, file: Any) -> bool:
@@ -58,8 +55,8 @@ def progress_bar(
     leave
         Keep the finished bar on screen.
     **kwargs
-        Passed to :class:`tqdm.auto.tqdm`. ``mininterval`` defaults to tqdm's 0.1 s on a
-        terminal and to :data:`LOG_REFRESH_S` when the bar writes to a file.
+        Passed to :class:`tqdm.auto.tqdm` (``file`` included: a bar whose file is not a
+        terminal, outside a notebook, is disabled).
 
     Returns
     -------
@@ -72,8 +69,9 @@ def progress_bar(
 
     from ._logging import settings
 
-    if _writes_to_log(tqdm, kwargs.get("file") or sys.stderr):
-        kwargs.setdefault("mininterval", LOG_REFRESH_S)
-
-    disable = not progress or settings.verbosity < 1
+    disable = (
+        not progress
+        or settings.verbosity < 1
+        or _writes_to_log(tqdm, kwargs.get("file") or sys.stderr)
+    )
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, disable=disable, **kwargs)

@@ -168,6 +168,15 @@ def _results_from(adata: AnnData, key: str) -> list[str]:
     return found
 
 
+def _states_meaning(op) -> str:
+    """What the operator's states are, for the log."""
+    if op.duplicates_collapsed:
+        return "one per distinct cell"
+    if op.is_landmark:
+        return "landmarks: the chain runs between clusters of nearby cells"
+    return "one per cell"
+
+
 def _same_params(old: dict, new: dict) -> bool:
     try:
         return all(
@@ -417,7 +426,7 @@ def diffusion(
             "run those tools again"
         )
     logg.info(
-        f"    finished: {op.n_states} states, t = {op.t}",
+        f"    finished: {op.n_states} diffusion states ({_states_meaning(op)})" + f", t = {op.t}",
         time=start,
         deep=logg.added(fields),
     )

@@ -160,6 +160,14 @@ def _solve(
     return X, use_rep, res
 
 
+def _span(values, fmt: str = ".3g") -> str:
+    """One value, or the range ``min–max`` of several, for a log line."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 1 or np.ptp(v) == 0:
+        return format(float(v[0]), fmt)
+    return f"{format(float(v.min()), fmt)}–{format(float(v.max()), fmt)}"
+
+
 def _nn_distance(X: np.ndarray, max_queries: int = 2000) -> float:
     """Median distance from a cell to its nearest other cell (up to ``max_queries`` cells)."""
     idx = np.linspace(0, len(X) - 1, min(len(X), max_queries)).astype(int)
@@ -314,6 +322,12 @@ def geodesic(
         device=dev,
     )
     prox = res.proximity
+    nn = _nn_distance(X)
+    far = np.asarray(prox, dtype=np.float64).ravel()
+    logg.info(
+        f"    Fisher–Rao length {_span(res.lengths)}, farthest from a cell {_span(far / nn, '.2f')}"
+        " × the median distance between neighbouring cells"
+    )
 
     adata = adata.copy() if copy else adata
     adata.uns[key_added] = clean_for_h5ad(
@@ -323,7 +337,7 @@ def geodesic(
             "energies": res.energies,
             "endpoint_error": np.asarray(res.endpoint_error, dtype=np.float64),
             "proximity": prox,
-            "nn_distance": _nn_distance(X),
+            "nn_distance": nn,
             "start": np.asarray(adata.obs_names[s]),
             "end": np.asarray(adata.obs_names[e]),
             "params": {

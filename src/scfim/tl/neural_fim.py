@@ -184,17 +184,22 @@ def _write(adata: AnnData, res: dict[str, np.ndarray], key_added: str) -> list[t
     return [*written, keys["uns"]]
 
 
-def _log_outside(outside: np.ndarray, key_added: str, of: str, remedy: str) -> None:
-    """Say how many cells lie outside the training kernel's support (a warning from 1 %)."""
+def _log_outside(outside: np.ndarray, names, key_added: str, of: str, remedy: str) -> None:
+    """Say which cells lie outside the training kernel's reach (a warning from 1 %)."""
     n_out = int(np.count_nonzero(outside))
+    if n_out == 0:
+        logg.info(f"    every cell lies within the reach of the diffusion kernel of {of}")
+        return
     col = neural_fim_keys(key_added)["outside_fit"][1]
+    first = ", ".join(map(str, np.asarray(names)[np.flatnonzero(outside)[:5]]))
     msg = (
         f"{n_out} of {outside.size} cells ({100 * n_out / outside.size:.2g} %) lie outside the "
-        f"reach of the diffusion kernel of {of} (obs[{col!r}]): their FIM values are the "
-        f"networks' extrapolation"
+        f"reach of the diffusion kernel of {of} (obs[{col!r}]: {first}"
+        f"{', …' if n_out > 5 else ''}); their FIM values are the networks' extrapolation: "
+        f"{remedy} to include them"
     )
     if n_out >= 0.01 * outside.size:
-        logg.warning(f"{msg}; {remedy} to include them")
+        logg.warning(msg)
     else:
         logg.info(f"    {msg}")
 
@@ -299,8 +304,11 @@ def neural_fim(
         costs the same at every size. A population of fewer than about
         ``n_obs / fit_cells`` cells may have no cell in the subsample, so that its values
         are the networks' extrapolation: such cells, when they lie beyond the reach of the
-        subsample's kernel, are flagged in ``obs["fim_outside_fit"]`` (and named in the
-        log; a warning from 1 % of the cells). Raise ``fit_cells`` for rare populations.
+        subsample's kernel, are flagged in ``obs["fim_outside_fit"]`` (and counted in the
+        log; a warning from 1 % of the cells). A population with even one cell in the
+        subsample is within reach (that cell's kernel row joins it to the rest) and is
+        not flagged, although its values then rest on that cell. Raise ``fit_cells`` for
+        rare populations.
         None trains on all cells with the operator of ``diffusion_key``.
     num_threads
         Torch threads for the training (None: torch's setting). One thread is the fastest
@@ -446,7 +454,9 @@ def neural_fim(
     if fit_obs is not None:  # the cells the training subsample's kernel does not reach
         k_fit = int(info["params"].get("n_neighbors") or 15)
         outside = KernelSupport.of(X_fit, k_fit).outside(X)  # before the per-cell arrays
-        _log_outside(outside, key_added, "the training subsample", "raise fit_cells")
+        _log_outside(
+            outside, adata.obs_names, key_added, "the training subsample", "raise fit_cells"
+        )
     bar = progress_bar(models, desc="per-cell FIM", unit="network", progress=progress)
     summaries = [m.summary(X) for m in bar]
     k, reference = _volume_frame(models, X, n_dims, summaries)
@@ -636,9 +646,10 @@ def neural_fim_transform(
     if support is not None:
         _log_outside(
             res["outside_fit"],
+            adata_new.obs_names,
             key_added,
             "model_from's training cells",
-            "add them to the training data",
+            "add such cells to the training data",
         )
 
     adata_new = adata_new.copy() if copy else adata_new

@@ -249,8 +249,12 @@ def parameter_fim(
         }
     )
     logg.info(
-        f"    finished: {sub.size} cells, largest volume at t = {t_best:g}, sigma = {s_best:g}"
-        + (" (on the edge of the grid)" if on_boundary else ""),
+        f"    finished: {sub.size} cells, largest volume at t = {t_best:g}, σ = {s_best:g}"
+        + (
+            " (on the edge of the grid: widen t_values / sigma_values to find the maximum)"
+            if on_boundary
+            else ""
+        ),
         time=start,
         deep=logg.added(("uns", key_added)),
     )
