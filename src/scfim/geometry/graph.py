@@ -609,12 +609,16 @@ class KernelSupport:
 
     @classmethod
     def of(cls, X: np.ndarray, n_neighbors: int) -> KernelSupport:
-        """The support of the ``n_neighbors``-NN kernel on the cells ``X``."""
+        """The support of the ``n_neighbors``-NN kernel on the cells ``X``.
+
+        The radii come from :func:`knn_graph` (exact up to 50 000 cells, its inverted-file
+        search beyond), so that a large reference costs a kNN search, not ``m²`` distances.
+        """
         X = np.ascontiguousarray(X, dtype=np.float64)
         k = min(int(n_neighbors), X.shape[0] - 1)
         if k < 1:
             raise ValueError("a kernel support needs at least 2 reference cells")
-        radii = np.asarray(knn_graph(X, k, method="exact").max(1).toarray()).ravel()
+        radii = np.asarray(knn_graph(X, k).max(1).toarray()).ravel()
         return cls(X, radii)
 
     def margin(self, X: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
