@@ -426,7 +426,7 @@ def diffusion(
             "run those tools again"
         )
     logg.info(
-        f"    finished: {op.n_states} diffusion states ({_states_meaning(op)})" + f", t = {op.t}",
+        f"    finished: {op.n_states} diffusion states ({_states_meaning(op)}), t = {op.t}",
         time=start,
         deep=logg.added(fields),
     )

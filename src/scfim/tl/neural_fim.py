@@ -61,6 +61,16 @@ def _fields(key_added: str, res: dict[str, np.ndarray]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- training subsample
+def _kernel_k(params: dict) -> int:
+    """The kernel's k of an operator from its ``uns[diffusion_key]["params"]``.
+
+    ``tl.diffusion`` stores the k it used; files written before it did fall back to the
+    k of those versions, 15.
+    """
+    k = params.get("n_neighbors")
+    return 15 if k is None else int(k)
+
+
 def training_subsample(
     X: np.ndarray, fit_cells: int, params: dict
 ) -> tuple[np.ndarray, DiffusionOperator]:
@@ -97,7 +107,7 @@ def training_subsample(
     sigma = params.get("sigma")
     op, _ = build_operator(
         np.ascontiguousarray(X[fit_obs]),
-        n_neighbors=int(get("n_neighbors", 15)),
+        n_neighbors=_kernel_k(params),
         kernel=str(get("kernel", "alpha_decay")),
         decay=float(get("decay", 40.0)),
         sigma=None if sigma is None else float(sigma),
@@ -452,7 +462,7 @@ def neural_fim(
     # bar over the networks, since a million cells take minutes)
     outside = None
     if fit_obs is not None:  # the cells the training subsample's kernel does not reach
-        k_fit = int(info["params"].get("n_neighbors") or 15)
+        k_fit = _kernel_k(info.get("params", {}))
         outside = KernelSupport.of(X_fit, k_fit).outside(X)  # before the per-cell arrays
         _log_outside(
             outside, adata.obs_names, key_added, "the training subsample", "raise fit_cells"
